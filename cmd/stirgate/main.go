@@ -1,0 +1,39 @@
+// Command stirgate is a SIP edge proxy that signs, verifies and polices calls
+// between a PBX and its trunks. See README.md.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: stirgate <command> [flags]
+
+commands:
+  serve  [--config FILE]   run the proxy (embedded default config without --config)
+  config check FILE...     validate configuration files and exit
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:])
+	case "config":
+		if len(args) >= 2 && args[1] == "check" {
+			return configCheck(args[2:])
+		}
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "stirgate: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}

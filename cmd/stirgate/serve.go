@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/sip"
+)
+
+// loadConfig reads the file, or the embedded default when path is "".
+func loadConfig(path string) (*configs.Config, error) {
+	if path == "" {
+		return configs.Default()
+	}
+	return configs.Load(path)
+}
+
+func configCheck(files []string) int {
+	if len(files) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: stirgate config check FILE...")
+		return 2
+	}
+	rc := 0
+	for _, f := range files {
+		if _, err := configs.Load(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			rc = 1
+			continue
+		}
+		fmt.Printf("%s: ok\n", f)
+	}
+	return rc
+}
+
+// newLogger builds the process logger; level is a LevelVar so a reload can
+// change it.
+func newLogger(w io.Writer, cfg configs.LogConfig, level *slog.LevelVar) *slog.Logger {
+	l, _ := configs.ParseLevel(cfg.Level) // validated
+	level.Set(l)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// reloadMetrics are the all-or-nothing reload gauges (Caddy/Prometheus names).
+type reloadMetrics struct {
+	ok, ts prometheus.Gauge
+}
+
+func newReloadMetrics(reg prometheus.Registerer) reloadMetrics {
+	m := reloadMetrics{
+		ok: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stirgate_config_last_reload_successful",
+			Help: "1 if the last configuration load or reload succeeded, 0 if the old configuration is still serving.",
+		}),
+		ts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stirgate_config_last_reload_success_timestamp_seconds",
+			Help: "Time of the last successful configuration load or reload.",
+		}),
+	}
+	reg.MustRegister(m.ok, m.ts)
+	m.ok.Set(1)
+	m.ts.SetToCurrentTime()
+	return m
+}
+
+func serve(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "configuration file (default: the embedded configs/stirgate.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var level slog.LevelVar
+	log := newLogger(os.Stderr, cfg.Log, &level)
+	slog.SetDefault(log)
+	source := cfg.File
+	if source == "" {
+		source = configs.DefaultName
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reloads := newReloadMetrics(reg)
+
+	chains, err := buildChains(cfg)
+	if err != nil {
+		log.Error("cannot build call pipeline", "err", err)
+		return 2
+	}
+	edge, err := sip.New(cfg.SIP, chains, sip.Options{Logger: log, Registry: reg})
+	if err != nil {
+		log.Error("cannot start SIP edge", "err", err)
+		return 1
+	}
+	defer edge.Close()
+
+	admin, err := startAdmin(log, cfg.Admin, edge, reg)
+	if err != nil {
+		log.Error("cannot start admin HTTP", "err", err)
+		return 1
+	}
+	defer admin.Close()
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- edge.Serve(ctx) }()
+	log.Info("stirgate started", "config", source, "admin", admin.Addr)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-served:
+			if err != nil {
+				log.Error("SIP edge stopped", "err", err)
+				return 1
+			}
+			return 0
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				cfg = reload(log, &level, *cfgPath, cfg, edge, reloads)
+				continue
+			}
+			log.Info("draining", "signal", s.String(), "deadline", cfg.Shutdown.DrainTimeout)
+			dctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.DrainTimeout)
+			err := edge.Drain(dctx)
+			cancel()
+			if err != nil {
+				log.Warn("drain deadline reached", "err", err)
+			} else {
+				log.Info("drained")
+			}
+			stop()
+			edge.Close()
+			<-served
+			log.Info("stopped")
+			return 0
+		}
+	}
+}
+
+// reload loads, validates and builds a new generation; on any error the old
+// one keeps serving. It returns the configuration now in force.
+func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, m reloadMetrics) *configs.Config {
+	fail := func(err error) *configs.Config {
+		m.ok.Set(0)
+		log.Error("config reload failed; previous configuration keeps serving", "err", err)
+		return old
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return fail(err)
+	}
+	chains, err := buildChains(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	restart, err := edge.Apply(cfg.SIP, chains)
+	if err != nil {
+		return fail(err)
+	}
+	if cfg.Admin != old.Admin {
+		restart = append(restart, "admin.listen")
+	}
+	l, _ := configs.ParseLevel(cfg.Log.Level)
+	level.Set(l)
+	if cfg.Log.Format != old.Log.Format {
+		restart = append(restart, "log.format")
+	}
+	m.ok.Set(1)
+	m.ts.SetToCurrentTime()
+	if len(restart) > 0 {
+		log.Warn("config reloaded; some changes need a restart and are not in force", "keys", strings.Join(restart, ","))
+	} else {
+		log.Info("config reloaded")
+	}
+	return cfg
+}
+
+// adminServer is the admin HTTP endpoint.
+type adminServer struct {
+	Addr string
+	srv  *http.Server
+	once sync.Once
+}
+
+func (a *adminServer) Close() {
+	a.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = a.srv.Shutdown(ctx)
+	})
+}
+
+func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *prometheus.Registry) (*adminServer, error) {
+	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsLoopback() {
+		log.Warn("admin HTTP listens beyond loopback", "listen", cfg.Listen)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !edge.Ready() {
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen %s: %w", cfg.Listen, err)
+	}
+	a := &adminServer{
+		Addr: ln.Addr().String(),
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+	}
+	go func() {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin HTTP stopped", "err", err)
+		}
+	}()
+	return a, nil
+}

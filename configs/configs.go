@@ -1,0 +1,333 @@
+// Package configs loads stirgate's YAML files strictly: unknown keys are
+// errors, and every error names file, line and key. It is the only package
+// that imports the YAML library. The example files next to it are the
+// documentation of record; stirgate.yaml is also the embedded default.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/stirgate/stirgate/sip"
+)
+
+//go:embed stirgate.yaml
+var defaultYAML []byte
+
+// DefaultName is how errors and logs name the embedded default file.
+const DefaultName = "stirgate.yaml (embedded default)"
+
+// Config is the whole of stirgate.yaml.
+type Config struct {
+	Log      LogConfig      `yaml:"log"`
+	Admin    AdminConfig    `yaml:"admin"`
+	Shutdown ShutdownConfig `yaml:"shutdown"`
+	SIP      sip.Config     `yaml:"sip"`
+
+	// File is the path the configuration was read from ("" when embedded);
+	// relative paths in it resolve against its directory.
+	File string `yaml:"-"`
+}
+
+// LogConfig is the `log:` section.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// AdminConfig is the `admin:` section.
+type AdminConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// ShutdownConfig is the `shutdown:` section.
+type ShutdownConfig struct {
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// ApplyDefaults fills absent values.
+func (c *Config) ApplyDefaults() {
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:9060"
+	}
+	if c.Shutdown.DrainTimeout == 0 {
+		c.Shutdown.DrainTimeout = 30 * time.Second
+	}
+	c.SIP.ApplyDefaults()
+}
+
+// Validate checks every section; errors start with their YAML key path.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		errs = append(errs, fmt.Errorf("log.level: %w", err))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format))
+	}
+	if _, err := netip.ParseAddrPort(c.Admin.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("admin.listen: %q is not ip:port", c.Admin.Listen))
+	}
+	if c.Shutdown.DrainTimeout < 0 || c.Shutdown.DrainTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("shutdown.drain_timeout: %s out of range 0..1h", c.Shutdown.DrainTimeout))
+	}
+	if err := c.SIP.Validate(); err != nil {
+		errs = append(errs, prefix("sip.", err)...)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseLevel reads a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+// Resolve makes a path from the configuration absolute: relative paths
+// resolve against the directory of the config file (or the working directory
+// for the embedded default).
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Default returns the embedded default configuration.
+func Default() (*Config, error) {
+	c := &Config{}
+	if err := Decode(DefaultName, defaultYAML, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Load reads, decodes and validates the main configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c := &Config{}
+	if err := Decode(path, data, c); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.File = abs
+	return c, nil
+}
+
+// Section is what Decode fills: a type with defaults and validation.
+type Section interface {
+	ApplyDefaults()
+	Validate() error
+}
+
+// Decode decodes data strictly into out, applies defaults and validates. Every
+// error is "file:line: key: message", one per line.
+func Decode(file string, data []byte, out Section) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return &Error{File: file, Problems: []Problem{yamlSyntaxProblem(err)}}
+	}
+	idx := indexKeys(&root)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return &Error{File: file, Problems: []Problem{yamlSyntaxProblem(err)}}
+		}
+		e := &Error{File: file}
+		for _, msg := range te.Errors {
+			e.Problems = append(e.Problems, typeProblem(msg, idx))
+		}
+		return e
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return &Error{File: file, Problems: []Problem{{Line: extra.Line, Msg: "only one YAML document is allowed"}}}
+	}
+	out.ApplyDefaults()
+	if err := out.Validate(); err != nil {
+		e := &Error{File: file}
+		for _, ve := range flatten(err) {
+			e.Problems = append(e.Problems, validationProblem(ve.Error(), idx))
+		}
+		return e
+	}
+	return nil
+}
+
+// Problem is one error at one place of a file.
+type Problem struct {
+	Line int    // 0 when unknown
+	Key  string // dotted key path, "" when unknown
+	Msg  string
+}
+
+// Error lists every problem found in one file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.File)
+		if p.Line > 0 {
+			b.WriteString(":" + strconv.Itoa(p.Line))
+		}
+		b.WriteString(": ")
+		if p.Key != "" {
+			b.WriteString(p.Key + ": ")
+		}
+		b.WriteString(p.Msg)
+	}
+	return b.String()
+}
+
+// keyIndex maps key paths to lines and lines to key paths.
+type keyIndex struct {
+	lineOf map[string]int
+	keyAt  map[int]string
+}
+
+func indexKeys(root *yaml.Node) keyIndex {
+	idx := keyIndex{lineOf: map[string]int{}, keyAt: map[int]string{}}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				idx.lineOf[p] = k.Line
+				if _, seen := idx.keyAt[k.Line]; !seen {
+					idx.keyAt[k.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				idx.lineOf[p] = c.Line
+				if _, seen := idx.keyAt[c.Line]; !seen {
+					idx.keyAt[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	return idx
+}
+
+// line finds the line of a key path, or of its nearest present parent
+// (a missing required key is reported where its section starts).
+func (idx keyIndex) line(path string) int {
+	for p := path; p != ""; {
+		if l, ok := idx.lineOf[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+var (
+	lineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	unknownRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+)
+
+func yamlSyntaxProblem(err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := lineRe.FindStringSubmatch(msg); m != nil {
+		l, _ := strconv.Atoi(m[1])
+		return Problem{Line: l, Msg: m[2]}
+	}
+	return Problem{Msg: msg}
+}
+
+func typeProblem(msg string, idx keyIndex) Problem {
+	m := lineRe.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{Msg: msg}
+	}
+	l, _ := strconv.Atoi(m[1])
+	p := Problem{Line: l, Key: idx.keyAt[l], Msg: m[2]}
+	if u := unknownRe.FindStringSubmatch(m[2]); u != nil {
+		p.Msg = "unknown key " + strconv.Quote(u[1])
+	}
+	return p
+}
+
+// validationProblem splits "key.path: message" and finds the key's line.
+func validationProblem(msg string, idx keyIndex) Problem {
+	key, rest, ok := strings.Cut(msg, ": ")
+	if !ok || strings.ContainsAny(key, " \"") {
+		return Problem{Msg: msg}
+	}
+	return Problem{Line: idx.line(key), Key: key, Msg: rest}
+}
+
+// flatten unwraps errors.Join trees into their leaves.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// prefix puts a key path in front of every joined error.
+func prefix(p string, err error) []error {
+	var out []error
+	for _, e := range flatten(err) {
+		out = append(out, fmt.Errorf("%s%w", p, e))
+	}
+	return out
+}

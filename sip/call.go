@@ -1,0 +1,137 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Direction says which way a call crosses the edge.
+type Direction int
+
+const (
+	// Outbound calls come from the PBX (inside realm) and go to the trunk.
+	Outbound Direction = iota
+	// Inbound calls come from the trunk (outside realm) and go to the PBX.
+	Inbound
+)
+
+func (d Direction) String() string {
+	if d == Inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// Verstat is the verification status told to the PBX (3GPP TS 24.229).
+type Verstat string
+
+const (
+	VerstatNone   Verstat = ""
+	VerstatPassed Verstat = "TN-Validation-Passed"
+	VerstatFailed Verstat = "TN-Validation-Failed"
+	VerstatNoTN   Verstat = "No-TN-Validation"
+)
+
+// Call is the plain-data view of an initial INVITE that pipeline stages see.
+// It carries no sipgo types: stages are testable without SIP messages.
+type Call struct {
+	CallID, Realm string
+	Dir           Direction
+	Source        netip.AddrPort
+	Orig, Dest    string   // numbers as read by the edge (see Number)
+	Identities    []string // Identity header values received
+
+	// Outputs, applied by the edge before forwarding.
+	Verstat     Verstat
+	AddIdentity string            // Identity header to add (outbound)
+	Tags        map[string]string // extra headers a stage asks for
+
+	// Filled by the chain: the stage that rejected the call, if any.
+	DecidedBy string
+}
+
+// Tag asks the edge to add header name: value to the forwarded INVITE.
+func (c *Call) Tag(name, value string) {
+	if c.Tags == nil {
+		c.Tags = make(map[string]string)
+	}
+	c.Tags[name] = value
+}
+
+// Handler is one stage of the call pipeline. It returns nil to let the call
+// go on, or an error (normally from Reject) to end it. Stages never write SIP.
+type Handler interface {
+	Name() string
+	HandleCall(ctx context.Context, c *Call) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc struct {
+	StageName string
+	Fn        func(ctx context.Context, c *Call) error
+}
+
+func (h HandlerFunc) Name() string                                  { return h.StageName }
+func (h HandlerFunc) HandleCall(ctx context.Context, c *Call) error { return h.Fn(ctx, c) }
+
+// StageObserver is told how each stage decided; the edge counts it in metrics.
+type StageObserver func(stage, decision string, took time.Duration)
+
+// Chain is an ordered list of stages, built once per configuration.
+type Chain []Handler
+
+// Run runs the stages in order and stops at the first error. The error is a
+// *Rejection (a stage's own, or 500 for any other error).
+func (ch Chain) Run(ctx context.Context, c *Call, observe StageObserver) error {
+	for _, h := range ch {
+		start := time.Now()
+		err := h.HandleCall(ctx, c)
+		decision := "pass"
+		if err != nil {
+			decision = "reject"
+		}
+		if observe != nil {
+			observe(h.Name(), decision, time.Since(start))
+		}
+		if err != nil {
+			c.DecidedBy = h.Name()
+			var r *Rejection
+			if errors.As(err, &r) {
+				return err
+			}
+			return &Rejection{Code: 500, Reason: "Server Internal Error", Cause: fmt.Errorf("stage %s: %w", h.Name(), err)}
+		}
+	}
+	return nil
+}
+
+// Rejection is a status-carrying error: the edge turns it into exactly one
+// SIP response with a Reason header.
+type Rejection struct {
+	Code   int
+	Reason string // reason phrase of the response
+	Cause  error  // for logs and the Reason header text
+	// RetryAfter, when set, adds a Retry-After header (seconds).
+	RetryAfter int
+}
+
+func (r *Rejection) Error() string {
+	if r.Cause != nil {
+		return fmt.Sprintf("%d %s: %v", r.Code, r.Reason, r.Cause)
+	}
+	return fmt.Sprintf("%d %s", r.Code, r.Reason)
+}
+
+func (r *Rejection) Unwrap() error { return r.Cause }
+
+// Reject builds the error a stage returns to end a call with a SIP status.
+// Codes outside 300-699 are treated as 500.
+func Reject(code int, reason string, cause error) error {
+	if code < 300 || code > 699 {
+		code = 500
+	}
+	return &Rejection{Code: code, Reason: reason, Cause: cause}
+}

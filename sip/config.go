@@ -1,0 +1,230 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Config is the `sip:` section of stirgate.yaml.
+//
+// Validate errors start with the YAML key path of the offending value so that
+// the loader can point at file and line.
+type Config struct {
+	UserAgent      string        `yaml:"user_agent"`
+	MaxMessageSize int           `yaml:"max_message_size"`
+	InviteTimeout  time.Duration `yaml:"invite_timeout"`
+	Realms         Realms        `yaml:"realms"`
+}
+
+// Realms are the two sides of the edge.
+type Realms struct {
+	Inside  RealmConfig `yaml:"inside"`
+	Outside RealmConfig `yaml:"outside"`
+}
+
+// RealmConfig is one side of the edge: its sockets, its peer and its ACL.
+type RealmConfig struct {
+	Listen  []ListenConfig `yaml:"listen"`
+	NextHop string         `yaml:"next_hop"`
+	Trusted []string       `yaml:"trusted"`
+	UDP     UDPConfig      `yaml:"udp"`
+}
+
+// ListenConfig is one listening socket.
+type ListenConfig struct {
+	Transport string `yaml:"transport"` // udp | tcp
+	Addr      string `yaml:"addr"`      // ip:port to bind
+	// Advertise is the host:port written in Via and Record-Route; needed when
+	// Addr is a wildcard address. Defaults to Addr.
+	Advertise string `yaml:"advertise"`
+}
+
+// UDPConfig is the realm's deliberate choice about large UDP messages.
+type UDPConfig struct {
+	MaxSize  int    `yaml:"max_size"`
+	Oversize string `yaml:"oversize"` // tcp | reject
+}
+
+// Defaults used when a key is absent.
+const (
+	DefaultMaxMessageSize = 16384
+	DefaultInviteTimeout  = 180 * time.Second
+	DefaultUDPMaxSize     = 4096
+	minUDPMaxSize         = 1300
+	maxUDPMaxSize         = 65000
+)
+
+// ApplyDefaults fills absent values.
+func (c *Config) ApplyDefaults() {
+	if c.UserAgent == "" {
+		c.UserAgent = "stirgate"
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.InviteTimeout == 0 {
+		c.InviteTimeout = DefaultInviteTimeout
+	}
+	for _, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
+		if r.UDP.MaxSize == 0 {
+			r.UDP.MaxSize = DefaultUDPMaxSize
+		}
+		if r.UDP.Oversize == "" {
+			r.UDP.Oversize = "tcp"
+		}
+	}
+}
+
+// Validate checks the section; it reports every problem it finds.
+func (c *Config) Validate() error {
+	var errs []error
+	if strings.ContainsAny(c.UserAgent, "\r\n") {
+		errs = append(errs, errors.New("user_agent: must not contain CR or LF"))
+	}
+	if c.MaxMessageSize < 2048 || c.MaxMessageSize > 65535 {
+		errs = append(errs, fmt.Errorf("max_message_size: %d out of range 2048..65535", c.MaxMessageSize))
+	}
+	if c.InviteTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("invite_timeout: %s is below 1s", c.InviteTimeout))
+	}
+	for _, r := range []struct {
+		name string
+		cfg  *RealmConfig
+	}{{"inside", &c.Realms.Inside}, {"outside", &c.Realms.Outside}} {
+		if err := r.cfg.Validate(); err != nil {
+			errs = append(errs, prefixErrors("realms."+r.name+".", err)...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks one realm.
+func (r *RealmConfig) Validate() error {
+	var errs []error
+	if len(r.Listen) == 0 {
+		errs = append(errs, errors.New("listen: at least one listener is required"))
+	}
+	hasTCP := false
+	for i, l := range r.Listen {
+		if err := l.Validate(); err != nil {
+			errs = append(errs, prefixErrors(fmt.Sprintf("listen[%d].", i), err)...)
+		}
+		if l.Transport == "tcp" {
+			hasTCP = true
+		}
+	}
+	if r.NextHop == "" {
+		errs = append(errs, errors.New("next_hop: required (sip:host:port;transport=udp|tcp)"))
+	} else if _, err := ParseNextHop(r.NextHop); err != nil {
+		errs = append(errs, fmt.Errorf("next_hop: %w", err))
+	}
+	if len(r.Trusted) == 0 {
+		errs = append(errs, errors.New("trusted: at least one network is required (requests from other sources get 403)"))
+	}
+	for i, t := range r.Trusted {
+		if _, err := parsePrefix(t); err != nil {
+			errs = append(errs, fmt.Errorf("trusted[%d]: %w", i, err))
+		}
+	}
+	if r.UDP.MaxSize < minUDPMaxSize || r.UDP.MaxSize > maxUDPMaxSize {
+		errs = append(errs, fmt.Errorf("udp.max_size: %d out of range %d..%d", r.UDP.MaxSize, minUDPMaxSize, maxUDPMaxSize))
+	}
+	switch r.UDP.Oversize {
+	case "reject":
+	case "tcp":
+		if !hasTCP {
+			errs = append(errs, errors.New("udp.oversize: \"tcp\" needs a tcp listener in this realm"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("udp.oversize: %q is not one of tcp, reject", r.UDP.Oversize))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks one listener.
+func (l *ListenConfig) Validate() error {
+	var errs []error
+	switch l.Transport {
+	case "udp", "tcp":
+	default:
+		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp", l.Transport))
+	}
+	ap, err := netip.ParseAddrPort(l.Addr)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("addr: %q is not ip:port: %w", l.Addr, err))
+	} else if ap.Addr().IsUnspecified() && l.Advertise == "" {
+		errs = append(errs, errors.New("advertise: required when addr is a wildcard address"))
+	}
+	if l.Advertise != "" {
+		if _, _, err := sip.ParseAddr(l.Advertise); err != nil || strings.ContainsAny(l.Advertise, "\r\n;,<> ") {
+			errs = append(errs, fmt.Errorf("advertise: %q is not host:port", l.Advertise))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NextHop is a parsed next_hop URI.
+type NextHop struct {
+	Host      string
+	Port      int
+	Transport string // "UDP" or "TCP"
+}
+
+// Addr is host:port.
+func (n NextHop) Addr() string { return joinHostPort(n.Host, n.Port) }
+
+// ParseNextHop reads "sip:host[:port][;transport=udp|tcp]".
+func ParseNextHop(s string) (NextHop, error) {
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil {
+		return NextHop{}, fmt.Errorf("%q is not a SIP URI: %w", s, err)
+	}
+	if u.Scheme != "sip" {
+		return NextHop{}, fmt.Errorf("%q: scheme must be sip", s)
+	}
+	if u.User != "" || u.Host == "" {
+		return NextHop{}, fmt.Errorf("%q: want sip:host:port without user part", s)
+	}
+	n := NextHop{Host: u.Host, Port: u.Port, Transport: "UDP"}
+	if t, ok := u.UriParams.Get("transport"); ok {
+		switch strings.ToLower(t) {
+		case "udp":
+		case "tcp":
+			n.Transport = "TCP"
+		default:
+			return NextHop{}, fmt.Errorf("%q: transport must be udp or tcp", s)
+		}
+	}
+	if n.Port == 0 {
+		n.Port = 5060
+	}
+	return n, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// prefixErrors puts a key path in front of every joined error.
+func prefixErrors(prefix string, err error) []error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, prefixErrors(prefix, e)...)
+		}
+		return out
+	}
+	return []error{fmt.Errorf("%s%w", prefix, err)}
+}

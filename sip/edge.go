@@ -1,0 +1,407 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Realm indexes.
+const (
+	inside  = 0
+	outside = 1
+)
+
+// Chains are the call pipelines of one configuration generation, by the realm
+// the call arrives in.
+type Chains struct {
+	Inside, Outside Chain
+}
+
+// Options are the edge's collaborators.
+type Options struct {
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Records receives one record per finished initial INVITE (may be nil).
+	Records func(CallRecord)
+}
+
+// Edge is the SIP side of stirgate: two realms, their sockets and the proxy
+// core between them. It is the only writer of SIP messages.
+type Edge struct {
+	log     *slog.Logger
+	m       *metrics
+	records func(CallRecord)
+	realms  [2]*realm
+	ours    map[string]bool // host:port of every listener, for Route/Via/R-URI checks
+	static  staticConfig
+
+	gen      atomic.Pointer[generation]
+	draining atomic.Bool
+	inflight atomic.Int64
+	dialogs  *dialogs
+	serving  atomic.Bool
+	closing  sync.Once
+}
+
+// staticConfig is what a reload cannot change (sockets, parser).
+type staticConfig struct {
+	userAgent      string
+	maxMessageSize int
+	listen         [2][]ListenConfig
+}
+
+// generation is what a reload swaps atomically.
+type generation struct {
+	inviteTimeout time.Duration
+	realms        [2]realmPolicy
+	chains        [2]Chain
+}
+
+type realmPolicy struct {
+	trusted     []netip.Prefix
+	nextHop     NextHop
+	udpMax      int
+	oversizeTCP bool
+}
+
+func (p *realmPolicy) trusts(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, pr := range p.trusted {
+		if pr.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+type realm struct {
+	idx    int
+	name   string
+	dir    Direction
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	udp    []*net.UDPConn
+	tcp    []*net.TCPListener
+	// first listener per transport: where our outgoing requests leave from
+	// and what Via/Record-Route advertise.
+	ep map[string]endpoint // "UDP" | "TCP"
+}
+
+type endpoint struct {
+	host  string
+	port  int
+	laddr sip.Addr // bound address (UDP requests leave from it)
+}
+
+var setGlobalsOnce sync.Once
+
+// setSipgoGlobals sets sipgo's process-wide knobs once, before any UA exists.
+func setSipgoGlobals() {
+	setGlobalsOnce.Do(func() {
+		// Read whole datagrams up to the IP limit so an oversized one is
+		// seen (and dropped by size) instead of truncated into garbage.
+		sip.TransportBufferReadSize = 65535
+		// sipgo refuses UDP sends above UDPMTUSize-200. Each realm enforces
+		// its own udp.max_size before sending; responses are relayed as big
+		// as they came.
+		sip.UDPMTUSize = 65535 + 200
+	})
+}
+
+// New binds every listener of cfg and returns an edge that is not serving yet.
+func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sip: config: %w", err)
+	}
+	setSipgoGlobals()
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Edge{
+		log:     log,
+		m:       newMetrics(opt.Registry),
+		records: opt.Records,
+		ours:    make(map[string]bool),
+		static: staticConfig{
+			userAgent:      cfg.UserAgent,
+			maxMessageSize: cfg.MaxMessageSize,
+			listen:         [2][]ListenConfig{cfg.Realms.Inside.Listen, cfg.Realms.Outside.Listen},
+		},
+	}
+	e.dialogs = newDialogs(e.m.dialogs)
+	g, err := buildGeneration(cfg, chains)
+	if err != nil {
+		return nil, err
+	}
+	e.gen.Store(g)
+
+	parser := sip.NewParser()
+	parser.MaxMessageLength = cfg.MaxMessageSize
+	for i, rc := range []RealmConfig{cfg.Realms.Inside, cfg.Realms.Outside} {
+		r, err := e.newRealm(i, rc, parser)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.realms[i] = r
+	}
+	return e, nil
+}
+
+func buildGeneration(cfg Config, chains Chains) (*generation, error) {
+	g := &generation{inviteTimeout: cfg.InviteTimeout, chains: [2]Chain{chains.Inside, chains.Outside}}
+	for i, rc := range []RealmConfig{cfg.Realms.Inside, cfg.Realms.Outside} {
+		nh, err := ParseNextHop(rc.NextHop)
+		if err != nil {
+			return nil, err
+		}
+		p := realmPolicy{nextHop: nh, udpMax: rc.UDP.MaxSize, oversizeTCP: rc.UDP.Oversize == "tcp"}
+		for _, t := range rc.Trusted {
+			pr, err := parsePrefix(t)
+			if err != nil {
+				return nil, err
+			}
+			p.trusted = append(p.trusted, pr)
+		}
+		g.realms[i] = p
+	}
+	return g, nil
+}
+
+func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, error) {
+	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint)}
+	if idx == outside {
+		r.name, r.dir = "outside", Inbound
+	}
+	sipgoLog := slog.New(&sipgoLogHandler{
+		next:    e.log.Handler(),
+		realm:   r.name,
+		dropped: func(realm, reason string) { e.m.dropped.WithLabelValues(realm, reason).Inc() },
+	}).With("realm", r.name, "component", "sipgo")
+
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent(e.static.userAgent),
+		sipgo.WithUserAgentParser(parser),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(sipgoLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) { e.strayResponse(r, res) }),
+		),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(sipgoLog),
+			sip.WithTransportLayerReadFilter(e.readFilter(r)),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sip: realm %s: %w", r.name, err)
+	}
+	r.ua = ua
+	if r.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(sipgoLog)); err != nil {
+		return nil, fmt.Errorf("sip: realm %s: %w", r.name, err)
+	}
+	if r.client, err = sipgo.NewClient(ua, sipgo.WithClientLogger(sipgoLog)); err != nil {
+		return nil, fmt.Errorf("sip: realm %s: %w", r.name, err)
+	}
+	r.srv.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) { e.serve(r, req, tx) })
+
+	for i, l := range rc.Listen {
+		ap := netip.MustParseAddrPort(l.Addr) // validated
+		var bound netip.AddrPort
+		switch l.Transport {
+		case "udp":
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+			if err != nil {
+				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
+			}
+			r.udp = append(r.udp, c)
+			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
+		case "tcp":
+			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+			if err != nil {
+				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
+			}
+			r.tcp = append(r.tcp, ln)
+			bound = ln.Addr().(*net.TCPAddr).AddrPort()
+		}
+		host, port := bound.Addr().Unmap().String(), int(bound.Port())
+		if l.Advertise != "" {
+			h, p, _ := sip.ParseAddr(l.Advertise)
+			host, port = h, p
+		}
+		tp := "UDP"
+		if l.Transport == "tcp" {
+			tp = "TCP"
+		}
+		if _, ok := r.ep[tp]; !ok {
+			r.ep[tp] = endpoint{host: host, port: port, laddr: sip.Addr{IP: net.IP(bound.Addr().Unmap().AsSlice()), Port: port}}
+		}
+		e.ours[joinHostPort(host, port)] = true
+		e.ours[bound.String()] = true
+	}
+	return r, nil
+}
+
+// ListenAddrs returns the bound listener addresses of a realm ("inside" or
+// "outside") as transport -> ip:port. Tests use it with port 0 configs.
+func (e *Edge) ListenAddrs(realmName string) map[string]string {
+	out := make(map[string]string)
+	for _, r := range e.realms {
+		if r == nil || r.name != realmName {
+			continue
+		}
+		for tp, ep := range r.ep {
+			out[tp] = joinHostPort(ep.host, ep.port)
+		}
+	}
+	return out
+}
+
+// Serve starts every listener and returns when ctx is done (listeners stay
+// open until Close, so a drain can still receive BYEs).
+func (e *Edge) Serve(ctx context.Context) error {
+	errc := make(chan error, 8)
+	for _, r := range e.realms {
+		for _, c := range r.udp {
+			go func() { errc <- r.srv.ServeUDP(c) }()
+		}
+		for _, ln := range r.tcp {
+			go func() { errc <- r.srv.ServeTCP(ln) }()
+		}
+	}
+	e.serving.Store(true)
+	e.log.Info("sip edge serving", "inside", e.ListenAddrs("inside"), "outside", e.ListenAddrs("outside"))
+	go e.dialogs.sweep(ctx, dialogMaxAge)
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("sip: listener stopped: %w", err)
+		}
+		<-ctx.Done()
+		return nil
+	}
+}
+
+// Ready reports whether the edge serves and is not draining.
+func (e *Edge) Ready() bool { return e.serving.Load() && !e.draining.Load() }
+
+// Apply swaps in a new configuration generation. Settings that need new
+// sockets are not applied; they are returned so the caller can say so.
+func (e *Edge) Apply(cfg Config, chains Chains) (needRestart []string, err error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sip: config: %w", err)
+	}
+	g, err := buildGeneration(cfg, chains)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.UserAgent != e.static.userAgent {
+		needRestart = append(needRestart, "sip.user_agent")
+	}
+	if cfg.MaxMessageSize != e.static.maxMessageSize {
+		needRestart = append(needRestart, "sip.max_message_size")
+	}
+	if !slices.Equal(cfg.Realms.Inside.Listen, e.static.listen[inside]) {
+		needRestart = append(needRestart, "sip.realms.inside.listen")
+	}
+	if !slices.Equal(cfg.Realms.Outside.Listen, e.static.listen[outside]) {
+		needRestart = append(needRestart, "sip.realms.outside.listen")
+	}
+	e.gen.Store(g)
+	return needRestart, nil
+}
+
+// Drain makes new INVITEs get 503 and waits until in-flight transactions and
+// confirmed dialogs have ended, or ctx is done.
+func (e *Edge) Drain(ctx context.Context) error {
+	e.draining.Store(true)
+	e.m.draining.Set(1)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n, d := e.inflight.Load(), e.dialogs.count()
+		if n == 0 && d == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sip: drain: %d transactions and %d dialogs left: %w", n, d, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops every listener and transaction.
+func (e *Edge) Close() {
+	e.closing.Do(func() {
+		e.serving.Store(false)
+		for _, r := range e.realms {
+			if r == nil {
+				continue
+			}
+			if r.ua != nil {
+				_ = r.ua.Close()
+			}
+			for _, c := range r.udp {
+				_ = c.Close()
+			}
+			for _, ln := range r.tcp {
+				_ = ln.Close()
+			}
+		}
+	})
+}
+
+// readFilter runs in the socket reader before parsing: the cheap place to
+// drop what must never reach the parser.
+func (e *Edge) readFilter(r *realm) sip.TransportReadFilter {
+	max := e.static.maxMessageSize
+	return func(p sip.TransportReadProps, data []byte) ([]byte, error) {
+		if p.Transport == "UDP" && len(data) > max {
+			e.m.dropped.WithLabelValues(r.name, "oversize").Inc()
+			return nil, nil
+		}
+		return data, nil
+	}
+}
+
+func (e *Edge) peer(r *realm) *realm { return e.realms[1-r.idx] }
+
+// isOurs reports whether host:port (port 0 meaning 5060) is one of our listeners.
+func (e *Edge) isOurs(host string, port int) bool {
+	if port == 0 {
+		port = 5060
+	}
+	return e.ours[joinHostPort(host, port)]
+}
+
+func parseSource(s string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		host, port, err2 := net.SplitHostPort(s)
+		if err2 != nil {
+			return netip.AddrPort{}
+		}
+		a, _ := netip.ParseAddr(host)
+		p, _ := strconv.Atoi(port)
+		return netip.AddrPortFrom(a, uint16(p))
+	}
+	return ap
+}

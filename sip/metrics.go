@@ -1,0 +1,83 @@
+package sip
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the edge. Labels are bounded: realm (2), method (parsed methods
+// are folded to "other" when unknown), status (100-699), stage (config).
+type metrics struct {
+	requests   *prometheus.CounterVec   // realm, method
+	responses  *prometheus.CounterVec   // realm, method, status
+	inProgress *prometheus.GaugeVec     // realm
+	inviteTime *prometheus.HistogramVec // realm
+	stages     *prometheus.CounterVec   // realm, stage, decision
+	dropped    *prometheus.CounterVec   // realm, reason
+	dialogs    prometheus.Gauge
+	draining   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_sip_requests_total",
+			Help: "SIP requests received, by realm and method.",
+		}, []string{"realm", "method"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_sip_responses_total",
+			Help: "SIP responses sent upstream (relayed or our own), by realm the request came from, method and status.",
+		}, []string{"realm", "method", "status"}),
+		inProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "stirgate_calls_in_progress",
+			Help: "Initial INVITE transactions not yet answered with a final response.",
+		}, []string{"realm"}),
+		inviteTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stirgate_invite_final_seconds",
+			Help:    "Time from an initial INVITE received to its final response sent upstream.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180},
+		}, []string{"realm"}),
+		stages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_stage_decisions_total",
+			Help: "Decisions of call pipeline stages (pass or reject), by realm and stage.",
+		}, []string{"realm", "stage", "decision"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_sip_dropped_total",
+			Help: "SIP messages dropped without a response, by realm and reason.",
+		}, []string{"realm", "reason"}),
+		dialogs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stirgate_dialogs_active",
+			Help: "Confirmed dialogs (2xx to INVITE seen, BYE not yet answered).",
+		}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stirgate_draining",
+			Help: "1 while the process drains after SIGTERM.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.responses, m.inProgress, m.inviteTime, m.stages, m.dropped, m.dialogs, m.draining)
+	}
+	return m
+}
+
+var knownMethods = map[string]bool{
+	"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true,
+	"REGISTER": true, "PRACK": true, "UPDATE": true, "INFO": true, "MESSAGE": true,
+	"SUBSCRIBE": true, "NOTIFY": true, "REFER": true, "PUBLISH": true,
+}
+
+// methodLabel keeps the label set bounded against arbitrary methods.
+func methodLabel(m string) string {
+	if knownMethods[m] {
+		return m
+	}
+	return "other"
+}
+
+func statusLabel(code int) string {
+	if code < 100 || code > 699 {
+		return "other"
+	}
+	return strconv.Itoa(code)
+}

@@ -1,0 +1,708 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// CallRecord is the one record every initial INVITE ends in: what traceback
+// needs to follow a call back to its source.
+type CallRecord struct {
+	CallID   string
+	Realm    string
+	Dir      Direction
+	Source   netip.AddrPort
+	Orig     string
+	Dest     string
+	Verstat  Verstat
+	Status   int
+	Stage    string // the stage that decided: a pipeline stage, "edge" or "downstream"
+	Reason   string
+	Duration time.Duration
+}
+
+// Stage names for decisions the edge takes itself.
+const (
+	StageEdge       = "edge"
+	StageDownstream = "downstream"
+)
+
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY, MESSAGE, SUBSCRIBE, REGISTER"
+
+// serve is the entry of every request that arrives in realm r.
+func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+	e.m.requests.WithLabelValues(r.name, methodLabel(string(req.Method))).Inc()
+	g := e.gen.Load()
+	pol := &g.realms[r.idx]
+
+	src := parseSource(req.Source())
+	if !pol.trusts(src.Addr()) {
+		if req.IsAck() {
+			e.m.dropped.WithLabelValues(r.name, "untrusted").Inc()
+			return
+		}
+		e.refuse(r, req, tx, 403, "Forbidden", "source not trusted in realm "+r.name)
+		return
+	}
+	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		if !req.IsAck() {
+			e.refuse(r, req, tx, 400, "Bad Request", "missing From, To, Call-ID or CSeq")
+		}
+		return
+	}
+	if req.CSeq().MethodName != req.Method {
+		if !req.IsAck() {
+			e.refuse(r, req, tx, 400, "Bad Request", "CSeq method does not match")
+		}
+		return
+	}
+	switch req.Method {
+	case sip.ACK:
+		e.forwardAck(r, req)
+		return
+	case sip.CANCEL:
+		// A CANCEL that matched an INVITE transaction was handled by sipgo.
+		e.respondLocal(r, req, tx, 481, "Call/Transaction Does Not Exist", "")
+		return
+	}
+	if e.isOurs(req.Recipient.Host, req.Recipient.Port) && req.Method == sip.OPTIONS && !hasForeignRoute(e, req) {
+		e.answerOptions(r, req, tx)
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		e.refuse(r, req, tx, 483, "Too Many Hops", "Max-Forwards is 0")
+		return
+	}
+	for _, h := range req.GetHeaders("Via") {
+		if v, ok := h.(*sip.ViaHeader); ok && e.isOurs(v.Host, v.Port) {
+			e.refuse(r, req, tx, 482, "Loop Detected", "our Via is in the request")
+			return
+		}
+	}
+	_, inDialog := req.To().Params.Get("tag")
+	switch {
+	case inDialog:
+		e.forwardInDialog(r, req, tx)
+	case req.IsInvite():
+		e.handleInitialInvite(r, g, req, tx)
+	default:
+		// Out-of-dialog non-INVITE (REGISTER, MESSAGE, OPTIONS to a user,
+		// SUBSCRIBE...): forwarded to the peer's next hop without the chain.
+		if e.draining.Load() {
+			e.respondLocal(r, req, tx, 503, "Service Unavailable", "draining")
+			return
+		}
+		out := e.peer(r)
+		nh := g.realms[out.idx].nextHop
+		e.relay(r, out, g, req, tx, nh.Addr(), nh.Transport, false, nil)
+	}
+}
+
+func hasForeignRoute(e *Edge, req *sip.Request) bool {
+	for _, h := range req.GetHeaders("Route") {
+		if rh, ok := h.(*sip.RouteHeader); ok && !e.isOurs(rh.Address.Host, rh.Address.Port) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Edge) answerOptions(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+	if e.draining.Load() {
+		e.respondLocal(r, req, tx, 503, "Service Unavailable", "draining")
+		return
+	}
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	e.respond(r, req, tx, res)
+}
+
+// handleInitialInvite runs the realm's pipeline and forwards the call.
+func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx sip.ServerTransaction) {
+	start := time.Now()
+	if e.draining.Load() {
+		res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", "30"))
+		res.AppendHeader(reasonHeader(503, "draining"))
+		e.respond(r, req, tx, res)
+		e.record(r, req, nil, 503, StageEdge, "draining", start)
+		return
+	}
+	e.inflight.Add(1)
+	defer e.inflight.Add(-1)
+	e.m.inProgress.WithLabelValues(r.name).Inc()
+	defer e.m.inProgress.WithLabelValues(r.name).Dec()
+
+	// A stateful proxy answers 100 at once so the caller stops retransmitting.
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+
+	call := &Call{
+		CallID:     req.CallID().Value(),
+		Realm:      r.name,
+		Dir:        r.dir,
+		Source:     parseSource(req.Source()),
+		Orig:       callingNumber(req),
+		Dest:       Number(&req.Recipient),
+		Identities: headerValues(req, "Identity"),
+	}
+	ctx := sip.ServerTransactionContext(tx)
+	err := g.chains[r.idx].Run(ctx, call, func(stage, decision string, _ time.Duration) {
+		e.m.stages.WithLabelValues(r.name, stage, decision).Inc()
+	})
+	if err != nil {
+		var rej *Rejection
+		if !errors.As(err, &rej) {
+			rej = &Rejection{Code: 500, Reason: "Server Internal Error", Cause: err}
+		}
+		res := sip.NewResponseFromRequest(req, rej.Code, safeReason(rej.Reason), nil)
+		text := call.DecidedBy
+		if rej.Cause != nil {
+			text += ": " + rej.Cause.Error()
+		}
+		res.AppendHeader(reasonHeader(rej.Code, text))
+		if rej.RetryAfter > 0 {
+			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(rej.RetryAfter)))
+		}
+		e.respond(r, req, tx, res)
+		e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
+		return
+	}
+
+	out := e.peer(r)
+	nh := g.realms[out.idx].nextHop
+	status, stage := e.relay(r, out, g, req, tx, nh.Addr(), nh.Transport, true, call)
+	e.record(r, req, call, status, stage, "", start)
+}
+
+// applyCall writes the pipeline's outputs into the forwarded INVITE.
+func applyCall(fwd *sip.Request, c *Call) error {
+	if c == nil {
+		return nil
+	}
+	if c.AddIdentity != "" {
+		removeHeaders(fwd, "Identity")
+		h, err := safeHeader("Identity", c.AddIdentity)
+		if err != nil {
+			return err
+		}
+		fwd.AppendHeader(h)
+	}
+	for name, value := range c.Tags {
+		h, err := safeHeader(name, value)
+		if err != nil {
+			return err
+		}
+		removeHeaders(fwd, name)
+		fwd.AppendHeader(h)
+	}
+	return nil
+}
+
+// prepare builds the request we send: a clone (sipgo changes what it sends
+// in place, and the server transaction keeps the original), with our Via,
+// Max-Forwards decremented, and for initial INVITEs our two Record-Routes.
+func (e *Edge) prepare(in, out *realm, req *sip.Request, dest, transport string, recordRoute bool) (*sip.Request, error) {
+	ep, ok := out.ep[transport]
+	if !ok {
+		return nil, fmt.Errorf("realm %s has no %s listener", out.name, transport)
+	}
+	fwd := req.Clone()
+	fwd.SetDestination(dest)
+	fwd.SetTransport(transport)
+	fwd.Laddr = sip.Addr{}
+	if transport == "UDP" {
+		fwd.Laddr = ep.laddr // leave from the listener, not an ephemeral port
+	}
+
+	// Max-Forwards is shared by Clone: replace, never mutate.
+	mf := sip.MaxForwardsHeader(70)
+	if old := req.MaxForwards(); old != nil {
+		mf = sip.MaxForwardsHeader(old.Val() - 1)
+		fwd.ReplaceHeader(&mf)
+	} else {
+		fwd.AppendHeader(&mf)
+	}
+	if recordRoute {
+		inEp := in.ep[strings.ToUpper(req.Transport())]
+		if inEp.host == "" {
+			inEp = in.ep["UDP"]
+		}
+		fwd.PrependHeader(
+			recordRouteHeader(ep, transport),
+			recordRouteHeader(inEp, strings.ToUpper(req.Transport())),
+		)
+	}
+	via := &sip.ViaHeader{
+		ProtocolName:    "SIP",
+		ProtocolVersion: "2.0",
+		Transport:       transport,
+		Host:            ep.host,
+		Port:            ep.port,
+		Params:          sip.NewParams(),
+	}
+	via.Params.Add("branch", sip.GenerateBranchN(16))
+	fwd.PrependHeader(via)
+	return fwd, nil
+}
+
+func recordRouteHeader(ep endpoint, transport string) *sip.RecordRouteHeader {
+	params := sip.NewParams()
+	params.Add("transport", strings.ToLower(transport))
+	params.Add("lr", "")
+	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: ep.host, Port: ep.port, UriParams: params}}
+}
+
+// build prepares the forwarded request and applies the realm's UDP size
+// policy: a request larger than udp.max_size goes over TCP (RFC 3261
+// 18.1.1) or is refused with errTooLarge.
+func (e *Edge) build(in, out *realm, pol *realmPolicy, req *sip.Request, dest, transport string, recordRoute bool, call *Call) (*sip.Request, error) {
+	fwd, err := e.prepare(in, out, req, dest, transport, recordRoute)
+	if err == nil {
+		err = applyCall(fwd, call)
+	}
+	if err != nil || transport != "UDP" || len(fwd.String()) <= pol.udpMax {
+		return fwd, err
+	}
+	if !pol.oversizeTCP {
+		return nil, errTooLarge
+	}
+	return e.build(in, out, pol, req, dest, "TCP", recordRoute, call)
+}
+
+var errTooLarge = errors.New("request larger than udp.max_size")
+
+// relay forwards req statefully to dest and relays every response back through
+// tx until the final one. It returns the final status sent upstream and who
+// decided it.
+func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.ServerTransaction, dest, transport string, recordRoute bool, call *Call) (int, string) {
+	if call == nil { // initial INVITEs are counted by handleInitialInvite
+		e.inflight.Add(1)
+		defer e.inflight.Add(-1)
+	}
+	fwd, err := e.build(in, out, &g.realms[out.idx], req, dest, transport, recordRoute, call)
+	if errors.Is(err, errTooLarge) {
+		e.respondLocal(in, req, tx, 513, "Message Too Large", err.Error())
+		return 513, StageEdge
+	}
+	if err != nil {
+		e.log.Error("cannot build forwarded request", "call_id", req.CallID().Value(), "err", err)
+		e.respondLocal(in, req, tx, 500, "Server Internal Error", "cannot build request")
+		return 500, StageEdge
+	}
+
+	dialCtx, cancelDial := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, err := out.client.TransactionRequest(dialCtx, fwd, keepAsBuilt)
+	cancelDial()
+	if err != nil {
+		e.log.Warn("forward failed", "call_id", req.CallID().Value(), "realm", out.name, "dest", dest, "err", err)
+		e.respondLocal(in, req, tx, 503, "Service Unavailable", "next hop unreachable")
+		return 503, StageEdge
+	}
+	if !req.IsInvite() {
+		return e.relayNonInvite(in, req, tx, ctx)
+	}
+	return e.relayInvite(in, out, g, req, fwd, tx, ctx)
+}
+
+// keepAsBuilt is a sipgo request option that sends the request exactly as
+// prepare built it (sipgo would otherwise fill or replace headers).
+func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
+
+func (e *Edge) relayNonInvite(in *realm, req *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction) (int, string) {
+	for {
+		select {
+		case res := <-ctx.Responses():
+			if res.StatusCode == 100 {
+				continue
+			}
+			e.respond(in, req, tx, e.upstream(req, res))
+			if res.StatusCode >= 200 {
+				if req.Method == sip.BYE {
+					e.dialogs.remove(req.CallID().Value())
+				}
+				return res.StatusCode, StageDownstream
+			}
+		case <-ctx.Done():
+			code, reason := txFailure(ctx.Err())
+			e.respondLocal(in, req, tx, code, reason, "downstream: "+errString(ctx.Err()))
+			if req.Method == sip.BYE {
+				e.dialogs.remove(req.CallID().Value())
+			}
+			return code, StageEdge
+		}
+	}
+}
+
+func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction) (int, string) {
+	initial := !hasToTag(req)
+	cancelled := make(chan struct{})
+	var once sync.Once
+	tx.OnCancel(func(*sip.Request) { once.Do(func() { close(cancelled) }) })
+
+	timerC := time.NewTimer(g.inviteTimeout)
+	defer timerC.Stop()
+
+	var (
+		provisional  bool   // a 1xx arrived: a CANCEL may be sent now
+		cancelWanted bool   // upstream cancelled, or timer C fired
+		answered     int    // status already sent upstream (487/408), 0 if none
+		answeredBy   string // who decided it
+	)
+	sendCancel := func() {
+		if provisional {
+			e.cancelDownstream(out, fwd)
+		}
+	}
+	for {
+		select {
+		case res := <-ctx.Responses():
+			code := res.StatusCode
+			if code < 200 {
+				if !provisional {
+					provisional = true
+					if cancelWanted {
+						sendCancel()
+					}
+				}
+				if code > 100 && answered == 0 {
+					timerC.Reset(g.inviteTimeout)
+					e.respond(in, req, tx, e.upstream(req, res))
+				}
+				continue
+			}
+			if answered != 0 {
+				// Upstream already has its final answer. A 2xx that raced
+				// the CANCEL set up a call nobody wants: end it downstream.
+				if res.IsSuccess() {
+					e.ackAndBye(out, fwd, res)
+				}
+				return answered, answeredBy
+			}
+			up := e.upstream(req, res)
+			e.respond(in, req, tx, up)
+			if res.IsSuccess() {
+				// 2xx retransmissions are absorbed by the client transaction
+				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
+				ctx.OnRetransmission(func(r *sip.Response) { _ = tx.Respond(e.upstream(req, r)) })
+				if initial {
+					e.dialogs.add(req.CallID().Value())
+				}
+			}
+			return code, StageDownstream
+		case <-cancelled:
+			cancelled = nil
+			if answered == 0 {
+				// sipgo has answered 200 to the CANCEL and 487 upstream.
+				answered, answeredBy = 487, StageEdge
+				e.m.responses.WithLabelValues(in.name, string(req.Method), "487").Inc()
+			}
+			if !cancelWanted {
+				cancelWanted = true
+				sendCancel()
+			}
+		case <-timerC.C:
+			if answered == 0 {
+				answered, answeredBy = 408, StageEdge
+				e.respondLocal(in, req, tx, 408, "Request Timeout", "no final response (timer C)")
+			}
+			if !cancelWanted {
+				cancelWanted = true
+				sendCancel()
+			}
+		case <-ctx.Done():
+			if answered != 0 {
+				return answered, answeredBy
+			}
+			code, reason := txFailure(ctx.Err())
+			e.respondLocal(in, req, tx, code, reason, "downstream: "+errString(ctx.Err()))
+			return code, StageEdge
+		}
+	}
+}
+
+func hasToTag(req *sip.Request) bool {
+	_, ok := req.To().Params.Get("tag")
+	return ok
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "transaction ended"
+	}
+	return err.Error()
+}
+
+// txFailure maps a client transaction that ended without a final response.
+func txFailure(err error) (int, string) {
+	if errors.Is(err, sip.ErrTransactionTimeout) {
+		return 408, "Request Timeout"
+	}
+	return 503, "Service Unavailable"
+}
+
+// cancelDownstream sends the CANCEL for fwd (RFC 3261 9.1: same Request-URI,
+// top Via, Call-ID, From, To, Route and CSeq number).
+func (e *Edge) cancelDownstream(out *realm, fwd *sip.Request) {
+	c := sip.NewRequest(sip.CANCEL, *fwd.Recipient.Clone())
+	c.SipVersion = fwd.SipVersion
+	c.AppendHeader(fwd.Via().Clone())
+	for _, h := range fwd.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(fwd.From()))
+	c.AppendHeader(sip.HeaderClone(fwd.To()))
+	c.AppendHeader(sip.HeaderClone(fwd.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: fwd.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.SetBody(nil)
+	c.SetTransport(fwd.Transport())
+	c.SetDestination(fwd.Destination())
+	c.Laddr = fwd.Laddr
+	go e.sendAndDrain(out, c)
+}
+
+// sendAndDrain sends a request we originate and reads its responses to the end.
+func (e *Edge) sendAndDrain(out *realm, req *sip.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx2, err := out.client.TransactionRequest(ctx, req, keepAsBuilt)
+	if err != nil {
+		e.log.Warn("send failed", "method", req.Method, "call_id", req.CallID().Value(), "err", err)
+		return
+	}
+	for {
+		select {
+		case res := <-ctx2.Responses():
+			if res.StatusCode >= 200 {
+				return
+			}
+		case <-ctx2.Done():
+			return
+		}
+	}
+}
+
+// ackAndBye ends a dialog that a 2xx set up after upstream was told the call
+// failed (a 2xx racing a CANCEL, or timer C).
+func (e *Edge) ackAndBye(out *realm, fwd *sip.Request, res *sip.Response) {
+	target := fwd.Recipient
+	if ct := res.Contact(); ct != nil {
+		target = ct.Address
+	}
+	build := func(method sip.RequestMethod, seq uint32) *sip.Request {
+		r := sip.NewRequest(method, *target.Clone())
+		via := fwd.Via().Clone()
+		via.Params = sip.NewParams()
+		via.Params.Add("branch", sip.GenerateBranchN(16))
+		r.AppendHeader(via)
+		// Route set as the UAC sees it: Record-Route reversed, minus ours.
+		rrs := res.GetHeaders("Record-Route")
+		for i := len(rrs) - 1; i >= 0; i-- {
+			if rr, ok := rrs[i].(*sip.RecordRouteHeader); ok && !e.isOurs(rr.Address.Host, rr.Address.Port) {
+				r.AppendHeader(&sip.RouteHeader{Address: *rr.Address.Clone()})
+			}
+		}
+		mf := sip.MaxForwardsHeader(70)
+		r.AppendHeader(&mf)
+		r.AppendHeader(sip.HeaderClone(fwd.From()))
+		r.AppendHeader(sip.HeaderClone(res.To()))
+		r.AppendHeader(sip.HeaderClone(fwd.CallID()))
+		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+		r.SetBody(nil)
+		r.SetTransport(fwd.Transport())
+		r.Laddr = fwd.Laddr
+		dest := target.HostPort()
+		if rt := r.Route(); rt != nil {
+			dest = rt.Address.HostPort()
+		}
+		r.SetDestination(dest)
+		return r
+	}
+	ack := build(sip.ACK, fwd.CSeq().SeqNo)
+	if err := out.client.WriteRequest(ack, keepAsBuilt); err != nil {
+		e.log.Warn("ACK for late 2xx failed", "call_id", fwd.CallID().Value(), "err", err)
+	}
+	go e.sendAndDrain(out, build(sip.BYE, fwd.CSeq().SeqNo+1))
+}
+
+// upstream turns a downstream response into the one we send upstream: our
+// Via removed, sent back to where the request came from.
+func (e *Edge) upstream(req *sip.Request, res *sip.Response) *sip.Response {
+	up := res.Clone()
+	up.RemoveHeader("Via")
+	up.SetTransport(req.Transport())
+	up.SetDestination(req.Source())
+	return up
+}
+
+// inDialogTarget pops our own Route entries and returns where an in-dialog
+// request goes next: the next Route, else the Request-URI. A request that is
+// addressed to us with no route left (a UA that ignored Record-Route) goes to
+// the next hop of the realm it leaves through, as an SBC with a fixed peer
+// would send it.
+func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) (dest, transport string) {
+	for {
+		rt := fwd.Route()
+		if rt == nil || !e.isOurs(rt.Address.Host, rt.Address.Port) {
+			break
+		}
+		fwd.RemoveHeader("Route")
+	}
+	if fwd.Route() == nil && e.isOurs(fwd.Recipient.Host, fwd.Recipient.Port) {
+		return out.nextHop.Addr(), out.nextHop.Transport
+	}
+	u := &fwd.Recipient
+	if rt := fwd.Route(); rt != nil {
+		u = &rt.Address
+	}
+	transport = "UDP"
+	if t, ok := u.UriParams.Get("transport"); ok && strings.EqualFold(t, "tcp") {
+		transport = "TCP"
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return joinHostPort(u.Host, port), transport
+}
+
+// forwardInDialog routes BYE, re-INVITE, UPDATE, INFO... by Route and
+// Request-URI, without the pipeline.
+func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+	out := e.peer(r)
+	g := e.gen.Load()
+	routed := req.Clone()
+	dest, transport := e.inDialogTarget(routed, &g.realms[out.idx])
+	e.relay(r, out, g, routed, tx, dest, transport, false, nil)
+}
+
+// forwardAck forwards an ACK for a 2xx statelessly (it is its own
+// transaction); ACKs for non-2xx are absorbed by sipgo's INVITE transaction.
+func (e *Edge) forwardAck(r *realm, req *sip.Request) {
+	out := e.peer(r)
+	routed := req.Clone()
+	dest, transport := e.inDialogTarget(routed, &e.gen.Load().realms[out.idx])
+	fwd, err := e.prepare(r, out, routed, dest, transport, false)
+	if err != nil {
+		e.m.dropped.WithLabelValues(r.name, "ack_unroutable").Inc()
+		return
+	}
+	if err := out.client.WriteRequest(fwd, keepAsBuilt); err != nil {
+		e.m.dropped.WithLabelValues(r.name, "ack_send_failed").Inc()
+		e.log.Debug("ACK forward failed", "call_id", req.CallID().Value(), "err", err)
+	}
+}
+
+// strayResponse handles a response no client transaction matched (in realm
+// r): 2xx retransmissions after the transaction ended are relayed statelessly
+// (RFC 3261 16.7); anything else is dropped and counted.
+func (e *Edge) strayResponse(r *realm, res *sip.Response) {
+	via := res.Via()
+	cseq := res.CSeq()
+	if via == nil || cseq == nil || !res.IsSuccess() || cseq.MethodName != sip.INVITE || !e.isOurs(via.Host, via.Port) {
+		e.m.dropped.WithLabelValues(r.name, "stray_response").Inc()
+		return
+	}
+	up := res.Clone()
+	up.RemoveHeader("Via")
+	if up.Via() == nil {
+		e.m.dropped.WithLabelValues(r.name, "stray_response").Inc()
+		return
+	}
+	up.SetDestination("")
+	up.SetTransport(up.Via().Transport)
+	dest := up.Destination()
+	up.SetDestination(dest)
+	if err := e.peer(r).ua.TransportLayer().WriteMsg(up); err != nil {
+		e.m.dropped.WithLabelValues(r.name, "stray_response").Inc()
+	}
+}
+
+// respond sends res through tx and counts it.
+func (e *Edge) respond(r *realm, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+	e.m.responses.WithLabelValues(r.name, methodLabel(string(req.Method)), statusLabel(res.StatusCode)).Inc()
+	if err := tx.Respond(res); err != nil {
+		e.log.Debug("respond failed", "realm", r.name, "call_id", req.CallID().Value(), "status", res.StatusCode, "err", err)
+	}
+}
+
+// respondLocal answers req with our own status and a Reason header.
+func (e *Edge) respondLocal(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	if code >= 300 && text != "" {
+		res.AppendHeader(reasonHeader(code, text))
+	}
+	e.respond(r, req, tx, res)
+}
+
+// refuse answers a request the edge itself refuses before any pipeline; an
+// initial INVITE refused here still gets its call record.
+func (e *Edge) refuse(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
+	e.respondLocal(r, req, tx, code, reason, text)
+	if req.IsInvite() && req.To() != nil && req.CallID() != nil && !hasToTag(req) {
+		e.record(r, req, nil, code, StageEdge, text, time.Now())
+	}
+}
+
+// reasonHeader builds an RFC 3326 Reason header; text is sanitised.
+func reasonHeader(code int, text string) sip.Header {
+	return sip.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=\"%s\"", code, quotedText(text)))
+}
+
+// safeReason keeps a reason phrase on one line.
+func safeReason(s string) string {
+	s = quotedText(s)
+	if s == "" {
+		return "Rejected"
+	}
+	return s
+}
+
+// record logs the one line per finished initial INVITE and hands the record
+// to the configured sink.
+func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, reason string, start time.Time) {
+	rec := CallRecord{
+		CallID:   req.CallID().Value(),
+		Realm:    r.name,
+		Dir:      r.dir,
+		Source:   parseSource(req.Source()),
+		Status:   status,
+		Stage:    stage,
+		Reason:   reason,
+		Duration: time.Since(start),
+	}
+	if c != nil {
+		rec.Orig, rec.Dest, rec.Verstat = c.Orig, c.Dest, c.Verstat
+	} else {
+		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
+	}
+	if status >= 200 {
+		e.m.inviteTime.WithLabelValues(r.name).Observe(rec.Duration.Seconds())
+	}
+	e.log.Info("call",
+		"call_id", rec.CallID,
+		"realm", rec.Realm,
+		"dir", rec.Dir.String(),
+		"source", rec.Source.String(),
+		"from", rec.Orig,
+		"to", rec.Dest,
+		"status", rec.Status,
+		"duration", rec.Duration,
+		"stage", rec.Stage,
+		"reason", rec.Reason,
+	)
+	if e.records != nil {
+		e.records(rec)
+	}
+}
