@@ -130,6 +130,9 @@ func Number(u *sip.Uri) string {
 	user := u.User
 	if strings.EqualFold(u.Scheme, "tel") {
 		user = u.Host
+		if user == "" { // sipgo keeps a tel: number only in the raw text
+			user = u.Raw()
+		}
 	}
 	if i := strings.IndexByte(user, ';'); i >= 0 { // RFC 4904 user parameters
 		user = user[:i]

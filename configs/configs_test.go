@@ -1,0 +1,98 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaultConfigLoads(t *testing.T) {
+	c, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SIP.Realms.Inside.Listen[0].Addr != "127.0.0.1:5070" || c.Admin.Listen != "127.0.0.1:9060" {
+		t.Fatalf("unexpected defaults: %+v", c)
+	}
+	// The file on disk is the embedded one.
+	if _, err := Load("stirgate.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecodeErrorsNameFileLineKey(t *testing.T) {
+	base, err := os.ReadFile("stirgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		want    []string // substrings expected in the error, in order of appearance
+	}{
+		{
+			"unknown key",
+			func(s string) string { return strings.Replace(s, "  format: text", "  format: text\n  colour: red", 1) },
+			[]string{"bad.yaml:11: log.colour: unknown key \"colour\""},
+		},
+		{
+			"wrong type",
+			func(s string) string { return strings.Replace(s, "max_message_size: 16384", "max_message_size: big", 1) },
+			[]string{"bad.yaml:26: sip.max_message_size: cannot unmarshal"},
+		},
+		{
+			"validation error points at the key",
+			func(s string) string {
+				return strings.Replace(s, `{transport: tcp, addr: "127.0.0.1:5080"}`, `{transport: sctp, addr: "127.0.0.1:5080"}`, 1)
+			},
+			[]string{"bad.yaml:58: sip.realms.outside.listen[1].transport: \"sctp\" is not one of udp, tcp"},
+		},
+		{
+			"several problems at once",
+			func(s string) string {
+				s = strings.Replace(s, "level: info", "level: loud", 1)
+				return strings.Replace(s, `trusted: ["127.0.0.0/8", "::1/128"]`, `trusted: ["127.0.0.0/8", "nope"]`, 1)
+			},
+			[]string{"bad.yaml:9: log.level:", "bad.yaml:43: sip.realms.inside.trusted[1]:"},
+		},
+		{
+			"syntax error",
+			func(s string) string { return strings.Replace(s, "log:", "log: [", 1) },
+			[]string{"bad.yaml:"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			err := Decode("bad.yaml", []byte(tt.edit(string(base))), &c)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%v\nshould contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestResolveRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "stirgate.yaml")
+	data, _ := os.ReadFile("stirgate.yaml")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Resolve("policy.yaml"); got != filepath.Join(dir, "policy.yaml") {
+		t.Errorf("Resolve(relative) = %s", got)
+	}
+	if got := c.Resolve("/etc/x.yaml"); got != "/etc/x.yaml" {
+		t.Errorf("Resolve(absolute) = %s", got)
+	}
+}

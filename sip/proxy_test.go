@@ -1,0 +1,393 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/siptest"
+)
+
+// testConfig is a config on loopback port 0: sockets are bound but no test
+// traffic crosses them; forwarding goes to siptest recorders.
+func testConfig() Config {
+	realm := func(nextHop string) RealmConfig {
+		return RealmConfig{
+			Listen:  []ListenConfig{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "tcp", Addr: "127.0.0.1:0"}},
+			NextHop: nextHop,
+			Trusted: []string{"127.0.0.0/8"},
+		}
+	}
+	return Config{Realms: Realms{
+		Inside:  realm("sip:127.0.0.1:15090"),
+		Outside: realm("sip:127.0.0.1:15100;transport=udp"),
+	}}
+}
+
+// downstream answers forwarded requests like a callee would and records them.
+type downstream struct {
+	mu       sync.Mutex
+	requests []*sip.Request
+	answer   func(req *sip.Request) *sip.Response
+}
+
+func (d *downstream) Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	d.mu.Lock()
+	d.requests = append(d.requests, req)
+	d.mu.Unlock()
+	key, err := sip.ClientTxKeyMake(req)
+	if err != nil {
+		return nil, err
+	}
+	tx := sip.NewClientTx(key, req, nopConn{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := tx.Init(); err != nil {
+		return nil, err
+	}
+	if d.answer != nil {
+		if res := d.answer(req); res != nil {
+			go tx.Receive(res)
+		}
+	}
+	return tx, nil
+}
+
+func (d *downstream) sent() []*sip.Request {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]*sip.Request(nil), d.requests...)
+}
+
+// nopConn is the downstream connection of a recorded client transaction.
+type nopConn struct{}
+
+func (nopConn) LocalAddr() net.Addr        { return nil }
+func (nopConn) WriteMsg(sip.Message) error { return nil }
+func (nopConn) Ref(int) int                { return 1 }
+func (nopConn) TryClose() (int, error)     { return 0, nil }
+func (nopConn) Close() error               { return nil }
+
+func newTestEdge(t testing.TB, cfg Config, chains Chains) (*Edge, *downstream) {
+	t.Helper()
+	e, err := New(cfg, chains, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	e.serving.Store(true)
+	d := &downstream{answer: func(req *sip.Request) *sip.Response {
+		if req.Method == sip.ACK {
+			return nil
+		}
+		return sip.NewResponseFromRequest(req, 200, "OK", nil)
+	}}
+	for _, r := range e.realms {
+		r.client.TxRequester = d
+	}
+	return e, d
+}
+
+const testInvite = "INVITE sip:+1-202-555-0100@127.0.0.1:5070 SIP/2.0\r\n" +
+	"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-test-1\r\n" +
+	"Max-Forwards: 70\r\n" +
+	"From: <sip:+12025550199@pbx.example>;tag=abc\r\n" +
+	"To: <sip:+12025550100@example.net>\r\n" +
+	"Call-ID: call-1@test\r\n" +
+	"CSeq: 1 INVITE\r\n" +
+	"Contact: <sip:alice@127.0.0.1:5090>\r\n" +
+	"Content-Length: 0\r\n\r\n"
+
+func parseReq(t *testing.T, raw, source string) *sip.Request {
+	t.Helper()
+	msg, err := sip.NewParser().ParseSIP([]byte(raw))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	req := msg.(*sip.Request)
+	req.SetSource(source)
+	req.SetTransport("UDP")
+	return req
+}
+
+// run hands req to realm idx and returns what went upstream and downstream.
+func run(t *testing.T, e *Edge, d *downstream, idx int, req *sip.Request) ([]*sip.Response, []*sip.Request) {
+	t.Helper()
+	tx := siptest.NewServerTxRecorder(req)
+	e.serve(e.realms[idx], req, tx)
+	return tx.Result(), d.sent()
+}
+
+func finalOf(res []*sip.Response) *sip.Response {
+	for _, r := range res {
+		if r.StatusCode >= 200 {
+			return r
+		}
+	}
+	return nil
+}
+
+func TestEdgeRefusesBeforeForwarding(t *testing.T) {
+	tests := []struct {
+		name     string
+		raw      string
+		source   string
+		draining bool
+		want     int
+		reason   string
+	}{
+		{"untrusted source", testInvite, "192.0.2.7:5060", false, 403, "not trusted"},
+		{"max-forwards 0", strings.Replace(testInvite, "Max-Forwards: 70", "Max-Forwards: 0", 1), "127.0.0.1:5090", false, 483, "Max-Forwards"},
+		{"draining", testInvite, "127.0.0.1:5090", true, 503, "draining"},
+		{"cseq method mismatch", strings.Replace(testInvite, "CSeq: 1 INVITE", "CSeq: 1 BYE", 1), "127.0.0.1:5090", false, 400, "CSeq"},
+		{"stray cancel", strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(testInvite), "127.0.0.1:5090", false, 481, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, d := newTestEdge(t, testConfig(), Chains{})
+			e.draining.Store(tt.draining)
+			up, down := run(t, e, d, inside, parseReq(t, tt.raw, tt.source))
+			if len(down) != 0 {
+				t.Fatalf("forwarded %d requests, want none", len(down))
+			}
+			f := finalOf(up)
+			if f == nil || f.StatusCode != tt.want {
+				t.Fatalf("final = %v, want %d", f, tt.want)
+			}
+			if tt.reason != "" {
+				if r := f.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), tt.reason) {
+					t.Errorf("Reason = %v, want it to mention %q", r, tt.reason)
+				}
+			}
+		})
+	}
+}
+
+func TestEdgeLoopDetected(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	ours := e.ListenAddrs("outside")["UDP"]
+	raw := strings.Replace(testInvite, "Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-test-1\r\n",
+		"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-test-1\r\nVia: SIP/2.0/UDP "+ours+";branch=z9hG4bK-old\r\n", 1)
+	up, down := run(t, e, d, inside, parseReq(t, raw, "127.0.0.1:5090"))
+	if f := finalOf(up); f == nil || f.StatusCode != 482 || len(down) != 0 {
+		t.Fatalf("final = %v, forwarded %d; want 482 and nothing forwarded", f, len(down))
+	}
+}
+
+func TestEdgeForwardsInitialInvite(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	up, down := run(t, e, d, inside, parseReq(t, testInvite, "127.0.0.1:5090"))
+	if len(down) != 1 {
+		t.Fatalf("forwarded %d requests, want 1", len(down))
+	}
+	fwd := down[0]
+	outUDP := e.realms[outside].ep["UDP"]
+	inUDP := e.realms[inside].ep["UDP"]
+
+	if got, want := fwd.Destination(), "127.0.0.1:15100"; got != want {
+		t.Errorf("destination = %s, want the outside next hop %s", got, want)
+	}
+	if fwd.Laddr.Port != outUDP.port {
+		t.Errorf("leaves from port %d, want the outside listener %d", fwd.Laddr.Port, outUDP.port)
+	}
+	via := fwd.Via()
+	if via.Host != outUDP.host || via.Port != outUDP.port || !strings.HasPrefix(via.Params.GetOr("branch", ""), "z9hG4bK") {
+		t.Errorf("top Via = %s, want ours on the outside listener", via.Value())
+	}
+	if n := len(fwd.GetHeaders("Via")); n != 2 {
+		t.Errorf("%d Via headers, want 2", n)
+	}
+	if mf := fwd.MaxForwards(); mf == nil || mf.Val() != 69 {
+		t.Errorf("Max-Forwards = %v, want 69", mf)
+	}
+	rrs := fwd.GetHeaders("Record-Route")
+	if len(rrs) != 2 {
+		t.Fatalf("%d Record-Route headers, want 2 (double record-route)", len(rrs))
+	}
+	if rr := rrs[0].(*sip.RecordRouteHeader); rr.Address.Port != outUDP.port {
+		t.Errorf("first Record-Route %s, want the outside address", rr.Value())
+	}
+	if rr := rrs[1].(*sip.RecordRouteHeader); rr.Address.Port != inUDP.port || !rr.Address.UriParams.Has("lr") {
+		t.Errorf("second Record-Route %s, want the inside address with lr", rr.Value())
+	}
+
+	if len(up) < 2 || up[0].StatusCode != 100 {
+		t.Fatalf("upstream got %v, want 100 then 200", up)
+	}
+	final := finalOf(up)
+	if final == nil || final.StatusCode != 200 {
+		t.Fatalf("final = %v, want 200", final)
+	}
+	if v := final.Via(); v == nil || v.Port != 5090 || len(final.GetHeaders("Via")) != 1 {
+		t.Errorf("relayed 200 Via = %v, want only the caller's", final.GetHeaders("Via"))
+	}
+	if e.dialogs.count() != 1 {
+		t.Errorf("dialogs = %d, want 1 after a 2xx", e.dialogs.count())
+	}
+}
+
+func TestEdgeRelaysFinalStatus(t *testing.T) {
+	for _, code := range []int{486, 404, 503, 607} {
+		e, d := newTestEdge(t, testConfig(), Chains{})
+		d.answer = func(req *sip.Request) *sip.Response { return sip.NewResponseFromRequest(req, code, "X", nil) }
+		up, _ := run(t, e, d, outside, parseReq(t, testInvite, "127.0.0.1:15100"))
+		if f := finalOf(up); f == nil || f.StatusCode != code {
+			t.Errorf("final = %v, want %d relayed", f, code)
+		}
+	}
+}
+
+func TestEdgePipelineRejects(t *testing.T) {
+	var seen *Call
+	chains := Chains{Outside: Chain{
+		HandlerFunc{"seen", func(_ context.Context, c *Call) error { seen = c; return nil }},
+		HandlerFunc{"dnc", func(context.Context, *Call) error { return Reject(603, "Decline", errors.New("callee on DNC list")) }},
+		HandlerFunc{"never", func(context.Context, *Call) error { t.Error("stage after a rejection ran"); return nil }},
+	}}
+	e, d := newTestEdge(t, testConfig(), chains)
+	up, down := run(t, e, d, outside, parseReq(t, testInvite, "127.0.0.1:15100"))
+	if len(down) != 0 {
+		t.Fatal("a rejected call was forwarded")
+	}
+	f := finalOf(up)
+	if f == nil || f.StatusCode != 603 {
+		t.Fatalf("final = %v, want 603", f)
+	}
+	if r := f.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), "cause=603") || !strings.Contains(r.Value(), "dnc: callee on DNC list") {
+		t.Errorf("Reason = %v", r)
+	}
+	if seen == nil || seen.Orig != "12025550199" || seen.Dest != "12025550100" || seen.Dir != Inbound || seen.Realm != "outside" {
+		t.Errorf("call seen by stages = %+v", seen)
+	}
+}
+
+func TestEdgeAppliesStageOutputsSafely(t *testing.T) {
+	tests := []struct {
+		name     string
+		tag      string
+		wantCode int
+	}{
+		{"tag added", "spam", 200},
+		{"CRLF refused", "x\r\nInjected: yes", 500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			chains := Chains{Inside: Chain{HandlerFunc{"tagger", func(_ context.Context, c *Call) error {
+				c.Tag("X-Label", tt.tag)
+				c.AddIdentity = "a.b.c;info=<https://cr.example/sp.pem>;alg=ES256;ppt=shaken"
+				return nil
+			}}}}
+			e, d := newTestEdge(t, testConfig(), chains)
+			req := parseReq(t, strings.Replace(testInvite, "Content-Length: 0", "Identity: forged\r\nContent-Length: 0", 1), "127.0.0.1:5090")
+			up, down := run(t, e, d, inside, req)
+			if f := finalOf(up); f == nil || f.StatusCode != tt.wantCode {
+				t.Fatalf("final = %v, want %d", f, tt.wantCode)
+			}
+			if tt.wantCode != 200 {
+				if len(down) != 0 {
+					t.Fatal("forwarded a request with an unsafe header")
+				}
+				return
+			}
+			ids := headerValues(down[0], "Identity")
+			if len(ids) != 1 || !strings.HasPrefix(ids[0], "a.b.c;") {
+				t.Errorf("Identity headers = %q, want only ours", ids)
+			}
+			if h := down[0].GetHeader("X-Label"); h == nil || h.Value() != "spam" {
+				t.Errorf("X-Label = %v", h)
+			}
+		})
+	}
+}
+
+func TestEdgeUDPSizePolicy(t *testing.T) {
+	pad := "X-Pad: " + strings.Repeat("p", 1800) + "\r\n"
+	big := strings.Replace(testInvite, "Content-Length: 0", pad+"Content-Length: 0", 1)
+	tests := []struct {
+		oversize  string
+		wantCode  int
+		transport string
+	}{
+		{"tcp", 200, "TCP"},
+		{"reject", 513, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.oversize, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Realms.Outside.UDP = UDPConfig{MaxSize: 1300, Oversize: tt.oversize}
+			e, d := newTestEdge(t, cfg, Chains{})
+			up, down := run(t, e, d, inside, parseReq(t, big, "127.0.0.1:5090"))
+			if f := finalOf(up); f == nil || f.StatusCode != tt.wantCode {
+				t.Fatalf("final = %v, want %d", f, tt.wantCode)
+			}
+			if tt.transport != "" && (len(down) != 1 || down[0].Transport() != tt.transport || down[0].Via().Transport != tt.transport) {
+				t.Fatalf("forwarded %v, want one request over %s", down, tt.transport)
+			}
+		})
+	}
+}
+
+func TestEdgeRoutesInDialogByRoute(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	in, out := e.ListenAddrs("inside")["UDP"], e.ListenAddrs("outside")["UDP"]
+	bye := "BYE sip:callee@127.0.0.1:15555 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-bye-1\r\n" +
+		"Route: <sip:" + in + ";transport=udp;lr>\r\n" +
+		"Route: <sip:" + out + ";transport=udp;lr>\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:+12025550199@pbx.example>;tag=abc\r\n" +
+		"To: <sip:+12025550100@example.net>;tag=xyz\r\n" +
+		"Call-ID: call-1@test\r\n" +
+		"CSeq: 2 BYE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	e.dialogs.add("call-1@test")
+	up, down := run(t, e, d, inside, parseReq(t, bye, "127.0.0.1:5090"))
+	if len(down) != 1 {
+		t.Fatalf("forwarded %d, want 1", len(down))
+	}
+	if got := down[0].Destination(); got != "127.0.0.1:15555" {
+		t.Errorf("BYE sent to %s, want the Request-URI 127.0.0.1:15555", got)
+	}
+	if r := down[0].GetHeaders("Route"); len(r) != 0 {
+		t.Errorf("our Route entries left in the BYE: %v", r)
+	}
+	if len(down[0].GetHeaders("Record-Route")) != 0 {
+		t.Error("in-dialog request was record-routed")
+	}
+	if f := finalOf(up); f == nil || f.StatusCode != 200 {
+		t.Fatalf("final = %v", f)
+	}
+	if e.dialogs.count() != 0 {
+		t.Error("dialog still counted after BYE 200")
+	}
+}
+
+func TestEdgeAnswersOptions(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	addr := e.ListenAddrs("outside")["UDP"]
+	opt := "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:15100;branch=z9hG4bK-opt-1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:trunk@127.0.0.1>;tag=1\r\nTo: <sip:" + addr + ">\r\n" +
+		"Call-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	up, down := run(t, e, d, outside, parseReq(t, opt, "127.0.0.1:15100"))
+	if f := finalOf(up); f == nil || f.StatusCode != 200 || len(down) != 0 {
+		t.Fatalf("final = %v, forwarded %d; want a local 200", f, len(down))
+	}
+}
+
+func TestEdgeDownstreamTimeout(t *testing.T) {
+	old := sip.Timer_B
+	sip.Timer_B = 50 * time.Millisecond
+	defer func() { sip.Timer_B = old }()
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	d.answer = func(*sip.Request) *sip.Response { return nil }
+	up, _ := run(t, e, d, inside, parseReq(t, testInvite, "127.0.0.1:5090"))
+	if f := finalOf(up); f == nil || f.StatusCode != 408 {
+		t.Fatalf("final = %v, want 408", f)
+	}
+}
