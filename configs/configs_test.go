@@ -27,9 +27,9 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name    string
-		edit    func(string) string
-		want    []string // substrings expected in the error, in order of appearance
+		name string
+		edit func(string) string
+		want []string // substrings expected in the error, in order of appearance
 	}{
 		{
 			"unknown key",
@@ -38,7 +38,9 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 		},
 		{
 			"wrong type",
-			func(s string) string { return strings.Replace(s, "max_message_size: 16384", "max_message_size: big", 1) },
+			func(s string) string {
+				return strings.Replace(s, "max_message_size: 16384", "max_message_size: big", 1)
+			},
 			[]string{"bad.yaml:26: sip.max_message_size: cannot unmarshal"},
 		},
 		{

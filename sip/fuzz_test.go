@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/emiago/sipgo/siptest"
 	"github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/siptest"
 )
 
 // FuzzEdgeServe feeds arbitrary bytes through sipgo's parser and, when they
