@@ -51,6 +51,8 @@ type LogConfig struct {
 // AdminConfig is the `admin:` section.
 type AdminConfig struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's /debug/pprof/ profiles on the admin listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // ShutdownConfig is the `shutdown:` section.
@@ -280,13 +282,29 @@ var (
 	unknownRe = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
 )
 
+// yamlParserProblems are the messages of yaml.v3's parser (not scanner)
+// errors: for those v3.0.1 reports a 0-based line (its decode.go fail()).
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
 func yamlSyntaxProblem(err error) Problem {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := lineRe.FindStringSubmatch(msg); m != nil {
 		l, _ := strconv.Atoi(m[1])
-		return Problem{Line: l, Msg: m[2]}
+		if yamlParserProblems[m[2]] {
+			l++
+		}
+		return Problem{Line: l, Msg: "syntax error: " + m[2]}
 	}
-	return Problem{Msg: msg}
+	return Problem{Msg: "syntax error: " + msg}
 }
 
 func typeProblem(msg string, idx keyIndex) Problem {

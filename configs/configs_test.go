@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,29 +27,33 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	type want struct {
+		onLine string // text of the line the error must point at
+		msg    string // "key: message" expected after "file:line: "
+	}
 	tests := []struct {
 		name string
 		edit func(string) string
-		want []string // substrings expected in the error, in order of appearance
+		want []want
 	}{
 		{
 			"unknown key",
 			func(s string) string { return strings.Replace(s, "  format: text", "  format: text\n  colour: red", 1) },
-			[]string{"bad.yaml:11: log.colour: unknown key \"colour\""},
+			[]want{{"colour: red", `log.colour: unknown key "colour"`}},
 		},
 		{
 			"wrong type",
 			func(s string) string {
 				return strings.Replace(s, "max_message_size: 16384", "max_message_size: big", 1)
 			},
-			[]string{"bad.yaml:26: sip.max_message_size: cannot unmarshal"},
+			[]want{{"max_message_size: big", "sip.max_message_size: cannot unmarshal"}},
 		},
 		{
 			"validation error points at the key",
 			func(s string) string {
 				return strings.Replace(s, `{transport: tcp, addr: "127.0.0.1:5080"}`, `{transport: sctp, addr: "127.0.0.1:5080"}`, 1)
 			},
-			[]string{"bad.yaml:58: sip.realms.outside.listen[1].transport: \"sctp\" is not one of udp, tcp"},
+			[]want{{"transport: sctp", `sip.realms.outside.listen[1].transport: "sctp" is not one of udp, tcp`}},
 		},
 		{
 			"several problems at once",
@@ -56,24 +61,50 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 				s = strings.Replace(s, "level: info", "level: loud", 1)
 				return strings.Replace(s, `trusted: ["127.0.0.0/8", "::1/128"]`, `trusted: ["127.0.0.0/8", "nope"]`, 1)
 			},
-			[]string{"bad.yaml:9: log.level:", "bad.yaml:43: sip.realms.inside.trusted[1]:"},
+			[]want{{"level: loud", "log.level:"}, {`"nope"`, "sip.realms.inside.trusted[1]:"}},
 		},
 		{
 			"syntax error",
 			func(s string) string { return strings.Replace(s, "log:", "log: [", 1) },
-			[]string{"bad.yaml:"},
+			[]want{{"log: [", "syntax error:"}},
+		},
+		{
+			"flow mapping not closed",
+			func(s string) string {
+				return strings.Replace(s, `{transport: udp, addr: "127.0.0.1:5070"}`, `{transport: udp, addr: "127.0.0.1:5070"`, 1)
+			},
+			[]want{{`{transport: udp, addr: "127.0.0.1:5070"`, "syntax error:"}},
+		},
+		{
+			"tab indentation",
+			func(s string) string { return strings.Replace(s, "  level: info", "\tlevel: info", 1) },
+			[]want{{"\tlevel: info", "syntax error:"}},
+		},
+		{
+			"bad nesting",
+			func(s string) string { return strings.Replace(s, "  format: text", "  format: text: json", 1) },
+			[]want{{"format: text: json", "syntax error:"}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			text := tt.edit(string(base))
 			var c Config
-			err := Decode("bad.yaml", []byte(tt.edit(string(base))), &c)
+			err := Decode("bad.yaml", []byte(text), &c)
 			if err == nil {
 				t.Fatal("no error")
 			}
 			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n%v\nshould contain %q", err, w)
+				line := 0
+				for i, l := range strings.Split(text, "\n") {
+					if strings.Contains(l, w.onLine) {
+						line = i + 1
+						break
+					}
+				}
+				exp := fmt.Sprintf("bad.yaml:%d: %s", line, w.msg)
+				if line == 0 || !strings.Contains(err.Error(), exp) {
+					t.Errorf("error\n%v\nshould contain %q", err, exp)
 				}
 			}
 		})
