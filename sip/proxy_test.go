@@ -36,6 +36,8 @@ type downstream struct {
 	mu       sync.Mutex
 	requests []*sip.Request
 	answer   func(req *sip.Request) *sip.Response
+	// script, when set, drives the client transaction instead of answer.
+	script func(req *sip.Request, tx *sip.ClientTx)
 }
 
 func (d *downstream) Request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
@@ -49,6 +51,10 @@ func (d *downstream) Request(ctx context.Context, req *sip.Request) (sip.ClientT
 	tx := sip.NewClientTx(key, req, nopConn{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := tx.Init(); err != nil {
 		return nil, err
+	}
+	if d.script != nil {
+		go d.script(req, tx)
+		return tx, nil
 	}
 	if d.answer != nil {
 		if res := d.answer(req); res != nil {
@@ -389,5 +395,122 @@ func TestEdgeDownstreamTimeout(t *testing.T) {
 	up, _ := run(t, e, d, inside, parseReq(t, testInvite, "127.0.0.1:5090"))
 	if f := finalOf(up); f == nil || f.StatusCode != 408 {
 		t.Fatalf("final = %v, want 408", f)
+	}
+}
+
+func methods(reqs []*sip.Request) string {
+	var m []string
+	for _, r := range reqs {
+		m = append(m, string(r.Method))
+	}
+	return strings.Join(m, ",")
+}
+
+// waitFor polls cond for up to 2 s (bounded) and reports whether it held.
+func waitFor(cond func() bool) bool {
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cond()
+}
+
+func TestEdgeCancel(t *testing.T) {
+	tests := []struct {
+		name     string
+		late2xx  bool   // the callee answers 200 after the CANCEL
+		wantDown string // methods seen downstream
+	}{
+		{"callee answers 487", false, "INVITE,CANCEL"},
+		{"2xx races the CANCEL", true, "INVITE,CANCEL,ACK,BYE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, d := newTestEdge(t, testConfig(), Chains{})
+			cancelled := make(chan struct{})
+			d.script = func(req *sip.Request, tx *sip.ClientTx) {
+				switch req.Method {
+				case sip.INVITE:
+					tx.Receive(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+					select {
+					case <-cancelled:
+					case <-time.After(2 * time.Second):
+						return
+					}
+					code := 487
+					if tt.late2xx {
+						code = 200
+					}
+					res := sip.NewResponseFromRequest(req, code, "X", nil)
+					res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: 15666}})
+					tx.Receive(res)
+				case sip.CANCEL:
+					tx.Receive(sip.NewResponseFromRequest(req, 200, "OK", nil))
+					close(cancelled)
+				case sip.BYE:
+					tx.Receive(sip.NewResponseFromRequest(req, 200, "OK", nil))
+				}
+			}
+			req := parseReq(t, testInvite, "127.0.0.1:5090")
+			stx := siptest.NewServerTxRecorder(req)
+			done := make(chan struct{})
+			go func() { e.serve(e.realms[inside], req, stx); close(done) }()
+			if !waitFor(func() bool { return len(stx.Result()) >= 2 }) {
+				t.Fatalf("upstream got %v, want 100 and 180", stx.Result())
+			}
+			cancel := sip.NewRequest(sip.CANCEL, req.Recipient)
+			for _, h := range []string{"Via", "From", "To", "Call-ID"} {
+				cancel.AppendHeader(sip.HeaderClone(req.GetHeader(h)))
+			}
+			cancel.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.CANCEL})
+			if err := stx.Receive(cancel); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+			case <-time.After(3 * time.Second):
+				t.Fatal("handler did not return after the CANCEL")
+			}
+			if f := finalOf(stx.Result()); f == nil || f.StatusCode != 487 {
+				t.Fatalf("upstream final = %v, want 487", f)
+			}
+			if !waitFor(func() bool { return methods(d.sent()) == tt.wantDown }) {
+				t.Fatalf("downstream saw %s, want %s", methods(d.sent()), tt.wantDown)
+			}
+			if tt.late2xx {
+				bye := d.sent()[3]
+				if bye.Destination() != "127.0.0.1:15666" || bye.CSeq().SeqNo != 2 {
+					t.Errorf("BYE to %s CSeq %d, want the callee's Contact and CSeq 2", bye.Destination(), bye.CSeq().SeqNo)
+				}
+			}
+		})
+	}
+}
+
+func TestEdgeTimerC(t *testing.T) {
+	cfg := testConfig()
+	cfg.InviteTimeout = time.Second
+	e, d := newTestEdge(t, cfg, Chains{})
+	d.script = func(req *sip.Request, tx *sip.ClientTx) {
+		switch req.Method {
+		case sip.INVITE:
+			tx.Receive(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		case sip.CANCEL:
+			tx.Receive(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		}
+	}
+	req := parseReq(t, testInvite, "127.0.0.1:5090")
+	stx := siptest.NewServerTxRecorder(req)
+	go e.serve(e.realms[inside], req, stx)
+	if !waitFor(func() bool { f := finalOf(stx.Result()); return f != nil }) {
+		t.Fatal("no final response upstream after timer C")
+	}
+	if f := finalOf(stx.Result()); f.StatusCode != 408 {
+		t.Fatalf("final = %d, want 408", f.StatusCode)
+	}
+	if !waitFor(func() bool { return methods(d.sent()) == "INVITE,CANCEL" }) {
+		t.Fatalf("downstream saw %s, want INVITE,CANCEL", methods(d.sent()))
 	}
 }
