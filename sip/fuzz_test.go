@@ -19,7 +19,7 @@ func FuzzEdgeServe(f *testing.F) {
 	f.Add([]byte(testInvite))
 	f.Add([]byte("BYE sip:a@127.0.0.1:1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\nRoute: <sip:127.0.0.1;lr>\r\nFrom: <sip:1@x>;tag=1\r\nTo: <sip:2@y>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"))
 	f.Add([]byte("ACK sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-2\r\nFrom: <sip:1@x>;tag=1\r\nTo: <sip:2@y>;tag=2\r\nCall-ID: c\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
-	torture, _ := filepath.Glob("../../shared/testdata/rfc4475/*.dat")
+	torture, _ := filepath.Glob("../integration/testdata/rfc4475/*.dat")
 	for _, p := range torture {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)

@@ -65,6 +65,17 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
+	if code, reason, text := e.unsupported(req); code != 0 {
+		if !req.IsAck() {
+			res := sip.NewResponseFromRequest(req, code, reason, nil)
+			res.AppendHeader(reasonHeader(code, text))
+			if code == 420 {
+				res.AppendHeader(sip.NewHeader("Unsupported", quotedText(strings.Join(headerValues(req, "Proxy-Require"), ", "))))
+			}
+			e.respond(r, req, tx, res)
+		}
+		return
+	}
 	switch req.Method {
 	case sip.ACK:
 		e.forwardAck(r, req)
@@ -105,6 +116,24 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 		nh := g.realms[out.idx].nextHop
 		e.relay(r, out, g, req, tx, nh.Addr(), nh.Transport, false, nil)
 	}
+}
+
+// unsupported returns the RFC 3261 answer for what this proxy cannot
+// handle: another SIP version (505), a Request-URI scheme other than sip,
+// sips and tel (416), an extension required of proxies (420, 16.3 step 3).
+func (e *Edge) unsupported(req *sip.Request) (int, string, string) {
+	if req.SipVersion != "SIP/2.0" {
+		return 505, "Version Not Supported", "only SIP/2.0"
+	}
+	switch strings.ToLower(req.Recipient.Scheme) {
+	case "sip", "sips", "tel":
+	default:
+		return 416, "Unsupported URI Scheme", "Request-URI scheme"
+	}
+	if len(headerValues(req, "Proxy-Require")) > 0 {
+		return 420, "Bad Extension", "no extension is supported in Proxy-Require"
+	}
+	return 0, "", ""
 }
 
 func hasForeignRoute(e *Edge, req *sip.Request) bool {

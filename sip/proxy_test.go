@@ -151,6 +151,9 @@ func TestEdgeRefusesBeforeForwarding(t *testing.T) {
 		{"max-forwards 0", strings.Replace(testInvite, "Max-Forwards: 70", "Max-Forwards: 0", 1), "127.0.0.1:5090", false, 483, "Max-Forwards"},
 		{"draining", testInvite, "127.0.0.1:5090", true, 503, "draining"},
 		{"cseq method mismatch", strings.Replace(testInvite, "CSeq: 1 INVITE", "CSeq: 1 BYE", 1), "127.0.0.1:5090", false, 400, "CSeq"},
+		{"sip version", strings.Replace(testInvite, "@127.0.0.1:5070 SIP/2.0", "@127.0.0.1:5070 SIP/7.0", 1), "127.0.0.1:5090", false, 505, ""},
+		{"uri scheme", strings.Replace(testInvite, "INVITE sip:+1-202-555-0100@127.0.0.1:5070", "INVITE im:user@example.com", 1), "127.0.0.1:5090", false, 416, ""},
+		{"proxy-require", strings.Replace(testInvite, "Content-Length: 0", "Proxy-Require: nothingweknow\r\nContent-Length: 0", 1), "127.0.0.1:5090", false, 420, ""},
 		{"stray cancel", strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(testInvite), "127.0.0.1:5090", false, 481, ""},
 	}
 	for _, tt := range tests {
