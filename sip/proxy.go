@@ -59,7 +59,8 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
-	if req.CSeq().MethodName != req.Method {
+	// sipgo upper-cases the request-line method but not CSeq's.
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		if !req.IsAck() {
 			e.refuse(r, req, tx, 400, "Bad Request", "CSeq method does not match")
 		}
@@ -571,8 +572,27 @@ func (e *Edge) upstream(req *sip.Request, res *sip.Response) *sip.Response {
 	up := res.Clone()
 	up.RemoveHeader("Via")
 	up.SetTransport(req.Transport())
-	up.SetDestination(req.Source())
+	up.SetDestination(responseAddr(req))
 	return up
+}
+
+// responseAddr is where a response to req goes, the way sipgo sends its own
+// (RFC 3261 18.2.2 with RFC 3581): the source address, with the source port
+// when the top Via asks for rport, else the Via's port.
+func responseAddr(req *sip.Request) string {
+	src := parseSource(req.Source())
+	via := req.Via()
+	if via == nil || !src.IsValid() {
+		return req.Source()
+	}
+	if rport, ok := via.Params.Get("rport"); ok && rport == "" {
+		return src.String()
+	}
+	port := via.Port
+	if port == 0 {
+		port = sip.DefaultPort(req.Transport())
+	}
+	return netip.AddrPortFrom(src.Addr(), uint16(port)).String()
 }
 
 // inDialogTarget pops our own Route entries and returns where an in-dialog
