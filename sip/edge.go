@@ -110,8 +110,9 @@ type endpoint struct {
 var setGlobalsOnce sync.Once
 
 // setSipgoGlobals sets sipgo's process-wide knobs once, before any UA exists.
-func setSipgoGlobals() {
+func (e *Edge) setSipgoGlobals() {
 	setGlobalsOnce.Do(func() {
+		sip.SetDefaultLogger(e.sipgoLogger(""))
 		// Read whole datagrams up to the IP limit so an oversized one is
 		// seen (and dropped by size) instead of truncated into garbage.
 		sip.TransportBufferReadSize = 65535
@@ -128,7 +129,6 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sip: config: %w", err)
 	}
-	setSipgoGlobals()
 	log := opt.Logger
 	if log == nil {
 		log = slog.Default()
@@ -145,6 +145,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 		},
 	}
 	e.dialogs = newDialogs(e.m.dialogs)
+	e.setSipgoGlobals()
 	g, err := buildGeneration(cfg, chains)
 	if err != nil {
 		return nil, err
@@ -189,11 +190,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 	if idx == outside {
 		r.name, r.dir = "outside", Inbound
 	}
-	sipgoLog := slog.New(&sipgoLogHandler{
-		next:    e.log.Handler(),
-		realm:   r.name,
-		dropped: func(realm, reason string) { e.m.dropped.WithLabelValues(realm, reason).Inc() },
-	}).With("realm", r.name, "component", "sipgo")
+	sipgoLog := e.sipgoLogger(r.name)
 
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(e.static.userAgent),
@@ -254,6 +251,16 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 		e.ours[bound.String()] = true
 	}
 	return r, nil
+}
+
+// sipgoLogger is the logger handed to sipgo for realm (or "" for its
+// process-wide default logger).
+func (e *Edge) sipgoLogger(realm string) *slog.Logger {
+	return slog.New(&sipgoLogHandler{
+		next:    e.log.Handler(),
+		realm:   realm,
+		dropped: func(realm, reason string) { e.m.dropped.WithLabelValues(realm, reason).Inc() },
+	}).With("realm", realm, "component", "sipgo")
 }
 
 // ListenAddrs returns the bound listener addresses of a realm ("inside" or
