@@ -52,6 +52,7 @@ type Edge struct {
 	draining atomic.Bool
 	inflight atomic.Int64
 	dialogs  *dialogs
+	acks     *ackFilter
 	serving  atomic.Bool
 	closing  sync.Once
 }
@@ -145,6 +146,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 		},
 	}
 	e.dialogs = newDialogs(e.m.dialogs)
+	e.acks = newAckFilter(64 * sip.T1) // timer H: how long a UAC retransmits its ACK
 	e.setSipgoGlobals()
 	g, err := buildGeneration(cfg, chains)
 	if err != nil {

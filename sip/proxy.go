@@ -377,7 +377,11 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 	initial := !hasToTag(req)
 	cancelled := make(chan struct{})
 	var once sync.Once
-	tx.OnCancel(func(*sip.Request) { once.Do(func() { close(cancelled) }) })
+	tx.OnCancel(func(*sip.Request) {
+		// sipgo answers a matching CANCEL itself; count it here.
+		e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
+		once.Do(func() { close(cancelled) })
+	})
 
 	timerC := time.NewTimer(g.inviteTimeout)
 	defer timerC.Stop()
@@ -435,6 +439,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 				// sipgo has answered 200 to the CANCEL and 487 upstream.
 				answered, answeredBy = 487, StageEdge
 				e.m.responses.WithLabelValues(in.name, string(req.Method), "487").Inc()
+				e.acks.add(ackKey(req))
 			}
 			if !cancelWanted {
 				cancelWanted = true
@@ -639,6 +644,9 @@ func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx sip.ServerTransact
 // forwardAck forwards an ACK for a 2xx statelessly (it is its own
 // transaction); ACKs for non-2xx are absorbed by sipgo's INVITE transaction.
 func (e *Edge) forwardAck(r *realm, req *sip.Request) {
+	if e.acks.absorbs(ackKey(req)) {
+		return // hop-by-hop ACK of a non-2xx whose transaction sipgo already ended
+	}
 	out := e.peer(r)
 	routed := req.Clone()
 	dest, transport := e.inDialogTarget(routed, &e.gen.Load().realms[out.idx])
@@ -678,9 +686,26 @@ func (e *Edge) strayResponse(r *realm, res *sip.Response) {
 	}
 }
 
+// ackKey identifies the INVITE transaction an ACK for a non-2xx belongs to
+// (RFC 3261 17.1.1.3: same top Via branch, same Call-ID).
+func ackKey(req *sip.Request) string {
+	branch := ""
+	if v := req.Via(); v != nil {
+		branch, _ = v.Params.Get("branch")
+	}
+	callID := ""
+	if c := req.CallID(); c != nil {
+		callID = c.Value()
+	}
+	return branch + "\x00" + callID
+}
+
 // respond sends res through tx and counts it.
 func (e *Edge) respond(r *realm, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
 	e.m.responses.WithLabelValues(r.name, methodLabel(string(req.Method)), statusLabel(res.StatusCode)).Inc()
+	if req.IsInvite() && res.StatusCode >= 300 {
+		e.acks.add(ackKey(req))
+	}
 	if err := tx.Respond(res); err != nil {
 		e.log.Debug("respond failed", "realm", r.name, "call_id", req.CallID().Value(), "status", res.StatusCode, "err", err)
 	}

@@ -517,3 +517,32 @@ func TestEdgeTimerC(t *testing.T) {
 		t.Fatalf("downstream saw %s, want INVITE,CANCEL", methods(d.sent()))
 	}
 }
+
+func TestEdgeAbsorbsAckOfNon2xx(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	d.answer = func(req *sip.Request) *sip.Response {
+		if req.Method == sip.ACK {
+			return nil
+		}
+		return sip.NewResponseFromRequest(req, 486, "Busy Here", nil)
+	}
+	inv := parseReq(t, testInvite, "127.0.0.1:5090")
+	inv.SetTransport("TCP")
+	run(t, e, d, inside, inv)
+	ack := func(branch string) *sip.Request {
+		raw := strings.NewReplacer("INVITE sip", "ACK sip", "CSeq: 1 INVITE", "CSeq: 1 ACK",
+			"To: <sip:+12025550100@example.net>", "To: <sip:+12025550100@example.net>;tag=callee",
+			"z9hG4bK-test-1", branch).Replace(testInvite)
+		r := parseReq(t, raw, "127.0.0.1:5090")
+		r.SetTransport("TCP")
+		return r
+	}
+	e.serve(e.realms[inside], ack("z9hG4bK-test-1"), nil)
+	if got := methods(d.sent()); got != "INVITE" {
+		t.Fatalf("downstream saw %s: the ACK of the 486 was forwarded", got)
+	}
+	e.serve(e.realms[inside], ack("z9hG4bK-other"), nil)
+	if got := methods(d.sent()); got != "INVITE,ACK" {
+		t.Fatalf("downstream saw %s: an ACK for a 2xx (new branch) must be forwarded", got)
+	}
+}
