@@ -11,24 +11,63 @@ import (
 // dialogMaxAge bounds how long a dialog whose BYE never crossed us is kept.
 const dialogMaxAge = 12 * time.Hour
 
+// ackWait bounds how long an in-dialog request waits for the ACK of the
+// dialog's 2xx to be forwarded first.
+const ackWait = 200 * time.Millisecond
+
 // dialogs counts confirmed dialogs (2xx to an initial INVITE seen, BYE not yet
 // answered) so that a drain can wait for calls to hang up. It is keyed by
 // Call-ID; idle entries expire after dialogMaxAge.
 type dialogs struct {
 	mu    sync.Mutex
-	m     map[string]time.Time
+	m     map[string]*dialog
 	gauge prometheus.Gauge
 }
 
+type dialog struct {
+	since time.Time
+	acked chan struct{} // closed when the ACK of the 2xx was forwarded
+}
+
 func newDialogs(g prometheus.Gauge) *dialogs {
-	return &dialogs{m: make(map[string]time.Time), gauge: g}
+	return &dialogs{m: make(map[string]*dialog), gauge: g}
 }
 
 func (d *dialogs) add(callID string) {
 	d.mu.Lock()
-	d.m[callID] = time.Now()
+	d.m[callID] = &dialog{since: time.Now(), acked: make(chan struct{})}
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
+}
+
+// acked records that the ACK of the dialog's 2xx was forwarded.
+func (d *dialogs) acked(callID string) {
+	d.mu.Lock()
+	if dl, ok := d.m[callID]; ok {
+		select {
+		case <-dl.acked:
+		default:
+			close(dl.acked)
+		}
+	}
+	d.mu.Unlock()
+}
+
+// waitAck waits at most max for the ACK of a known, not yet acknowledged
+// dialog; it returns at once for anything else.
+func (d *dialogs) waitAck(callID string, max time.Duration) {
+	d.mu.Lock()
+	dl, ok := d.m[callID]
+	d.mu.Unlock()
+	if !ok {
+		return
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-dl.acked:
+	case <-t.C:
+	}
 }
 
 func (d *dialogs) remove(callID string) {
@@ -54,8 +93,8 @@ func (d *dialogs) sweep(ctx context.Context, maxAge time.Duration) {
 			return
 		case now := <-t.C:
 			d.mu.Lock()
-			for id, at := range d.m {
-				if now.Sub(at) > maxAge {
+			for id, dl := range d.m {
+				if now.Sub(dl.since) > maxAge {
 					delete(d.m, id)
 				}
 			}

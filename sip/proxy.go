@@ -114,9 +114,23 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 		out := e.peer(r)
-		nh := g.realms[out.idx].nextHop
-		e.relay(r, out, g, req, tx, nh.Addr(), nh.Transport, false, nil)
+		e.relay(r, out, g, req, tx, toNextHop(g.realms[out.idx].nextHop, false), nil)
 	}
+}
+
+// route says where and how a request is forwarded.
+type route struct {
+	dest        string // host:port
+	transport   string // UDP | TCP
+	recordRoute bool   // initial INVITE: add our two Record-Routes
+	// retarget, for out-of-dialog requests, is the next hop that replaces a
+	// Request-URI host addressed to stirgate itself (a PBX that uses
+	// stirgate as its trunk sends INVITE sip:number@stirgate).
+	retarget *NextHop
+}
+
+func toNextHop(nh NextHop, recordRoute bool) route {
+	return route{dest: nh.Addr(), transport: nh.Transport, recordRoute: recordRoute, retarget: &nh}
 }
 
 // unsupported returns the RFC 3261 answer for what this proxy cannot
@@ -210,7 +224,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 
 	out := e.peer(r)
 	nh := g.realms[out.idx].nextHop
-	status, stage := e.relay(r, out, g, req, tx, nh.Addr(), nh.Transport, true, call)
+	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
 	e.record(r, req, call, status, stage, "", start)
 }
 
@@ -241,18 +255,23 @@ func applyCall(fwd *sip.Request, c *Call) error {
 // prepare builds the request we send: a clone (sipgo changes what it sends
 // in place, and the server transaction keeps the original), with our Via,
 // Max-Forwards decremented, and for initial INVITEs our two Record-Routes.
-func (e *Edge) prepare(in, out *realm, req *sip.Request, dest, transport string, recordRoute bool) (*sip.Request, error) {
+func (e *Edge) prepare(in, out *realm, req *sip.Request, rt route) (*sip.Request, error) {
+	transport := rt.transport
 	ep, ok := out.ep[transport]
 	if !ok {
 		return nil, fmt.Errorf("realm %s has no %s listener", out.name, transport)
 	}
 	fwd := req.Clone()
-	fwd.SetDestination(dest)
+	fwd.SetDestination(rt.dest)
 	fwd.SetTransport(transport)
 	fwd.Laddr = sip.Addr{}
 	if transport == "UDP" {
 		fwd.Laddr = ep.laddr // leave from the listener, not an ephemeral port
 	}
+	if rt.retarget != nil && e.isOurs(fwd.Recipient.Host, fwd.Recipient.Port) {
+		fwd.Recipient.Host, fwd.Recipient.Port = rt.retarget.Host, rt.retarget.Port
+	}
+	markReceived(fwd.Via(), req)
 
 	// Max-Forwards is shared by Clone: replace, never mutate.
 	mf := sip.MaxForwardsHeader(70)
@@ -262,7 +281,7 @@ func (e *Edge) prepare(in, out *realm, req *sip.Request, dest, transport string,
 	} else {
 		fwd.AppendHeader(&mf)
 	}
-	if recordRoute {
+	if rt.recordRoute {
 		inEp := in.ep[strings.ToUpper(req.Transport())]
 		if inEp.host == "" {
 			inEp = in.ep["UDP"]
@@ -285,6 +304,24 @@ func (e *Edge) prepare(in, out *realm, req *sip.Request, dest, transport string,
 	return fwd, nil
 }
 
+// markReceived records where the request really came from in the upstream
+// Via (RFC 3261 18.2.1 received, RFC 3581 rport), so responses find their way
+// back through NATs. via is the forwarded request's own copy.
+func markReceived(via *sip.ViaHeader, req *sip.Request) {
+	src := parseSource(req.Source())
+	if via == nil || !src.IsValid() {
+		return
+	}
+	if rport, ok := via.Params.Get("rport"); ok && rport == "" {
+		via.Params.Add("rport", strconv.Itoa(int(src.Port())))
+		via.Params.Add("received", src.Addr().String())
+		return
+	}
+	if via.Host != src.Addr().String() {
+		via.Params.Add("received", src.Addr().String())
+	}
+}
+
 func recordRouteHeader(ep endpoint, transport string) *sip.RecordRouteHeader {
 	params := sip.NewParams()
 	params.Add("transport", strings.ToLower(transport))
@@ -295,18 +332,19 @@ func recordRouteHeader(ep endpoint, transport string) *sip.RecordRouteHeader {
 // build prepares the forwarded request and applies the realm's UDP size
 // policy: a request larger than udp.max_size goes over TCP (RFC 3261
 // 18.1.1) or is refused with errTooLarge.
-func (e *Edge) build(in, out *realm, pol *realmPolicy, req *sip.Request, dest, transport string, recordRoute bool, call *Call) (*sip.Request, error) {
-	fwd, err := e.prepare(in, out, req, dest, transport, recordRoute)
+func (e *Edge) build(in, out *realm, pol *realmPolicy, req *sip.Request, rt route, call *Call) (*sip.Request, error) {
+	fwd, err := e.prepare(in, out, req, rt)
 	if err == nil {
 		err = applyCall(fwd, call)
 	}
-	if err != nil || transport != "UDP" || len(fwd.String()) <= pol.udpMax {
+	if err != nil || rt.transport != "UDP" || len(fwd.String()) <= pol.udpMax {
 		return fwd, err
 	}
 	if !pol.oversizeTCP {
 		return nil, errTooLarge
 	}
-	return e.build(in, out, pol, req, dest, "TCP", recordRoute, call)
+	rt.transport = "TCP"
+	return e.build(in, out, pol, req, rt, call)
 }
 
 var errTooLarge = errors.New("request larger than udp.max_size")
@@ -314,12 +352,12 @@ var errTooLarge = errors.New("request larger than udp.max_size")
 // relay forwards req statefully to dest and relays every response back through
 // tx until the final one. It returns the final status sent upstream and who
 // decided it.
-func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.ServerTransaction, dest, transport string, recordRoute bool, call *Call) (int, string) {
+func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.ServerTransaction, rt route, call *Call) (int, string) {
 	if call == nil { // initial INVITEs are counted by handleInitialInvite
 		e.inflight.Add(1)
 		defer e.inflight.Add(-1)
 	}
-	fwd, err := e.build(in, out, &g.realms[out.idx], req, dest, transport, recordRoute, call)
+	fwd, err := e.build(in, out, &g.realms[out.idx], req, rt, call)
 	if errors.Is(err, errTooLarge) {
 		e.respondLocal(in, req, tx, 513, "Message Too Large", err.Error())
 		return 513, StageEdge
@@ -334,7 +372,7 @@ func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.Ser
 	ctx, err := out.client.TransactionRequest(dialCtx, fwd, keepAsBuilt)
 	cancelDial()
 	if err != nil {
-		e.log.Warn("forward failed", "call_id", req.CallID().Value(), "realm", out.name, "dest", dest, "err", err)
+		e.log.Warn("forward failed", "call_id", req.CallID().Value(), "realm", out.name, "dest", rt.dest, "err", err)
 		e.respondLocal(in, req, tx, 503, "Service Unavailable", "next hop unreachable")
 		return 503, StageEdge
 	}
@@ -422,16 +460,15 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 				}
 				return answered, answeredBy
 			}
-			up := e.upstream(req, res)
-			e.respond(in, req, tx, up)
 			if res.IsSuccess() {
+				if initial { // before the 2xx leaves: its ACK may come back at once
+					e.dialogs.add(req.CallID().Value())
+				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
 				ctx.OnRetransmission(func(r *sip.Response) { _ = tx.Respond(e.upstream(req, r)) })
-				if initial {
-					e.dialogs.add(req.CallID().Value())
-				}
 			}
+			e.respond(in, req, tx, e.upstream(req, res))
 			return code, StageDownstream
 		case <-cancelled:
 			cancelled = nil
@@ -605,7 +642,7 @@ func responseAddr(req *sip.Request) string {
 // addressed to us with no route left (a UA that ignored Record-Route) goes to
 // the next hop of the realm it leaves through, as an SBC with a fixed peer
 // would send it.
-func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) (dest, transport string) {
+func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) route {
 	for {
 		rt := fwd.Route()
 		if rt == nil || !e.isOurs(rt.Address.Host, rt.Address.Port) {
@@ -614,21 +651,22 @@ func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) (dest, transpo
 		fwd.RemoveHeader("Route")
 	}
 	if fwd.Route() == nil && e.isOurs(fwd.Recipient.Host, fwd.Recipient.Port) {
-		return out.nextHop.Addr(), out.nextHop.Transport
+		return toNextHop(out.nextHop, false)
 	}
 	u := &fwd.Recipient
 	if rt := fwd.Route(); rt != nil {
 		u = &rt.Address
 	}
-	transport = "UDP"
+	rt := route{transport: "UDP"}
 	if t, ok := u.UriParams.Get("transport"); ok && strings.EqualFold(t, "tcp") {
-		transport = "TCP"
+		rt.transport = "TCP"
 	}
 	port := u.Port
 	if port == 0 {
 		port = 5060
 	}
-	return joinHostPort(u.Host, port), transport
+	rt.dest = joinHostPort(u.Host, port)
+	return rt
 }
 
 // forwardInDialog routes BYE, re-INVITE, UPDATE, INFO... by Route and
@@ -637,8 +675,13 @@ func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx sip.ServerTransact
 	out := e.peer(r)
 	g := e.gen.Load()
 	routed := req.Clone()
-	dest, transport := e.inDialogTarget(routed, &g.realms[out.idx])
-	e.relay(r, out, g, routed, tx, dest, transport, false, nil)
+	if !req.IsInvite() {
+		// Under load the caller's ACK and BYE are handled concurrently
+		// (sipgo runs each request in its own goroutine): let the ACK of
+		// the dialog go first.
+		e.dialogs.waitAck(req.CallID().Value(), ackWait)
+	}
+	e.relay(r, out, g, routed, tx, e.inDialogTarget(routed, &g.realms[out.idx]), nil)
 }
 
 // forwardAck forwards an ACK for a 2xx statelessly (it is its own
@@ -649,8 +692,7 @@ func (e *Edge) forwardAck(r *realm, req *sip.Request) {
 	}
 	out := e.peer(r)
 	routed := req.Clone()
-	dest, transport := e.inDialogTarget(routed, &e.gen.Load().realms[out.idx])
-	fwd, err := e.prepare(r, out, routed, dest, transport, false)
+	fwd, err := e.prepare(r, out, routed, e.inDialogTarget(routed, &e.gen.Load().realms[out.idx]))
 	if err != nil {
 		e.m.dropped.WithLabelValues(r.name, "ack_unroutable").Inc()
 		return
@@ -659,6 +701,7 @@ func (e *Edge) forwardAck(r *realm, req *sip.Request) {
 		e.m.dropped.WithLabelValues(r.name, "ack_send_failed").Inc()
 		e.log.Debug("ACK forward failed", "call_id", req.CallID().Value(), "err", err)
 	}
+	e.dialogs.acked(req.CallID().Value())
 }
 
 // strayResponse handles a response no client transaction matched (in realm

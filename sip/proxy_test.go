@@ -546,3 +546,23 @@ func TestEdgeAbsorbsAckOfNon2xx(t *testing.T) {
 		t.Fatalf("downstream saw %s: an ACK for a 2xx (new branch) must be forwarded", got)
 	}
 }
+
+func TestEdgeRetargetsAndMarksVia(t *testing.T) {
+	e, d := newTestEdge(t, testConfig(), Chains{})
+	ours := e.ListenAddrs("inside")["UDP"]
+	raw := strings.NewReplacer(
+		"INVITE sip:+1-202-555-0100@127.0.0.1:5070", "INVITE sip:+12025550100@"+ours,
+		"127.0.0.1:5090;branch=z9hG4bK-test-1", "10.9.9.9:5090;rport;branch=z9hG4bK-test-1",
+	).Replace(testInvite)
+	_, down := run(t, e, d, inside, parseReq(t, raw, "127.0.0.1:40000"))
+	if len(down) != 1 {
+		t.Fatalf("forwarded %d", len(down))
+	}
+	if got := down[0].Recipient.String(); got != "sip:+12025550100@127.0.0.1:15100" {
+		t.Errorf("Request-URI = %s, want it retargeted to the outside next hop", got)
+	}
+	up := down[0].GetHeaders("Via")[1].(*sip.ViaHeader)
+	if up.Params.GetOr("rport", "") != "40000" || up.Params.GetOr("received", "") != "127.0.0.1" {
+		t.Errorf("upstream Via = %s, want rport=40000;received=127.0.0.1", up.Value())
+	}
+}
