@@ -160,27 +160,34 @@ func Decode(file string, data []byte, out Section) error {
 	idx := indexKeys(&root)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	e := &Error{File: file}
+	reported := map[string]bool{}
 	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
 			return &Error{File: file, Problems: []Problem{yamlSyntaxProblem(err)}}
 		}
-		e := &Error{File: file}
+		// yaml.v3 decodes the rest after a type error: go on and validate
+		// it too, so one run reports every problem of the file.
 		for _, msg := range te.Errors {
-			e.Problems = append(e.Problems, typeProblem(msg, idx))
+			p := typeProblem(msg, idx)
+			reported[p.Key] = true
+			e.Problems = append(e.Problems, p)
 		}
-		return e
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		return &Error{File: file, Problems: []Problem{{Line: extra.Line, Msg: "only one YAML document is allowed"}}}
+		e.Problems = append(e.Problems, Problem{Line: extra.Line, Msg: "only one YAML document is allowed"})
 	}
 	out.ApplyDefaults()
 	if err := out.Validate(); err != nil {
-		e := &Error{File: file}
 		for _, ve := range flatten(err) {
-			e.Problems = append(e.Problems, validationProblem(ve.Error(), idx))
+			if p := validationProblem(ve.Error(), idx); !reported[p.Key] {
+				e.Problems = append(e.Problems, p)
+			}
 		}
+	}
+	if len(e.Problems) > 0 {
 		return e
 	}
 	return nil

@@ -64,6 +64,14 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 			[]want{{"level: loud", "log.level:"}, {`"nope"`, "sip.realms.inside.trusted[1]:"}},
 		},
 		{
+			"unknown key and bad value reported together",
+			func(s string) string {
+				s = strings.Replace(s, "  format: text", "  format: text\n  colour: red", 1)
+				return strings.Replace(s, "max_message_size: 16384", "max_message_size: big", 1)
+			},
+			[]want{{"colour: red", `log.colour: unknown key "colour"`}, {"max_message_size: big", "sip.max_message_size: cannot unmarshal"}},
+		},
+		{
 			"syntax error",
 			func(s string) string { return strings.Replace(s, "log:", "log: [", 1) },
 			[]want{{"log: [", "syntax error:"}},
