@@ -41,13 +41,23 @@ type Call struct {
 	CallID, Realm string
 	Dir           Direction
 	Source        netip.AddrPort
-	Orig, Dest    string   // numbers as read by the edge (see Number)
-	Identities    []string // Identity header values received
+	// Orig and Dest are the calling and called numbers canonicalised per
+	// RFC 8224 8.3 (see Number): Orig from P-Asserted-Identity when present,
+	// else From; Dest from the Request-URI. "" when there is no number.
+	Orig, Dest string
+	// The candidates they were chosen from, for stages that choose by trust.
+	FromTN, PAITN, ToTN string
+	Identities          []string // Identity header values received
 
 	// Outputs, applied by the edge before forwarding.
 	Verstat     Verstat
 	AddIdentity string            // Identity header to add (outbound)
 	Tags        map[string]string // extra headers a stage asks for
+
+	// Traceback facts a stage established, written to the call record.
+	Attest   string // A, B or C: the attestation signed or verified
+	OrigID   string // RFC 8588 origid
+	Customer string // the customer the call belongs to
 
 	// Filled by the chain: the stage that rejected the call, if any.
 	DecidedBy string

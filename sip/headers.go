@@ -152,9 +152,8 @@ func Number(u *sip.Uri) string {
 	return b.String()
 }
 
-// callingNumber is the number of the first P-Asserted-Identity when present,
-// else of From.
-func callingNumber(req *sip.Request) string {
+// paiNumber is the number of the first P-Asserted-Identity that has one.
+func paiNumber(req *sip.Request) string {
 	for _, v := range headerValues(req, "P-Asserted-Identity") {
 		var u sip.Uri
 		var params sip.HeaderParams
@@ -164,12 +163,105 @@ func callingNumber(req *sip.Request) string {
 			}
 		}
 	}
+	return ""
+}
+
+func fromNumber(req *sip.Request) string {
 	if f := req.From(); f != nil {
 		return Number(&f.Address)
 	}
 	return ""
 }
 
+// callingNumber is the number of the first P-Asserted-Identity when present,
+// else of From.
+func callingNumber(req *sip.Request) string {
+	if n := paiNumber(req); n != "" {
+		return n
+	}
+	return fromNumber(req)
+}
+
+// stripVerstat removes the verstat parameter (3GPP TS 24.229) from From and
+// every P-Asserted-Identity: only stirgate's verification may set it.
+func stripVerstat(req *sip.Request) {
+	drop := func(p *sip.HeaderParams) { p.Remove("verstat") }
+	if f := req.From(); f != nil && f.Address.UriParams.Has("verstat") {
+		editFrom(req, drop)
+	}
+	pais := headerValues(req, "P-Asserted-Identity")
+	changed := false
+	for i, v := range pais {
+		if strings.Contains(strings.ToLower(v), "verstat") {
+			pais[i] = editNameAddr(v, drop)
+			changed = true
+		}
+	}
+	if changed {
+		replacePAI(req, pais)
+	}
+}
+
+func replacePAI(req *sip.Request, values []string) {
+	removeHeaders(req, "P-Asserted-Identity")
+	for _, v := range values {
+		req.AppendHeader(sip.NewHeader("P-Asserted-Identity", v))
+	}
+}
+
+// editNameAddr parses a name-addr header value ("Name" <sip:...>;params),
+// lets edit change a private copy of its URI parameters and writes it back;
+// an unparsable value is returned unchanged.
+func editNameAddr(v string, edit func(params *sip.HeaderParams)) string {
+	var u sip.Uri
+	var params sip.HeaderParams
+	display, err := sip.ParseAddressValue(v, &u, &params)
+	if err != nil {
+		return v
+	}
+	u.UriParams = u.UriParams.Clone()
+	edit(&u.UriParams)
+	out := "<" + u.String() + ">"
+	if display != "" {
+		out = "\"" + quotedText(display) + "\" " + out
+	}
+	if len(params) > 0 {
+		out += ";" + params.ToString(';')
+	}
+	return out
+}
+
+// editFrom applies edit to a copy of the From URI's parameters.
+func editFrom(req *sip.Request, edit func(params *sip.HeaderParams)) {
+	f := req.From()
+	if f == nil {
+		return
+	}
+	nf := sip.HeaderClone(f).(*sip.FromHeader)
+	nf.Address.UriParams = nf.Address.UriParams.Clone()
+	edit(&nf.Address.UriParams)
+	req.ReplaceHeader(nf)
+}
+
 func joinHostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// setVerstat puts verstat on the first P-Asserted-Identity URI, or on From
+// when there is none (3GPP TS 24.229 7.2A.20).
+func setVerstat(req *sip.Request, v Verstat) error {
+	switch v {
+	case VerstatPassed, VerstatFailed, VerstatNoTN:
+	default:
+		return fmt.Errorf("%w: verstat %q", errHeaderValue, v)
+	}
+	add := func(p *sip.HeaderParams) { p.Add("verstat", string(v)) }
+	pais := headerValues(req, "P-Asserted-Identity")
+	if len(pais) == 0 {
+		editFrom(req, add)
+		return nil
+	}
+	pais[0] = editNameAddr(pais[0], add)
+	replacePAI(req, pais)
+	return nil
 }

@@ -84,3 +84,32 @@ func TestQuotedTextAndReasonStayOnOneLine(t *testing.T) {
 		t.Fatalf("safeReason = %q", got)
 	}
 }
+
+func TestVerstatStrippedAndSet(t *testing.T) {
+	raw := "INVITE sip:1@example.net SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\n" +
+		"From: <sip:+12025550199@example.net;user=phone;verstat=TN-Validation-Passed>;tag=1\r\nTo: <sip:1@example.net>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n" +
+		"P-Asserted-Identity: \"Alice\" <sip:+12025550199@example.net;verstat=TN-Validation-Passed;user=phone>\r\n" +
+		"P-Asserted-Identity: <tel:+12025550199>\r\nContent-Length: 0\r\n\r\n"
+	msg, err := sip.NewParser().ParseSIP([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := msg.(*sip.Request)
+	stripVerstat(req)
+	if s := req.String(); strings.Contains(s, "verstat") {
+		t.Fatalf("verstat left after strip:\n%s", s)
+	}
+	if err := setVerstat(req, VerstatFailed); err != nil {
+		t.Fatal(err)
+	}
+	pais := headerValues(req, "P-Asserted-Identity")
+	if len(pais) != 2 || !strings.Contains(pais[0], "verstat=TN-Validation-Failed") || !strings.Contains(pais[0], "user=phone") || !strings.HasPrefix(pais[0], "\"Alice\" <sip:+12025550199@") {
+		t.Fatalf("PAI after setVerstat = %q", pais)
+	}
+	if strings.Contains(req.From().Value(), "verstat") {
+		t.Errorf("From got verstat although a PAI exists: %s", req.From().Value())
+	}
+	if err := setVerstat(req, "evil;x=1"); err == nil {
+		t.Error("setVerstat accepted an arbitrary value")
+	}
+}

@@ -24,6 +24,9 @@ type CallRecord struct {
 	Orig     string
 	Dest     string
 	Verstat  Verstat
+	Attest   string
+	OrigID   string
+	Customer string
 	Status   int
 	Stage    string // the stage that decided: a pipeline stage, "edge" or "downstream"
 	Reason   string
@@ -195,9 +198,15 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		Realm:      r.name,
 		Dir:        r.dir,
 		Source:     parseSource(req.Source()),
-		Orig:       callingNumber(req),
+		FromTN:     fromNumber(req),
+		PAITN:      paiNumber(req),
+		ToTN:       Number(&req.To().Address),
 		Dest:       Number(&req.Recipient),
 		Identities: headerValues(req, "Identity"),
+	}
+	call.Orig = call.PAITN
+	if call.Orig == "" {
+		call.Orig = call.FromTN
 	}
 	ctx := sip.ServerTransactionContext(tx)
 	err := g.chains[r.idx].Run(ctx, call, func(stage, decision string, _ time.Duration) {
@@ -228,10 +237,17 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	e.record(r, req, call, status, stage, "", start)
 }
 
-// applyCall writes the pipeline's outputs into the forwarded INVITE.
+// applyCall writes the pipeline's outputs into the forwarded INVITE. A
+// verstat that did not come from this call's verification is removed.
 func applyCall(fwd *sip.Request, c *Call) error {
 	if c == nil {
 		return nil
+	}
+	stripVerstat(fwd)
+	if c.Verstat != VerstatNone {
+		if err := setVerstat(fwd, c.Verstat); err != nil {
+			return err
+		}
 	}
 	if c.AddIdentity != "" {
 		removeHeaders(fwd, "Identity")
@@ -801,6 +817,7 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 	}
 	if c != nil {
 		rec.Orig, rec.Dest, rec.Verstat = c.Orig, c.Dest, c.Verstat
+		rec.Attest, rec.OrigID, rec.Customer = c.Attest, c.OrigID, c.Customer
 	} else {
 		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
 	}
@@ -818,6 +835,10 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 		"duration", rec.Duration,
 		"stage", rec.Stage,
 		"reason", rec.Reason,
+		"attest", rec.Attest,
+		"origid", rec.OrigID,
+		"customer", rec.Customer,
+		"verstat", string(rec.Verstat),
 	)
 	if e.records != nil {
 		e.records(rec)
