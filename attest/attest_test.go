@@ -1,0 +1,304 @@
+package attest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+const testX5U = "https://cr.example.net/sp.pem"
+
+func testKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testService(t testing.TB, key *ecdsa.PrivateKey, mutate func(*Config)) *Service {
+	t.Helper()
+	cfg := Config{
+		Enabled: true, Key: "k", Cert: "c", X5U: testX5U,
+		Customers: []Customer{
+			{Name: "acme", Sources: []string{"192.0.2.0/24"}, Numbers: []string{"+1 202 555 0100", "1202556*", "12025570000..12025570099"}, TrustPAI: true},
+			{Name: "relay", Sources: []string{"198.51.100.7"}, Gateway: true},
+			{Name: "strict", Sources: []string{"203.0.113.0/24"}, Numbers: []string{"12025558888"}, UnknownNumber: "reject", OrigID: "9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10"},
+			{Name: "selfsigner", Sources: []string{"203.0.114.1"}, SignsItself: true},
+		},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := NewSigner(key, cfg.X5U)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// decodeIdentity verifies an Identity header value with key the way an
+// independent verifier would (golang-jwt parser, ES256 only) and returns the
+// JOSE header and the claims.
+func decodeIdentity(t *testing.T, key *ecdsa.PrivateKey, identity string) (map[string]any, map[string]any) {
+	t.Helper()
+	jws, params, ok := strings.Cut(identity, ";")
+	if !ok || params != "info=<"+testX5U+">;alg=ES256;ppt=shaken" {
+		t.Fatalf("Identity parameters = %q", params)
+	}
+	tok, err := jwt.Parse(jws, func(*jwt.Token) (any, error) { return &key.PublicKey, nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuedAt())
+	if err != nil {
+		t.Fatalf("signature does not verify: %v", err)
+	}
+	return tok.Header, tok.Claims.(jwt.MapClaims)
+}
+
+func TestDecide(t *testing.T) {
+	src := netip.MustParseAddr
+	tests := []struct {
+		name       string
+		mutate     func(*Config)
+		call       Call
+		wantAttest Level // "" = unsigned
+		wantOrig   string
+		wantCode   int // refusal code, 0 = none
+		wantCust   string
+		wantKeep   bool
+	}{
+		{"A: customer's exact number", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
+		{"A: prefix", nil, Call{Source: src("192.0.2.10"), FromTN: "12025561234", RURITN: "12025550199"}, LevelA, "12025561234", 0, "acme", false},
+		{"A: range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570042", RURITN: "12025550199"}, LevelA, "12025570042", 0, "acme", false},
+		{"B: just past the range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570100", RURITN: "12025550199"}, LevelB, "12025570100", 0, "acme", false},
+		{"B: number not theirs", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, LevelB, "14155550100", 0, "acme", false},
+		{"A via trusted PAI", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
+		{"PAI of an untrusted source ignored", func(c *Config) { c.Customers[0].TrustPAI = false }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, LevelB, "14155550100", 0, "acme", false},
+		{"C: gateway customer", nil, Call{Source: src("198.51.100.7"), FromTN: "12025550100", RURITN: "12025550199"}, LevelC, "12025550100", 0, "relay", false},
+		{"C: unknown source, never A", nil, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199"}, LevelC, "12025550100", 0, "", false},
+		{"unknown source rejected", func(c *Config) { c.UnknownSource = "reject" }, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199"}, "", "", 403, "", false},
+		{"unknown number rejected", nil, Call{Source: src("203.0.113.5"), FromTN: "12025550100", RURITN: "12025550199"}, "", "", 403, "strict", false},
+		{"unknown number C", func(c *Config) { c.Customers[0].UnknownNumber = "C" }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, LevelC, "14155550100", 0, "acme", false},
+		{"anonymous caller: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "", RURITN: "12025550199"}, "", "", 0, "acme", false},
+		{"anonymous caller: rejected", func(c *Config) { c.NoNumber = "reject" }, Call{Source: src("192.0.2.10"), RURITN: "12025550199"}, "", "", 403, "acme", false},
+		{"no called number: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100"}, "", "", 0, "acme", false},
+		{"too long to be E.164: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "1202555010012345", RURITN: "12025550199"}, "", "", 0, "acme", false},
+		{"called number from To", func(c *Config) { c.CalledNumber = "to" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "", ToTN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
+		{"Identity from inside refused", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 403, "acme", false},
+		{"Identity from inside replaced", func(c *Config) { c.IdentityFromInside = "replace" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, LevelA, "12025550100", 0, "acme", false},
+		{"pass: a customer that signs itself", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("203.0.114.1"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 0, "selfsigner", true},
+		{"pass: anyone else refused", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 403, "acme", false},
+	}
+	key := testKey(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := testService(t, key, tt.mutate)
+			before := time.Now().Unix()
+			d, err := s.Decide(tt.call)
+			var r *Refusal
+			if tt.wantCode != 0 {
+				if !errors.As(err, &r) || r.Code != tt.wantCode {
+					t.Fatalf("err = %v, want refusal %d", err, tt.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Customer != tt.wantCust || d.Keep != tt.wantKeep || d.Attest != tt.wantAttest {
+				t.Fatalf("decision = %+v", d)
+			}
+			if tt.wantAttest == "" {
+				if d.Identity != "" {
+					t.Fatalf("unsigned call got Identity %q", d.Identity)
+				}
+				return
+			}
+			hdr, claims := decodeIdentity(t, key, d.Identity)
+			if hdr["alg"] != "ES256" || hdr["typ"] != "passport" || hdr["ppt"] != "shaken" || hdr["x5u"] != testX5U || len(hdr) != 4 {
+				t.Errorf("JOSE header = %v", hdr)
+			}
+			if claims["attest"] != string(tt.wantAttest) {
+				t.Errorf("attest = %v, want %s", claims["attest"], tt.wantAttest)
+			}
+			if orig := claims["orig"].(map[string]any)["tn"]; orig != tt.wantOrig {
+				t.Errorf("orig.tn = %v, want %s", orig, tt.wantOrig)
+			}
+			dest := claims["dest"].(map[string]any)["tn"].([]any)
+			if len(dest) != 1 || dest[0] != "12025550199" {
+				t.Errorf("dest.tn = %v", dest)
+			}
+			iat := int64(claims["iat"].(float64))
+			if iat < before || iat > time.Now().Unix() {
+				t.Errorf("iat = %d, not now", iat)
+			}
+			origid, _ := claims["origid"].(string)
+			if _, err := uuid.Parse(origid); err != nil || origid != d.OrigID {
+				t.Errorf("origid = %q (decision %q)", origid, d.OrigID)
+			}
+		})
+	}
+}
+
+func TestOrigIDPerCustomerOrPerCall(t *testing.T) {
+	s := testService(t, testKey(t), nil)
+	strict := Call{Source: netip.MustParseAddr("203.0.113.5"), FromTN: "12025558888", RURITN: "12025550199"}
+	d, err := s.Decide(strict)
+	if err != nil || d.OrigID != "9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10" {
+		t.Fatalf("configured origid not used: %+v %v", d, err)
+	}
+	acme := Call{Source: netip.MustParseAddr("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}
+	d1, _ := s.Decide(acme)
+	d2, _ := s.Decide(acme)
+	if d1.OrigID == d2.OrigID {
+		t.Fatal("origid repeated for two calls of a customer without a fixed one")
+	}
+}
+
+func TestClaimsAreCanonicalJSON(t *testing.T) {
+	p := PASSporT{Attest: LevelA, Orig: "12025550100", Dest: []string{"12025550199", "12025550198"}, IAT: 1700000000, OrigID: "9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10"}
+	b, err := p.appendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"attest":"A","dest":{"tn":["12025550199","12025550198"]},"iat":1700000000,"orig":{"tn":"12025550100"},"origid":"9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10"}`
+	if string(b) != want {
+		t.Fatalf("claims\n%s\nwant\n%s", b, want)
+	}
+	if !json.Valid(b) {
+		t.Fatal("invalid JSON")
+	}
+	bad := []PASSporT{
+		{Attest: "D", Orig: "1", Dest: []string{"2"}, OrigID: p.OrigID},
+		{Attest: LevelA, Orig: "1\"x", Dest: []string{"2"}, OrigID: p.OrigID},
+		{Attest: LevelA, Orig: "1", Dest: []string{"2\\"}, OrigID: p.OrigID},
+		{Attest: LevelA, Orig: "1", Dest: nil, OrigID: p.OrigID},
+		{Attest: LevelA, Orig: "1", Dest: []string{"2"}, OrigID: "not-a-uuid"},
+	}
+	for _, bp := range bad {
+		if _, err := bp.appendJSON(nil); !errors.Is(err, ErrClaims) {
+			t.Errorf("%+v: err = %v, want ErrClaims", bp, err)
+		}
+	}
+}
+
+func TestSignerRefusesOtherKeys(t *testing.T) {
+	k384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := NewSigner(k384, testX5U); !errors.Is(err, ErrKey) {
+		t.Fatalf("P-384 key: err = %v", err)
+	}
+	if _, err := NewSigner(testKey(t), "ftp://x/y.pem"); err == nil {
+		t.Fatal("accepted a non-http x5u")
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"+1 (202) 555-0100", "12025550100", true},
+		{"1.202.555.0100", "12025550100", true},
+		{"anonymous", "", false},
+		{"1+202", "", false},
+		{"", "", false},
+		{"1234567890123456", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := Canonical(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("Canonical(%q) = %q, %v", tt.in, got, ok)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"ok", func(*Config) {}, ""},
+		{"no key", func(c *Config) { c.Key = "" }, "key:"},
+		{"x5u scheme", func(c *Config) { c.X5U = "file:///etc/passwd" }, "x5u:"},
+		{"x5u with ;", func(c *Config) { c.X5U = "https://a/b;c" }, "x5u:"},
+		{"mode", func(c *Config) { c.IdentityFromInside = "ignore" }, "identity_from_inside:"},
+		{"bad source", func(c *Config) { c.Customers[0].Sources = []string{"x"} }, "customers[0].sources[0]:"},
+		{"bad number", func(c *Config) { c.Customers[0].Numbers = []string{"12ab"} }, "customers[0].numbers[0]:"},
+		{"bad range", func(c *Config) { c.Customers[0].Numbers = []string{"1299..1200"} }, "customers[0].numbers[0]:"},
+		{"bad origid", func(c *Config) { c.Customers[0].OrigID = "x" }, "customers[0].origid:"},
+		{"dup name", func(c *Config) { c.Customers = append(c.Customers, c.Customers[0]) }, "customers[1].name:"},
+		{"unknown_number", func(c *Config) { c.Customers[0].UnknownNumber = "A" }, "customers[0].unknown_number:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Enabled: true, Key: "k", Cert: "c", X5U: testX5U, Customers: []Customer{{Name: "a", Sources: []string{"10.0.0.0/8"}}}}
+			tt.mutate(&c)
+			c.ApplyDefaults()
+			err := c.Validate()
+			if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkSign is the cost of one signature through the signer, next to a
+// raw P-256 ecdsa.Sign of the same digest size in the same run:
+//
+//	go test ./attest -run '^$' -bench 'Sign' -benchmem
+func BenchmarkSign(b *testing.B) {
+	key := testKey(b)
+	s, err := NewSigner(key, testX5U)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := PASSporT{Attest: LevelA, Orig: "12025550100", Dest: []string{"12025550199"}, IAT: time.Now().Unix(), OrigID: uuid.NewString()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Sign(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRawECDSASignP256(b *testing.B) {
+	key := testKey(b)
+	digest := sha256.Sum256([]byte(strings.Repeat("x", 300)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ecdsa.SignASN1(rand.Reader, key, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	s := testService(b, testKey(b), nil)
+	c := Call{Source: netip.MustParseAddr("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Decide(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+

@@ -1,0 +1,166 @@
+package attest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Service is the authentication service of one configuration generation:
+// customers compiled, signer ready. It is immutable and safe for concurrent
+// use.
+type Service struct {
+	cfg       Config
+	customers []customer
+	signer    *Signer
+	now       func() time.Time
+}
+
+type customer struct {
+	Customer
+	sources []netip.Prefix
+	numbers numberSet
+}
+
+// Call is what the service needs to know about a call (plain values: the
+// handler copies them from the SIP edge's Call).
+type Call struct {
+	Source        netip.Addr
+	FromTN, PAITN string // canonical numbers, "" when absent or not a number
+	RURITN, ToTN  string
+	Identities    int // Identity headers the PBX sent
+}
+
+// Decision is the outcome for one call.
+type Decision struct {
+	Customer string
+	Attest   Level  // "" when the call goes unsigned
+	Orig     string // the calling number signed for
+	Dest     string
+	OrigID   string
+	Identity string // the Identity header value to add; "" = add none
+	Keep     bool   // keep the Identity headers the PBX sent (signs_itself)
+}
+
+// Refusal is a call the service refuses to sign or pass; the handler turns
+// it into a SIP rejection.
+type Refusal struct {
+	Code   int
+	Reason string
+	Cause  string
+}
+
+func (r *Refusal) Error() string { return fmt.Sprintf("%d %s: %s", r.Code, r.Reason, r.Cause) }
+
+// New compiles cfg (already validated) with the signer of its key and x5u.
+func New(cfg Config, signer *Signer) (*Service, error) {
+	if signer == nil {
+		return nil, errors.New("attest: no signer")
+	}
+	s := &Service{cfg: cfg, signer: signer, now: time.Now}
+	for _, cu := range cfg.Customers {
+		c := customer{Customer: cu}
+		for _, src := range cu.Sources {
+			p, err := parsePrefix(src)
+			if err != nil {
+				return nil, fmt.Errorf("attest: customer %s: %w", cu.Name, err)
+			}
+			c.sources = append(c.sources, p)
+		}
+		ns, err := newNumberSet(cu.Numbers)
+		if err != nil {
+			return nil, fmt.Errorf("attest: customer %s: %w", cu.Name, err)
+		}
+		c.numbers = ns
+		s.customers = append(s.customers, c)
+	}
+	return s, nil
+}
+
+// customerOf returns the first customer whose sources contain a.
+func (s *Service) customerOf(a netip.Addr) *customer {
+	a = a.Unmap()
+	for i := range s.customers {
+		for _, p := range s.customers[i].sources {
+			if p.Contains(a) {
+				return &s.customers[i]
+			}
+		}
+	}
+	return nil
+}
+
+func refuse(code int, reason, cause string) (Decision, error) {
+	return Decision{}, &Refusal{Code: code, Reason: reason, Cause: cause}
+}
+
+// Decide classifies the source, decides the attestation and signs.
+func (s *Service) Decide(c Call) (Decision, error) {
+	cu := s.customerOf(c.Source)
+	var d Decision
+	if cu != nil {
+		d.Customer = cu.Name
+	}
+
+	if c.Identities > 0 {
+		switch {
+		case s.cfg.IdentityFromInside == "replace":
+		case s.cfg.IdentityFromInside == "pass" && cu != nil && cu.SignsItself:
+			d.Keep = true
+			return d, nil
+		default:
+			return refuse(403, "Forbidden", "Identity header from the inside realm")
+		}
+	}
+
+	// Who is calling: PAI only from a source trusted to assert it.
+	d.Orig = c.FromTN
+	if cu != nil && cu.TrustPAI && c.PAITN != "" {
+		d.Orig = c.PAITN
+	}
+	d.Dest = c.RURITN
+	if s.cfg.CalledNumber == "to" {
+		d.Dest = c.ToTN
+	}
+	if !isTN(d.Orig) || !isTN(d.Dest) {
+		if s.cfg.NoNumber == "reject" {
+			return refuse(403, "Forbidden", "no calling or called telephone number to sign")
+		}
+		return d, nil // unsigned
+	}
+
+	switch {
+	case cu == nil:
+		if s.cfg.UnknownSource == "reject" {
+			return refuse(403, "Forbidden", "source is no customer's")
+		}
+		d.Attest = LevelC
+	case cu.Gateway:
+		d.Attest = LevelC
+	case cu.numbers.has(d.Orig):
+		d.Attest = LevelA
+	default:
+		switch cu.UnknownNumber {
+		case "reject":
+			return refuse(403, "Forbidden", "calling number is not the customer's")
+		case "C":
+			d.Attest = LevelC
+		default:
+			d.Attest = LevelB
+		}
+	}
+
+	d.OrigID = uuid.NewString()
+	if cu != nil && cu.OrigID != "" {
+		d.OrigID = cu.OrigID
+	}
+	id, err := s.signer.Sign(PASSporT{Attest: d.Attest, Orig: d.Orig, Dest: []string{d.Dest}, IAT: s.now().Unix(), OrigID: d.OrigID})
+	if err != nil {
+		return Decision{}, err
+	}
+	d.Identity = id
+	return d, nil
+}
