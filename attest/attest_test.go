@@ -301,4 +301,3 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
-

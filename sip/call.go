@@ -50,9 +50,10 @@ type Call struct {
 	Identities          []string // Identity header values received
 
 	// Outputs, applied by the edge before forwarding.
-	Verstat     Verstat
-	AddIdentity string            // Identity header to add (outbound)
-	Tags        map[string]string // extra headers a stage asks for
+	Verstat      Verstat
+	AddIdentity  string            // Identity header to add (outbound); replaces those received
+	DropIdentity bool              // remove the Identity headers received
+	Tags         map[string]string // extra headers a stage asks for
 
 	// Traceback facts a stage established, written to the call record.
 	Attest   string // A, B or C: the attestation signed or verified

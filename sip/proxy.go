@@ -249,8 +249,10 @@ func applyCall(fwd *sip.Request, c *Call) error {
 			return err
 		}
 	}
-	if c.AddIdentity != "" {
+	if c.DropIdentity || c.AddIdentity != "" {
 		removeHeaders(fwd, "Identity")
+	}
+	if c.AddIdentity != "" {
 		h, err := safeHeader("Identity", c.AddIdentity)
 		if err != nil {
 			return err
