@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/stirgate/stirgate/attest"
 	"github.com/stirgate/stirgate/sip"
 )
 
@@ -32,10 +33,13 @@ const DefaultName = "stirgate.yaml (embedded default)"
 
 // Config is the whole of stirgate.yaml.
 type Config struct {
+	// Mode is development (a test PKI may be created) or production.
+	Mode     string         `yaml:"mode"`
 	Log      LogConfig      `yaml:"log"`
 	Admin    AdminConfig    `yaml:"admin"`
 	Shutdown ShutdownConfig `yaml:"shutdown"`
 	SIP      sip.Config     `yaml:"sip"`
+	Attest   attest.Config  `yaml:"attest"`
 
 	// File is the path the configuration was read from ("" when embedded);
 	// relative paths in it resolve against its directory.
@@ -62,6 +66,9 @@ type ShutdownConfig struct {
 
 // ApplyDefaults fills absent values.
 func (c *Config) ApplyDefaults() {
+	if c.Mode == "" {
+		c.Mode = "production"
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -75,11 +82,21 @@ func (c *Config) ApplyDefaults() {
 		c.Shutdown.DrainTimeout = 30 * time.Second
 	}
 	c.SIP.ApplyDefaults()
+	c.Attest.ApplyDefaults()
 }
+
+// Production reports whether the configuration is for production.
+func (c *Config) Production() bool { return c.Mode != "development" }
 
 // Validate checks every section; errors start with their YAML key path.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Mode != "development" && c.Mode != "production" {
+		errs = append(errs, fmt.Errorf("mode: %q is not one of development, production", c.Mode))
+	}
+	if c.Production() && c.Attest.DevPKI {
+		errs = append(errs, errors.New("attest.dev_pki: a test PKI is never created in production mode"))
+	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))
 	}
@@ -94,6 +111,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, prefix("sip.", err)...)
+	}
+	if err := c.Attest.Validate(); err != nil {
+		errs = append(errs, prefix("attest.", err)...)
 	}
 	return errors.Join(errs...)
 }

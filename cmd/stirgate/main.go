@@ -12,6 +12,10 @@ const usage = `usage: stirgate <command> [flags]
 commands:
   serve  [--config FILE]   run the proxy (embedded default config without --config)
   config check FILE...     validate configuration files and exit
+  certs init --dir DIR [--spc CODE] [--x5u-base URL] [--tn PREFIX...]
+                           write a test STI PKI (root, intermediate, SP certificate)
+  sign --key FILE --x5u URL --attest A|B|C --orig TN --dest TN [--origid UUID] [--iat UNIX]
+                           print one SHAKEN Identity header value
 `
 
 func main() {
@@ -26,6 +30,10 @@ func run(args []string) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "certs":
+		return certsCommand(args[1:])
+	case "sign":
+		return signCommand(args[1:])
 	case "config":
 		if len(args) >= 2 && args[1] == "check" {
 			return configCheck(args[2:])

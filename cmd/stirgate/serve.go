@@ -108,19 +108,28 @@ func serve(args []string) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reloads := newReloadMetrics(reg)
 
-	chains, err := buildChains(cfg)
+	if err := ensureDevPKI(cfg, log); err != nil {
+		log.Error("cannot create the development PKI", "err", err)
+		return 2
+	}
+	gen, err := build(cfg)
 	if err != nil {
 		log.Error("cannot build call pipeline", "err", err)
 		return 2
 	}
-	edge, err := sip.New(cfg.SIP, chains, sip.Options{Logger: log, Registry: reg})
+	edge, err := sip.New(cfg.SIP, gen.chains, sip.Options{Logger: log, Registry: reg})
 	if err != nil {
 		log.Error("cannot start SIP edge", "err", err)
 		return 1
 	}
 	defer edge.Close()
 
-	admin, err := startAdmin(log, cfg.Admin, edge, reg)
+	repo := &x5uRepository{}
+	if err := repo.update(gen.signing, cfg.Attest.CertMaxAge); err != nil {
+		log.Error("cannot publish the certificate chain", "err", err)
+		return 2
+	}
+	admin, err := startAdmin(log, cfg.Admin, edge, reg, repo)
 	if err != nil {
 		log.Error("cannot start admin HTTP", "err", err)
 		return 1
@@ -146,7 +155,7 @@ func serve(args []string) int {
 			return 0
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				cfg = reload(log, &level, *cfgPath, cfg, edge, reloads)
+				cfg = reload(log, &level, *cfgPath, cfg, edge, repo, reloads)
 				continue
 			}
 			log.Info("draining", "signal", s.String(), "deadline", cfg.Shutdown.DrainTimeout)
@@ -169,7 +178,7 @@ func serve(args []string) int {
 
 // reload loads, validates and builds a new generation; on any error the old
 // one keeps serving. It returns the configuration now in force.
-func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, m reloadMetrics) *configs.Config {
+func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, repo *x5uRepository, m reloadMetrics) *configs.Config {
 	fail := func(err error) *configs.Config {
 		m.ok.Set(0)
 		log.Error("config reload failed; previous configuration keeps serving", "err", err)
@@ -179,13 +188,24 @@ func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Co
 	if err != nil {
 		return fail(err)
 	}
-	chains, err := buildChains(cfg)
+	if err := ensureDevPKI(cfg, log); err != nil {
+		return fail(err)
+	}
+	gen, err := build(cfg)
 	if err != nil {
 		return fail(err)
 	}
-	restart, err := edge.Apply(cfg.SIP, chains)
+	if gen.signing != nil && repo.path() != "" && gen.signing.x5uPath != repo.path() {
+		return fail(fmt.Errorf("attest.x5u: its path changed from %s to %s: the certificate repository needs a restart", repo.path(), gen.signing.x5uPath))
+	}
+	restart, err := edge.Apply(cfg.SIP, gen.chains)
 	if err != nil {
 		return fail(err)
+	}
+	// Key and certificate rotation: the new chain is published as the new
+	// generation starts signing with the new key.
+	if err := repo.update(gen.signing, cfg.Attest.CertMaxAge); err != nil {
+		log.Error("certificate repository not updated", "err", err)
 	}
 	if cfg.Admin != old.Admin {
 		restart = append(restart, "admin.listen")
@@ -220,7 +240,7 @@ func (a *adminServer) Close() {
 	})
 }
 
-func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *prometheus.Registry) (*adminServer, error) {
+func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *prometheus.Registry, repo *x5uRepository) (*adminServer, error) {
 	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsLoopback() {
 		log.Warn("admin HTTP listens beyond loopback", "listen", cfg.Listen)
 	}
@@ -236,6 +256,9 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if p := repo.path(); p != "" {
+		mux.Handle(p, repo)
+	}
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
