@@ -233,6 +233,10 @@ type proxyConfig struct {
 	DrainTimeout  time.Duration
 	InviteTimeout time.Duration
 	LogLevel      string
+
+	// Extra is YAML appended to the file: further top-level sections
+	// (e.g. attest:) that a test needs.
+	Extra string
 }
 
 // newProxyConfig returns a config on fresh free ports, trusting loopback.
@@ -285,6 +289,7 @@ func (c proxyConfig) YAML() string {
 	}
 	realm("inside", c.InsidePort, c.PBXPort, c.PBXTransport, c.InsideTrusted)
 	realm("outside", c.OutsidePort, c.TrunkPort, c.TrunkTransport, c.OutsideTrusted)
+	b.WriteString(c.Extra)
 	return b.String()
 }
 

@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// testPKI runs `stirgate certs init` into a temp dir and returns it.
+func testPKI(t *testing.T, x5uBase string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, stirgateBinary(t), "certs", "init", "--dir", dir, "--x5u-base", x5uBase).CombinedOutput()
+	if err != nil {
+		t.Fatalf("stirgate certs init: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// attestYAML is an attest: section signing for one customer on loopback
+// that owns the number SIPp calls from (+15551230001).
+func attestYAML(pki, x5u string) string {
+	return fmt.Sprintf(`attest:
+  enabled: true
+  key: %q
+  cert: %q
+  x5u: %q
+  customers:
+    - name: it-pbx
+      sources: ["127.0.0.0/8"]
+      numbers: ["+1 555 123 0001"]
+      trust_pai: true
+`, filepath.Join(pki, "sp.key"), filepath.Join(pki, "sp.pem"), x5u)
+}
+
+// identities reads the Identity header values of the INVITEs in a SIPp
+// -trace_msg file.
+func identities(t *testing.T, messagesLog string) []string {
+	t.Helper()
+	f, err := os.Open(messagesLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Identity: "); ok {
+			out = append(out, strings.TrimSpace(v))
+		}
+	}
+	return out
+}
+
+// fetchX5U gets the chain from the x5u URL like a verifier and returns the
+// leaf's public key, checking the repository's headers on the way.
+func fetchX5U(t *testing.T, x5u string) *ecdsa.PublicKey {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(x5u)
+	if err != nil {
+		t.Fatalf("GET x5u: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/pem-certificate-chain" || !strings.Contains(resp.Header.Get("Cache-Control"), "max-age=") {
+		t.Fatalf("GET x5u: %s, Content-Type %q, Cache-Control %q", resp.Status, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
+	if strings.Contains(string(body), "PRIVATE KEY") {
+		t.Fatal("the x5u repository served a private key")
+	}
+	block, rest := pem.Decode(body)
+	if block == nil || !strings.Contains(string(rest), "BEGIN CERTIFICATE") {
+		t.Fatal("x5u body is not a leaf followed by its chain")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatalf("leaf key is %T", leaf.PublicKey)
+	}
+	return pub
+}
+
+// TestSignedCalls sends SIPp calls through the inside realm with signing on
+// and checks, at the callee, what a verifier would: every INVITE carries one
+// full-form Identity whose signature verifies with the certificate fetched
+// from its x5u, and whose claims are what the call was.
+func TestSignedCalls(t *testing.T) {
+	requireSipp(t)
+	const calls = 50
+	cfg := newProxyConfig(t)
+	x5u := fmt.Sprintf("http://%s/certs/sp.pem", hostPort(cfg.AdminPort))
+	pki := testPKI(t, fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort)))
+	cfg.Extra = attestYAML(pki, x5u)
+	p := startProxy(t, cfg)
+
+	start := time.Now()
+	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.TrunkPort, Calls: calls, Timeout: 60 * time.Second})
+	uac := runSipp(t, sippRun{Name: "uac", Scenario: "uac.xml", Remote: cfg.InsideAddr(), Calls: calls, Rate: 50, Timeout: 60 * time.Second})
+	uac.require(t, calls)
+	res := uas.Wait(t)
+	res.require(t, calls)
+	end := time.Now()
+
+	pub := fetchX5U(t, x5u)
+	ids := identities(t, filepath.Join(res.Dir, "messages.log"))
+	if len(ids) != calls {
+		t.Fatalf("callee saw %d Identity headers in %d calls, want one per INVITE", len(ids), calls)
+	}
+	origids := map[string]bool{}
+	for i, id := range ids {
+		jws, params, ok := strings.Cut(id, ";")
+		if !ok || params != "info=<"+x5u+">;alg=ES256;ppt=shaken" {
+			t.Fatalf("Identity %d parameters %q", i, params)
+		}
+		tok, err := jwt.Parse(jws, func(*jwt.Token) (any, error) { return pub, nil }, jwt.WithValidMethods([]string{"ES256"}))
+		if err != nil {
+			t.Fatalf("Identity %d does not verify with the x5u certificate: %v", i, err)
+		}
+		if tok.Header["x5u"] != x5u || tok.Header["ppt"] != "shaken" || tok.Header["typ"] != "passport" {
+			t.Errorf("Identity %d header %v", i, tok.Header)
+		}
+		c := tok.Claims.(jwt.MapClaims)
+		if c["attest"] != "A" {
+			t.Errorf("Identity %d attest %v, want A (the customer owns +15551230001)", i, c["attest"])
+		}
+		if orig := c["orig"].(map[string]any)["tn"]; orig != "15551230001" {
+			t.Errorf("Identity %d orig.tn %v", i, orig)
+		}
+		if dest := c["dest"].(map[string]any)["tn"].([]any); len(dest) != 1 || dest[0] != "15559870002" {
+			t.Errorf("Identity %d dest.tn %v", i, dest)
+		}
+		iat := time.Unix(int64(c["iat"].(float64)), 0)
+		if iat.Before(start.Truncate(time.Second)) || iat.After(end) {
+			t.Errorf("Identity %d iat %s outside the run %s..%s", i, iat, start, end)
+		}
+		origid, _ := c["origid"].(string)
+		if _, err := uuid.Parse(origid); err != nil || origids[origid] {
+			t.Errorf("Identity %d origid %q: not a fresh UUID", i, origid)
+		}
+		origids[origid] = true
+	}
+	// Traceback: every origid is in a call record with its customer.
+	recorded := 0
+	for _, l := range p.callLogLines() {
+		for id := range origids {
+			if strings.Contains(l, "origid="+id) && strings.Contains(l, "customer=it-pbx") && strings.Contains(l, "attest=A") {
+				recorded++
+			}
+		}
+	}
+	if recorded != calls {
+		t.Errorf("%d of %d origids found in call records with customer and attestation", recorded, calls)
+	}
+}
