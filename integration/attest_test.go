@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,5 +171,69 @@ func TestSignedCalls(t *testing.T) {
 	}
 	if recorded != calls {
 		t.Errorf("%d of %d origids found in call records with customer and attestation", recorded, calls)
+	}
+}
+
+// TestKeyRotationOnSIGHUP replaces the key and certificate while calls flow
+// and sends SIGHUP: no call fails, calls before are signed with the old key,
+// calls after with the new one, and the x5u serves the new chain.
+func TestKeyRotationOnSIGHUP(t *testing.T) {
+	requireSipp(t)
+	const calls = 150 // 3 s at 50 calls/s
+	cfg := newProxyConfig(t)
+	base := fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort))
+	x5u := base + "sp.pem"
+	pki := testPKI(t, base)
+	next := testPKI(t, base)
+	cfg.Extra = attestYAML(pki, x5u)
+	p := startProxy(t, cfg)
+	oldPub := fetchX5U(t, x5u)
+
+	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.TrunkPort, Calls: calls, Timeout: 60 * time.Second})
+	uac := startSipp(t, sippRun{Name: "uac", Scenario: "uac.xml", Remote: cfg.InsideAddr(), Calls: calls, Rate: 50, Timeout: 60 * time.Second})
+	time.Sleep(1500 * time.Millisecond)
+	for _, f := range []string{"sp.key", "sp.pem"} {
+		b, err := os.ReadFile(filepath.Join(next, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Write then rename: a reload never sees half a file.
+		tmp := filepath.Join(pki, f+".new")
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(pki, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	uacRes := uac.Wait(t)
+	uacRes.require(t, calls)
+	res := uas.Wait(t)
+	res.require(t, calls)
+	if !strings.Contains(p.Log(), "config reloaded") {
+		t.Fatalf("no successful reload in the log:\n%s", tail(p.Log(), 20))
+	}
+
+	newPub := fetchX5U(t, x5u)
+	if newPub.Equal(oldPub) {
+		t.Fatal("the x5u still serves the old certificate after the reload")
+	}
+	ids := identities(t, filepath.Join(res.Dir, "messages.log"))
+	verifies := func(id string, pub *ecdsa.PublicKey) bool {
+		jws, _, _ := strings.Cut(id, ";")
+		_, err := jwt.Parse(jws, func(*jwt.Token) (any, error) { return pub, nil }, jwt.WithValidMethods([]string{"ES256"}))
+		return err == nil
+	}
+	if len(ids) != calls || !verifies(ids[0], oldPub) || !verifies(ids[len(ids)-1], newPub) {
+		t.Fatalf("%d identities; first verifies with the old key: %v, last with the new key: %v",
+			len(ids), len(ids) > 0 && verifies(ids[0], oldPub), len(ids) > 0 && verifies(ids[len(ids)-1], newPub))
+	}
+	for i, id := range ids {
+		if !verifies(id, oldPub) && !verifies(id, newPub) {
+			t.Errorf("Identity %d verifies with neither key", i)
+		}
 	}
 }
