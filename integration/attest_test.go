@@ -237,3 +237,57 @@ func TestKeyRotationOnSIGHUP(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesUnsafeKey: a key file others can read, or a certificate that
+// does not match the key, stops stirgate at start with the path and the
+// reason; no key material reaches the output.
+func TestRefusesUnsafeKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		break_ func(t *testing.T, pki string)
+		want   string
+	}{
+		{"world-readable key", func(t *testing.T, pki string) {
+			if err := os.Chmod(filepath.Join(pki, "sp.key"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "sp.key"},
+		{"certificate of another key", func(t *testing.T, pki string) {
+			other := testPKI(t, "http://127.0.0.1/certs/")
+			b, err := os.ReadFile(filepath.Join(other, "sp.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(pki, "sp.pem"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "sp.pem"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := newProxyConfig(t)
+			x5u := fmt.Sprintf("http://%s/certs/sp.pem", hostPort(cfg.AdminPort))
+			pki := testPKI(t, x5u)
+			tt.break_(t, pki)
+			cfg.Extra = attestYAML(pki, x5u)
+			key, err := os.ReadFile(filepath.Join(pki, "sp.key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := writeConfig(t, cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, stirgateBinary(t), "serve", "--config", path).CombinedOutput()
+			if err == nil || ctx.Err() != nil {
+				t.Fatalf("stirgate started (err %v):\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.want) {
+				t.Errorf("output does not name %s:\n%s", tt.want, out)
+			}
+			body := strings.Join(strings.Split(strings.TrimSpace(string(key)), "\n")[1:2], "")
+			if strings.Contains(string(out), body) {
+				t.Errorf("key material in the output:\n%s", out)
+			}
+		})
+	}
+}
