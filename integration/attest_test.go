@@ -243,9 +243,9 @@ func TestKeyRotationOnSIGHUP(t *testing.T) {
 // reason; no key material reaches the output.
 func TestRefusesUnsafeKey(t *testing.T) {
 	tests := []struct {
-		name   string
-		break_ func(t *testing.T, pki string)
-		want   string
+		name  string
+		spoil func(t *testing.T, pki string)
+		want  string
 	}{
 		{"world-readable key", func(t *testing.T, pki string) {
 			if err := os.Chmod(filepath.Join(pki, "sp.key"), 0o644); err != nil {
@@ -268,7 +268,7 @@ func TestRefusesUnsafeKey(t *testing.T) {
 			cfg := newProxyConfig(t)
 			x5u := fmt.Sprintf("http://%s/certs/sp.pem", hostPort(cfg.AdminPort))
 			pki := testPKI(t, x5u)
-			tt.break_(t, pki)
+			tt.spoil(t, pki)
 			cfg.Extra = attestYAML(pki, x5u)
 			key, err := os.ReadFile(filepath.Join(pki, "sp.key"))
 			if err != nil {

@@ -3,6 +3,7 @@ package integration
 // The stirgate benchmark: not run by default.
 //
 //	STIRGATE_BENCH=1 go test ./integration/ -run TestBench -v -timeout 30m
+//	STIRGATE_BENCH=1 STIRGATE_BENCH_SIGN=1 go test ./integration/ -run TestBench -v -timeout 30m  # signing on
 //
 // It prints one table:
 //   - max clean calls/s, SIPp UAC -> SIPp UAS directly (the ceiling of the
@@ -79,6 +80,22 @@ func (s benchStep) String() string {
 		s.Target, s.Achieved, s.Successful, s.Failed, s.Retrans, s.UDPDrops)
 }
 
+// benchSign (STIRGATE_BENCH_SIGN=1) turns signing on in the inside realm:
+// every proxied INVITE is attested and signed.
+var benchSign = os.Getenv("STIRGATE_BENCH_SIGN") == "1"
+
+// benchProxyConfig is the stirgate under test: info logging off (one line
+// per call would measure the logger), signing as STIRGATE_BENCH_SIGN says.
+func benchProxyConfig(t *testing.T) proxyConfig {
+	cfg := newProxyConfig(t)
+	cfg.LogLevel = "warn"
+	if benchSign {
+		base := fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort))
+		cfg.Extra = attestYAML(testPKI(t, base), base+"sp.pem")
+	}
+	return cfg
+}
+
 func TestBench(t *testing.T) {
 	if os.Getenv("STIRGATE_BENCH") != "1" {
 		t.Skip("benchmark: set STIRGATE_BENCH=1 to run it")
@@ -106,8 +123,7 @@ func TestBench(t *testing.T) {
 	// 2. Through stirgate, one process for all steps.
 	var proxied []benchStep
 	t.Run("proxied", func(t *testing.T) {
-		cfg := newProxyConfig(t)
-		cfg.LogLevel = "warn" // one info line per call would measure the logger
+		cfg := benchProxyConfig(t)
 		startProxy(t, cfg)
 		proxied = stepRates(t, "proxied", stepSeconds, cfg.InsideAddr(), cfg.TrunkPort)
 	})
@@ -122,8 +138,7 @@ func TestBench(t *testing.T) {
 	var rss, hwm string
 	var mem, memLater string
 	t.Run("cpu-proxied", func(t *testing.T) {
-		cfg := newProxyConfig(t)
-		cfg.LogLevel = "warn"
+		cfg := benchProxyConfig(t)
 		p := startProxy(t, cfg)
 		before, err := procCPU(p.PID())
 		if err != nil {
@@ -141,7 +156,7 @@ func TestBench(t *testing.T) {
 	})
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nstirgate benchmark (%d s per rate step, UDP, %d ms between ACK and BYE, %d CPUs)\n", stepSeconds, benchPauseMS, runtime.NumCPU())
+	fmt.Fprintf(&b, "\nstirgate benchmark (%d s per rate step, UDP, %d ms between ACK and BYE, %d CPUs, signing %v)\n", stepSeconds, benchPauseMS, runtime.NumCPU(), benchSign)
 	fmt.Fprintf(&b, "%-44s %s\n", "max clean calls/s, SIPp -> SIPp (ceiling)", maxClean(direct))
 	fmt.Fprintf(&b, "%-44s %s\n", "max clean calls/s, through stirgate", maxClean(proxied))
 	fmt.Fprintf(&b, "%-44s %v\n", fmt.Sprintf("stirgate CPU per call at %d cps", benchCPURate), cpuPerCall)
