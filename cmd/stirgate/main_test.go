@@ -1,0 +1,61 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/stirgate/stirgate/certs"
+)
+
+func TestSignCommandOutputVerifies(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := certs.InitPKI(certs.InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := certs.LoadSigner(filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.pem"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const x5u = "https://cr.example.net/sp.pem"
+	out, err := sign(filepath.Join(dir, "sp.key"), x5u, "B", "+1 (202) 555-0199", "1-202-555-0100", "0b6a8a0e-2f8e-4a39-9a6b-6f0a1d2c3e4f", 1700000000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, params, _ := strings.Cut(out, ";")
+	if params != "info=<"+x5u+">;alg=ES256;ppt=shaken" {
+		t.Fatalf("params %q", params)
+	}
+	tok, err := jwt.Parse(jws, func(*jwt.Token) (any, error) { return &s.Key.PublicKey, nil },
+		jwt.WithValidMethods([]string{"ES256"}), jwt.WithoutClaimsValidation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tok.Claims.(jwt.MapClaims)
+	if c["attest"] != "B" || c["iat"].(float64) != 1700000000 || c["origid"] != "0b6a8a0e-2f8e-4a39-9a6b-6f0a1d2c3e4f" ||
+		c["orig"].(map[string]any)["tn"] != "12025550199" || c["dest"].(map[string]any)["tn"].([]any)[0] != "12025550100" {
+		t.Fatalf("claims %v", c)
+	}
+	for _, bad := range [][]string{
+		{"", x5u, "A", "1", "2"},
+		{filepath.Join(dir, "sp.key"), x5u, "D", "1", "2"},
+		{filepath.Join(dir, "sp.key"), x5u, "A", "anonymous", "2"},
+		{filepath.Join(dir, "root.pem"), x5u, "A", "1", "2"},
+	} {
+		if _, err := sign(bad[0], bad[1], bad[2], bad[3], bad[4], "", 0); err == nil {
+			t.Errorf("sign(%q) accepted", bad)
+		}
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	if rc := run([]string{"config", "check", "../../configs/stirgate.yaml"}); rc != 0 {
+		t.Fatalf("config check of the example = %d", rc)
+	}
+	if rc := run([]string{"config", "check", "does-not-exist.yaml"}); rc == 0 {
+		t.Fatal("config check of a missing file succeeded")
+	}
+}
