@@ -55,6 +55,11 @@ type Call struct {
 	DropIdentity bool              // remove the Identity headers received
 	Tags         map[string]string // extra headers a stage asks for
 
+	// ResponseReason, when set, is the value of a Reason header added to
+	// the final response sent upstream (e.g. "STIR;cause=438;text=...",
+	// RFC 9410, for a call forwarded although its verification failed).
+	ResponseReason string
+
 	// Traceback facts a stage established, written to the call record.
 	Attest   string // A, B or C: the attestation signed or verified
 	OrigID   string // RFC 8588 origid
@@ -127,6 +132,9 @@ type Rejection struct {
 	Cause  error  // for logs and the Reason header text
 	// RetryAfter, when set, adds a Retry-After header (seconds).
 	RetryAfter int
+	// Protocol of the Reason header (RFC 3326): "SIP" unless a stage says
+	// otherwise ("STIR" for verification failures, RFC 9410).
+	Protocol string
 }
 
 func (r *Rejection) Error() string {
@@ -144,5 +152,13 @@ func Reject(code int, reason string, cause error) error {
 	if code < 300 || code > 699 {
 		code = 500
 	}
-	return &Rejection{Code: code, Reason: reason, Cause: cause}
+	return &Rejection{Code: code, Reason: reason, Cause: cause, Protocol: "SIP"}
+}
+
+// RejectSTIR is Reject for a STIR verification failure: its Reason header
+// names the STIR protocol (RFC 9410).
+func RejectSTIR(code int, reason string, cause error) error {
+	err := Reject(code, reason, cause).(*Rejection)
+	err.Protocol = "STIR"
+	return err
 }

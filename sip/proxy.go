@@ -222,7 +222,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		if rej.Cause != nil {
 			text += ": " + rej.Cause.Error()
 		}
-		res.AppendHeader(reasonHeader(rej.Code, text))
+		res.AppendHeader(reasonHeaderProto(rej.Protocol, rej.Code, text))
 		if rej.RetryAfter > 0 {
 			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(rej.RetryAfter)))
 		}
@@ -397,7 +397,7 @@ func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.Ser
 	if !req.IsInvite() {
 		return e.relayNonInvite(in, req, tx, ctx)
 	}
-	return e.relayInvite(in, out, g, req, fwd, tx, ctx)
+	return e.relayInvite(in, out, g, req, fwd, tx, ctx, call)
 }
 
 // keepAsBuilt is a sipgo request option that sends the request exactly as
@@ -429,7 +429,7 @@ func (e *Edge) relayNonInvite(in *realm, req *sip.Request, tx sip.ServerTransact
 	}
 }
 
-func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction) (int, string) {
+func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction, call *Call) (int, string) {
 	initial := !hasToTag(req)
 	cancelled := make(chan struct{})
 	var once sync.Once
@@ -486,7 +486,13 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
 				ctx.OnRetransmission(func(r *sip.Response) { _ = tx.Respond(e.upstream(req, r)) })
 			}
-			e.respond(in, req, tx, e.upstream(req, res))
+			up := e.upstream(req, res)
+			if call != nil && call.ResponseReason != "" {
+				if h, err := safeHeader("Reason", call.ResponseReason); err == nil {
+					up.AppendHeader(h)
+				}
+			}
+			e.respond(in, req, tx, up)
 			return code, StageDownstream
 		case <-cancelled:
 			cancelled = nil
@@ -792,7 +798,14 @@ func (e *Edge) refuse(r *realm, req *sip.Request, tx sip.ServerTransaction, code
 
 // reasonHeader builds an RFC 3326 Reason header; text is sanitised.
 func reasonHeader(code int, text string) sip.Header {
-	return sip.NewHeader("Reason", fmt.Sprintf("SIP;cause=%d;text=\"%s\"", code, quotedText(text)))
+	return reasonHeaderProto("SIP", code, text)
+}
+
+func reasonHeaderProto(protocol string, code int, text string) sip.Header {
+	if protocol != "STIR" {
+		protocol = "SIP"
+	}
+	return sip.NewHeader("Reason", fmt.Sprintf("%s;cause=%d;text=\"%s\"", protocol, code, quotedText(text)))
 }
 
 // safeReason keeps a reason phrase on one line.
