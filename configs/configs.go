@@ -23,6 +23,7 @@ import (
 
 	"github.com/stirgate/stirgate/attest"
 	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/verify"
 )
 
 //go:embed stirgate.yaml
@@ -40,6 +41,7 @@ type Config struct {
 	Shutdown ShutdownConfig `yaml:"shutdown"`
 	SIP      sip.Config     `yaml:"sip"`
 	Attest   attest.Config  `yaml:"attest"`
+	Verify   verify.Config  `yaml:"verify"`
 
 	// File is the path the configuration was read from ("" when embedded);
 	// relative paths in it resolve against its directory.
@@ -83,6 +85,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.SIP.ApplyDefaults()
 	c.Attest.ApplyDefaults()
+	c.Verify.ApplyDefaults()
 }
 
 // Production reports whether the configuration is for production.
@@ -114,6 +117,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Attest.Validate(); err != nil {
 		errs = append(errs, prefix("attest.", err)...)
+	}
+	if err := c.Verify.Validate(); err != nil {
+		errs = append(errs, prefix("verify.", err)...)
 	}
 	return errors.Join(errs...)
 }

@@ -208,7 +208,8 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	if call.Orig == "" {
 		call.Orig = call.FromTN
 	}
-	ctx := sip.ServerTransactionContext(tx)
+	ctx, cancel := txContext(tx)
+	defer cancel()
 	err := g.chains[r.idx].Run(ctx, call, func(stage, decision string, _ time.Duration) {
 		e.m.stages.WithLabelValues(r.name, stage, decision).Inc()
 	})
@@ -235,6 +236,17 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	nh := g.realms[out.idx].nextHop
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
 	e.record(r, req, call, status, stage, "", start)
+}
+
+// txContext is a context that ends with the server transaction (or when
+// the caller is done). sipgo v1.7.3's ServerTransactionContext cancels at
+// once: it inverts OnTerminate's result.
+func txContext(tx sip.ServerTransaction) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if !tx.OnTerminate(func(string, error) { cancel() }) {
+		cancel() // already terminated
+	}
+	return ctx, cancel
 }
 
 // applyCall writes the pipeline's outputs into the forwarded INVITE. A

@@ -566,3 +566,16 @@ func TestEdgeRetargetsAndMarksVia(t *testing.T) {
 		t.Errorf("upstream Via = %s, want rport=40000;received=127.0.0.1", up.Value())
 	}
 }
+
+func TestPipelineContextLivesWithTheTransaction(t *testing.T) {
+	var ctxErr error
+	chains := Chains{Inside: Chain{HandlerFunc{"probe", func(ctx context.Context, _ *Call) error {
+		ctxErr = ctx.Err()
+		return nil
+	}}}}
+	e, d := newTestEdge(t, testConfig(), chains)
+	run(t, e, d, inside, parseReq(t, testInvite, "127.0.0.1:5090"))
+	if ctxErr != nil {
+		t.Fatalf("stage context already done: %v", ctxErr)
+	}
+}

@@ -16,6 +16,8 @@ commands:
                            write a test STI PKI (root, intermediate, SP certificate)
   sign --key FILE --x5u URL --attest A|B|C --orig TN --dest TN [--origid UUID] [--iat UNIX]
                            print one SHAKEN Identity header value
+  verify --identity VALUE --orig TN --dest TN --trust FILE... [--at UNIX] [--cert FILE]
+                           verify one Identity header value; JSON verdict, exit 0 only when it passed
 `
 
 func main() {
@@ -34,6 +36,8 @@ func run(args []string) int {
 		return certsCommand(args[1:])
 	case "sign":
 		return signCommand(args[1:])
+	case "verify":
+		return verifyCommand(args[1:])
 	case "config":
 		if len(args) >= 2 && args[1] == "check" {
 			return configCheck(args[2:])

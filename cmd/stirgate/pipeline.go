@@ -1,9 +1,17 @@
 package main
 
 import (
+	"fmt"
+	"log/slog"
+	"reflect"
+
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/verify"
 )
 
 // generation is everything one configuration builds besides the edge's own
@@ -11,6 +19,37 @@ import (
 type generation struct {
 	chains  sip.Chains
 	signing *signing // nil when signing is disabled
+}
+
+// shared is created once in serve and injected into every generation: state
+// that survives reloads (DESIGN.md "State").
+type shared struct {
+	log           *slog.Logger
+	reg           prometheus.Registerer
+	replay        *verify.MemoryReplay
+	verifyMetrics *verify.Metrics
+	fetcher       *certs.Fetcher // process-wide x5u cache, made with the first policy
+	fetchPolicy   verify.X5UConfig
+}
+
+func newShared(log *slog.Logger, reg prometheus.Registerer) *shared {
+	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg)}
+}
+
+// certSource returns the process-wide fetcher, made on first use. A changed
+// x5u policy needs a restart (the cache belongs to the policy it was filled
+// under); the reload says so.
+func (sh *shared) certSource(x verify.X5UConfig) (verify.CertSource, error) {
+	if sh.fetcher == nil {
+		f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(sh.reg))
+		if err != nil {
+			return nil, fmt.Errorf("verify.x5u: %w", err)
+		}
+		sh.fetcher, sh.fetchPolicy = f, x
+	} else if !reflect.DeepEqual(x, sh.fetchPolicy) {
+		sh.log.Warn("verify.x5u changed: the new fetch policy needs a restart; the old one stays in force")
+	}
+	return verify.FetcherSource{Fetcher: sh.fetcher}, nil
 }
 
 // build is the one place where the order of call pipeline stages is written
@@ -21,7 +60,7 @@ type generation struct {
 //	outside (inbound):  classify source → rate / bombing / one-ring → verify → reputation
 //
 // Stages arrive issue by issue; a missing one is simply not in the chain.
-func build(cfg *configs.Config) (*generation, error) {
+func build(cfg *configs.Config, sh *shared) (*generation, error) {
 	g := &generation{chains: sip.Chains{Inside: sip.Chain{}, Outside: sip.Chain{}}}
 	s, err := loadSigning(cfg)
 	if err != nil {
@@ -30,6 +69,30 @@ func build(cfg *configs.Config) (*generation, error) {
 	if s != nil {
 		g.signing = s
 		g.chains.Inside = append(g.chains.Inside, attest.Handler{Service: s.service})
+	}
+	if vc := cfg.Verify; vc.Enabled {
+		roots := make([]string, len(vc.TrustRoots))
+		for i, r := range vc.TrustRoots {
+			roots[i] = cfg.Resolve(r)
+		}
+		dirs := make([]string, len(vc.TrustDirs))
+		for i, d := range vc.TrustDirs {
+			dirs[i] = cfg.Resolve(d)
+		}
+		crls := make([]string, len(vc.CRLs))
+		for i, c := range vc.CRLs {
+			crls[i] = cfg.Resolve(c)
+		}
+		store, err := certs.NewTrustStore(roots, dirs, crls)
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		src, err := sh.certSource(vc.X5U)
+		if err != nil {
+			return nil, err
+		}
+		svc := verify.New(vc, src, verify.TrustCredentials{Store: store}, sh.replay, nil)
+		g.chains.Outside = append(g.chains.Outside, verify.Handler{Service: svc, Config: vc, Metrics: sh.verifyMetrics})
 	}
 	return g, nil
 }

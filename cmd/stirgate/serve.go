@@ -112,7 +112,8 @@ func serve(args []string) int {
 		log.Error("cannot create the development PKI", "err", err)
 		return 2
 	}
-	gen, err := build(cfg)
+	sh := newShared(log, reg)
+	gen, err := build(cfg, sh)
 	if err != nil {
 		log.Error("cannot build call pipeline", "err", err)
 		return 2
@@ -155,7 +156,7 @@ func serve(args []string) int {
 			return 0
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				cfg = reload(log, &level, *cfgPath, cfg, edge, repo, reloads)
+				cfg = reload(log, &level, *cfgPath, cfg, edge, repo, sh, reloads)
 				continue
 			}
 			log.Info("draining", "signal", s.String(), "deadline", cfg.Shutdown.DrainTimeout)
@@ -178,7 +179,7 @@ func serve(args []string) int {
 
 // reload loads, validates and builds a new generation; on any error the old
 // one keeps serving. It returns the configuration now in force.
-func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, repo *x5uRepository, m reloadMetrics) *configs.Config {
+func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, repo *x5uRepository, sh *shared, m reloadMetrics) *configs.Config {
 	fail := func(err error) *configs.Config {
 		m.ok.Set(0)
 		log.Error("config reload failed; previous configuration keeps serving", "err", err)
@@ -191,7 +192,7 @@ func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Co
 	if err := ensureDevPKI(cfg, log); err != nil {
 		return fail(err)
 	}
-	gen, err := build(cfg)
+	gen, err := build(cfg, sh)
 	if err != nil {
 		return fail(err)
 	}

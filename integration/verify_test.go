@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/certs"
+)
+
+// x5uServers are the certificate servers a verification test points at:
+// the good one and the ones that misbehave.
+type x5uServers struct {
+	good, hang, huge, redirect *httptest.Server
+	ports                      []int
+}
+
+func startX5UServers(t *testing.T, chainPEM []byte) *x5uServers {
+	t.Helper()
+	release := make(chan struct{})
+	s := &x5uServers{
+		good: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/pem-certificate-chain")
+			w.Header().Set("Cache-Control", "max-age=3600")
+			_, _ = w.Write(chainPEM)
+		})),
+		hang: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select { // answers nothing until the test ends (bounded)
+			case <-release:
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+		})),
+		huge: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := []byte(strings.Repeat("A", 64<<10))
+			for i := 0; i < 160; i++ { // 10 MiB
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		})),
+	}
+	s.redirect = httptest.NewServer(http.RedirectHandler(s.good.URL+"/sp.pem", http.StatusFound))
+	t.Cleanup(func() {
+		close(release)
+		for _, srv := range []*httptest.Server{s.good, s.hang, s.huge, s.redirect} {
+			srv.Close()
+		}
+	})
+	for _, srv := range []*httptest.Server{s.good, s.hang, s.huge, s.redirect} {
+		_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		n, _ := strconv.Atoi(p)
+		s.ports = append(s.ports, n)
+	}
+	return s
+}
+
+// verifyYAML turns verification on for the outside realm, trusting root
+// and allowing the loopback x5u servers.
+func verifyYAML(root string, ports []int) string {
+	ps := make([]string, len(ports))
+	for i, p := range ports {
+		ps[i] = strconv.Itoa(p)
+	}
+	return fmt.Sprintf(`verify:
+  enabled: true
+  trust_roots: [%q]
+  budget: 1500ms
+  x5u:
+    allow_http: true
+    ports: [%s]
+    allow_addresses: ["127.0.0.0/8"]
+    timeout: 700ms
+`, root, strings.Join(ps, ", "))
+}
+
+// signerFor loads the SP key of a test PKI.
+func signerFor(t *testing.T, pki, x5u string) *attest.Signer {
+	t.Helper()
+	s, err := certs.LoadSigner(filepath.Join(pki, "sp.key"), filepath.Join(pki, "sp.pem"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg, err := attest.NewSigner(s.Key, x5u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sg
+}
+
+func passport(orig string, iat time.Time) attest.PASSporT {
+	return attest.PASSporT{Attest: attest.LevelA, Orig: orig, Dest: []string{"15559870002"}, IAT: iat.Unix(), OrigID: uuid.NewString()}
+}
+
+// signedInvite is an INVITE from the trunk to addr with the given Identity
+// header values, rport set so the answer comes back to the sending socket.
+func signedInvite(addr string, n int, ids ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "INVITE sip:+15559870002@%s SIP/2.0\r\n", addr)
+	fmt.Fprintf(&b, "Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-verify-%d-%d\r\n", n, time.Now().UnixNano())
+	fmt.Fprintf(&b, "Max-Forwards: 70\r\nFrom: <sip:+15551230001@127.0.0.1>;tag=v%d\r\nTo: <sip:+15559870002@%s>\r\n", n, addr)
+	fmt.Fprintf(&b, "Call-ID: verify-%d-%d@test\r\nCSeq: 1 INVITE\r\n", n, time.Now().UnixNano())
+	for _, id := range ids {
+		fmt.Fprintf(&b, "Identity: %s\r\n", id)
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	return []byte(b.String())
+}
+
+// TestVerifiedCallsThroughOutside: a signed call from the trunk reaches the
+// PBX-side callee with verstat=TN-Validation-Passed (SIPp on both ends).
+func TestVerifiedCallsThroughOutside(t *testing.T) {
+	requireSipp(t)
+	cfg := newProxyConfig(t)
+	pki := testPKI(t, "http://127.0.0.1/")
+	chain, err := os.ReadFile(filepath.Join(pki, "sp.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startX5UServers(t, chain)
+	cfg.Extra = verifyYAML(filepath.Join(pki, "root.pem"), srv.ports)
+	startProxy(t, cfg)
+
+	x5u := srv.good.URL + "/sp.pem"
+	id, err := signerFor(t, pki, x5u).Sign(passport("15551230001", time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: 1, Timeout: 30 * time.Second})
+	uac := runSipp(t, sippRun{Name: "uac", Scenario: "../interop/uac_identity.xml", Remote: cfg.OutsideAddr(), Calls: 1, Rate: 1,
+		Timeout: 30 * time.Second, Extra: []string{"-key", "identity", id}})
+	uac.require(t, 1)
+	res := uas.Wait(t)
+	res.require(t, 1)
+	msgs, err := os.ReadFile(filepath.Join(res.Dir, "messages.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msgs), "verstat=TN-Validation-Passed") {
+		t.Fatalf("the PBX side did not see verstat=TN-Validation-Passed:\n%s", tail(string(msgs), 40))
+	}
+}
+
+// TestVerificationFailuresNeverForwarded sends INVITEs from the trunk whose
+// Identity fails each check: each gets its RFC 8224 code with a STIR Reason
+// (RFC 9410) and the PBX sees nothing. A replayed header is 438 the second
+// time. An unreachable or hanging x5u is answered within the budget.
+func TestVerificationFailuresNeverForwarded(t *testing.T) {
+	cfg := newProxyConfig(t)
+	pki := testPKI(t, "http://127.0.0.1/")
+	other := testPKI(t, "http://127.0.0.1/")
+	chain, err := os.ReadFile(filepath.Join(pki, "sp.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startX5UServers(t, chain)
+	otherChain, err := os.ReadFile(filepath.Join(other, "sp.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSrv := startX5UServers(t, otherChain)
+	closed := freePort(t) // nothing listens there: unreachable x5u
+	cfg.Extra = verifyYAML(filepath.Join(pki, "root.pem"), append(append(srv.ports, otherSrv.ports[0]), closed))
+	cfg.DrainTimeout = 2 * time.Second // the one forwarded call is never answered
+	sink := startSink(t, cfg.PBXPort)
+	startProxy(t, cfg)
+
+	good := srv.good.URL + "/sp.pem"
+	sign := func(dir, x5u string, p attest.PASSporT) string {
+		id, err := signerFor(t, dir, x5u).Sign(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	valid := sign(pki, good, passport("15551230001", time.Now()))
+	jws, params, _ := strings.Cut(valid, ";")
+	tampered := jws[:len(jws)-4] + "AAAA;" + params
+
+	tests := []struct {
+		name string
+		id   string
+		want string
+	}{
+		{"tampered signature", tampered, "SIP/2.0 438 "},
+		{"stale iat", sign(pki, good, passport("15551230001", time.Now().Add(-5*time.Minute))), "SIP/2.0 403 "},
+		{"orig mismatch", sign(pki, good, passport("15551239999", time.Now())), "SIP/2.0 438 "},
+		{"signed with another key", sign(other, good, passport("15551230001", time.Now())), "SIP/2.0 438 "},
+		{"untrusted root", sign(other, otherSrv.good.URL+"/sp.pem", passport("15551230001", time.Now())), "SIP/2.0 437 "},
+		{"x5u unreachable", sign(pki, fmt.Sprintf("http://127.0.0.1:%d/sp.pem", closed), passport("15551230001", time.Now())), "SIP/2.0 436 "},
+		{"x5u hangs", sign(pki, srv.hang.URL+"/sp.pem", passport("15551230001", time.Now())), "SIP/2.0 436 "},
+		{"x5u 10 MB", sign(pki, srv.huge.URL+"/sp.pem", passport("15551230001", time.Now())), "SIP/2.0 436 "},
+		{"x5u redirects", sign(pki, srv.redirect.URL+"/sp.pem", passport("15551230001", time.Now())), "SIP/2.0 436 "},
+		{"x5u on a denied port", sign(pki, "http://127.0.0.1:1/sp.pem", passport("15551230001", time.Now())), "SIP/2.0 436 "},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			got := sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), i, tt.id), 5*time.Second)
+			if !strings.HasPrefix(got, tt.want) {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("answered after %s, beyond the 1.5s budget", took)
+			}
+		})
+	}
+	t.Run("replay", func(t *testing.T) {
+		first := sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), 100, valid), 5*time.Second)
+		// The PBX (the sink) does not answer: the first call is forwarded
+		// and stays unanswered; its verification passed.
+		if first != "" && !strings.HasPrefix(first, "SIP/2.0 408 ") {
+			t.Fatalf("first use of the header: %q", first)
+		}
+		second := sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), 101, valid), 5*time.Second)
+		if !strings.HasPrefix(second, "SIP/2.0 438 ") {
+			t.Fatalf("replayed header: %q, want 438", second)
+		}
+	})
+	// Only the first use of the valid header may have reached the PBX.
+	for _, m := range sink.Messages() {
+		if strings.Contains(m, ") INVITE ") && !strings.Contains(m, "Call-ID: verify-100-") {
+			t.Fatalf("the PBX received a call that failed verification:\n%s", m)
+		}
+	}
+}
