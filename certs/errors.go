@@ -30,4 +30,26 @@ var (
 
 	// Test PKI generation.
 	ErrExists = errors.New("file already exists (refusing to overwrite)")
+
+	// x5u fetching (Fetcher, FetchPolicy). Every error Fetch returns wraps
+	// exactly one of these and names the URL (without any userinfo); the
+	// verifier answers any of them with 436 Bad Identity Info.
+	ErrURLPolicy     = errors.New("x5u URL refused by policy")
+	ErrAddressDenied = errors.New("x5u host address refused (special-purpose range)")
+	ErrFetch         = errors.New("x5u fetch failed")
+	ErrTooLarge      = errors.New("x5u response too large")
+	ErrRedirect      = errors.New("x5u redirect refused")
+	ErrCircuitOpen   = errors.New("x5u host circuit breaker open")
+	ErrBadChain      = errors.New("x5u response is not a usable PEM certificate chain")
+
+	// Chain verification (TrustStore.VerifyLeaf). Every error VerifyLeaf
+	// returns wraps one of these (or ErrNoTNAuthList / ErrBadTNAuthList /
+	// ErrKeyUsage / ErrLeafIsCA above); the verifier answers any of them
+	// with 437 Unsupported Credential.
+	ErrUntrusted   = errors.New("certificate chain does not lead to a trusted root")
+	ErrCertExpired = errors.New("certificate outside its validity period")
+	ErrNotP256     = errors.New("certificate key is not ECDSA P-256")
+	ErrRevoked     = errors.New("certificate revoked")
+	ErrCRLExpired  = errors.New("CRL past its nextUpdate (failing closed)")
+	ErrBadCRL      = errors.New("malformed or unusable CRL")
 )
