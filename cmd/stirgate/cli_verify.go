@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/stirgate/stirgate/attest"
@@ -41,12 +42,25 @@ func verifyCommand(args []string) int {
 	certFile := fs.String("cert", "", "certificate chain file to use instead of fetching x5u")
 	maxAge := fs.Duration("max-age", 60*time.Second, "freshness window")
 	allowHTTP := fs.Bool("allow-http", false, "allow http x5u URLs (labs)")
-	var allowAddrs stringList
+	var allowAddrs, ports stringList
 	fs.Var(&allowAddrs, "allow-address", "special-purpose address range x5u may resolve to (repeatable, labs)")
+	fs.Var(&ports, "allow-port", "x5u port to allow besides 443 and 8443 (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	v, err := verifyOnce(*identity, *orig, *dest, trust, *at, *certFile, *maxAge, *allowHTTP, allowAddrs)
+	x5u := verify.X5UConfig{AllowHTTP: *allowHTTP, AllowAddresses: allowAddrs, Ports: []int{443, 8443}}
+	if *allowHTTP {
+		x5u.Ports = append(x5u.Ports, 80)
+	}
+	for _, p := range ports {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "stirgate verify: --allow-port %q is not a number\n", p)
+			return 2
+		}
+		x5u.Ports = append(x5u.Ports, n)
+	}
+	v, err := verifyOnce(*identity, *orig, *dest, trust, *at, *certFile, *maxAge, x5u)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stirgate verify:", err)
 		return 2
@@ -66,7 +80,7 @@ func verifyCommand(args []string) int {
 	return 0
 }
 
-func verifyOnce(identity, orig, dest string, trust []string, at int64, certFile string, maxAge time.Duration, allowHTTP bool, allowAddrs []string) (verify.Verdict, error) {
+func verifyOnce(identity, orig, dest string, trust []string, at int64, certFile string, maxAge time.Duration, x5u verify.X5UConfig) (verify.Verdict, error) {
 	if identity == "" || orig == "" || dest == "" || len(trust) == 0 {
 		return verify.Verdict{}, errors.New("--identity, --orig, --dest and --trust are required")
 	}
@@ -78,11 +92,7 @@ func verifyOnce(identity, orig, dest string, trust []string, at int64, certFile 
 	if !ok {
 		return verify.Verdict{}, fmt.Errorf("--dest %q is not a telephone number", dest)
 	}
-	cfg := verify.Config{Enabled: true, TrustRoots: trust, MaxAge: maxAge}
-	cfg.X5U.AllowHTTP, cfg.X5U.AllowAddresses = allowHTTP, allowAddrs
-	if allowHTTP {
-		cfg.X5U.Ports = []int{80, 443, 8080, 8443}
-	}
+	cfg := verify.Config{Enabled: true, TrustRoots: trust, MaxAge: maxAge, X5U: x5u}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return verify.Verdict{}, err

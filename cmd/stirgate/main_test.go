@@ -9,6 +9,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stirgate/stirgate/certs"
+	"github.com/stirgate/stirgate/verify"
 )
 
 func TestSignCommandOutputVerifies(t *testing.T) {
@@ -57,5 +58,32 @@ func TestConfigCheck(t *testing.T) {
 	}
 	if rc := run([]string{"config", "check", "does-not-exist.yaml"}); rc == 0 {
 		t.Fatal("config check of a missing file succeeded")
+	}
+}
+
+func TestVerifyCommandWithLocalCert(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := certs.InitPKI(certs.InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	const x5u = "https://cr.example.net/sp.pem"
+	id, err := sign(filepath.Join(dir, "sp.key"), x5u, "A", "12025550199", "12025550100", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := []string{filepath.Join(dir, "root.pem")}
+	cert := filepath.Join(dir, "sp.pem")
+	x := verify.X5UConfig{}
+	v, err := verifyOnce(id, "+1 202 555 0199", "12025550100", trust, 0, cert, time.Minute, x)
+	if err != nil || !v.Passed || v.Attest != "A" || v.SPC == "" {
+		t.Fatalf("verdict %+v, %v", v, err)
+	}
+	v, err = verifyOnce(id, "12025550111", "12025550100", trust, 0, cert, time.Minute, x)
+	if err != nil || v.Passed || v.Code != 438 {
+		t.Fatalf("orig mismatch: %+v, %v", v, err)
+	}
+	v, err = verifyOnce(id, "12025550199", "12025550100", trust, time.Now().Add(time.Hour).Unix(), cert, time.Minute, x)
+	if err != nil || v.Passed || v.Code != 403 {
+		t.Fatalf("an hour later: %+v, %v", v, err)
 	}
 }
