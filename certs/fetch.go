@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,6 +118,18 @@ func NewFetcher(p FetchPolicy, opts ...FetcherOption) (*Fetcher, error) {
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if f.resolver == nil {
+		f.resolver = net.DefaultResolver
+	}
+	if f.dialer == nil {
+		f.dialer = &net.Dialer{}
+	}
+	if _, err := p.compile(); err != nil {
+		return nil, err // before registering any metric
+	}
 	m, err := newFetchMetrics(f.reg)
 	if err != nil {
 		return nil, fmt.Errorf("certs: x5u fetcher metrics: %w", err)
@@ -128,9 +141,10 @@ func NewFetcher(p FetchPolicy, opts ...FetcherOption) (*Fetcher, error) {
 	}
 	f.state.Store(st)
 
-	d := *f.dialer // copy: Control is chained below
-	userControl := d.Control
-	d.Control = func(network, address string, c syscall.RawConn) error {
+	d := *f.dialer // a copy: its control hooks are chained below
+	userControl, userControlCtx := d.Control, d.ControlContext
+	d.Control = nil
+	d.ControlContext = func(ctx context.Context, network, address string, c syscall.RawConn) error {
 		// Second line of defence: whatever dials, the socket only
 		// connects to an address the policy allows.
 		ap, err := netip.ParseAddrPort(address)
@@ -140,12 +154,14 @@ func NewFetcher(p FetchPolicy, opts ...FetcherOption) (*Fetcher, error) {
 		if err := checkAddr(ap.Addr(), f.state.Load().p.AllowAddrs); err != nil {
 			return err
 		}
-		if userControl != nil {
+		switch {
+		case userControlCtx != nil:
+			return userControlCtx(ctx, network, address, c)
+		case userControl != nil:
 			return userControl(network, address, c)
 		}
 		return nil
 	}
-	d.ControlContext = nil
 	f.dialer = &d
 
 	tlsConf := &tls.Config{}
@@ -205,7 +221,14 @@ func (f *Fetcher) SetPolicy(p FetchPolicy) error {
 }
 
 // Policy returns the policy in force, with defaults filled in.
-func (f *Fetcher) Policy() FetchPolicy { return f.state.Load().p.FetchPolicy }
+func (f *Fetcher) Policy() FetchPolicy {
+	p := f.state.Load().p.FetchPolicy
+	p.Ports = slices.Clone(p.Ports)
+	p.AllowHosts = slices.Clone(p.AllowHosts)
+	p.DenyHosts = slices.Clone(p.DenyHosts)
+	p.AllowAddrs = slices.Clone(p.AllowAddrs)
+	return p
+}
 
 // Close cancels the fetches in flight and closes idle connections. Fetch
 // may still be called: it then serves the cache and fails the rest.
@@ -286,14 +309,24 @@ func (f *Fetcher) flight(st *fetchState, u *url.URL, key string) (flightResult, 
 	wrap := func(label string, sentinel error, format string, args ...any) (flightResult, error) {
 		return flightResult{label: label}, fmt.Errorf("certs: x5u %s: %w: %s", quoteURL(key), sentinel, fmt.Sprintf(format, args...))
 	}
-	if err := st.br.allow(host, f.now()); err != nil {
+	// A caller that missed the cache just before the previous flight for
+	// this URL ended starts a new flight: the previous one's result is in
+	// the cache by now.
+	if e := st.cache.get(key, f.now()); e != nil {
+		if e.err != nil {
+			return flightResult{label: resNegativeHit}, e.err
+		}
+		return flightResult{fetched: e.hit, label: resCacheHit}, nil
+	}
+	probe, err := st.br.allow(host, f.now())
+	if err != nil {
 		return wrap(resCircuitOpen, ErrCircuitOpen, "%v", err)
 	}
 	select {
 	case st.sem <- struct{}{}:
 		defer func() { <-st.sem }()
 	default:
-		st.br.report(host, hostNeutral, f.now())
+		st.br.report(host, hostNeutral, probe, f.now())
 		return wrap(resBusy, ErrFetch, "too many x5u fetches in flight (%d)", cap(st.sem))
 	}
 
@@ -301,7 +334,7 @@ func (f *Fetcher) flight(st *fetchState, u *url.URL, key string) (flightResult, 
 	fetched, label, out, err := f.get(st, u, key)
 	f.metrics.duration.Observe(time.Since(start).Seconds())
 	now := f.now()
-	st.br.report(host, out, now)
+	st.br.report(host, out, probe, now)
 	if err != nil {
 		f.log.Debug("x5u fetch failed", "x5u", quoteURL(key), "result", label, "error", err)
 		st.cache.put(key, &cacheEntry{err: err, expires: now.Add(st.p.NegativeTTL)}, now)
@@ -320,6 +353,11 @@ func (f *Fetcher) flight(st *fetchState, u *url.URL, key string) (flightResult, 
 func (f *Fetcher) get(st *fetchState, u *url.URL, key string) (*Fetched, string, outcome, error) {
 	p := st.p
 	fail := func(label string, out outcome, sentinel error, format string, args ...any) (*Fetched, string, outcome, error) {
+		if label == resTimeout {
+			// Timeouts also match context.DeadlineExceeded, as when the
+			// caller's own deadline ends the wait.
+			return nil, label, out, fmt.Errorf("certs: x5u %s: %w: %s: %w", quoteURL(key), sentinel, fmt.Sprintf(format, args...), context.DeadlineExceeded)
+		}
 		return nil, label, out, fmt.Errorf("certs: x5u %s: %w: %s", quoteURL(key), sentinel, fmt.Sprintf(format, args...))
 	}
 	ctx, cancel := context.WithTimeout(f.base, p.Timeout)
@@ -340,9 +378,9 @@ func (f *Fetcher) get(st *fetchState, u *url.URL, key string) (*Fetched, string,
 		case errors.Is(err, ErrAddressDenied):
 			return nil, resAddress, hostNeutral, fmt.Errorf("certs: x5u %s: %w", quoteURL(key), err)
 		case isTimeout(err):
-			return fail(resTimeout, hostFailed, ErrFetch, "timeout after %v: %v", p.Timeout, err)
+			return fail(resTimeout, hostFailed, ErrFetch, "no answer within %v", p.Timeout)
 		default:
-			return fail(resNetwork, hostFailed, ErrFetch, "%v", err)
+			return fail(resNetwork, hostFailed, ErrFetch, "%s", netReason(err))
 		}
 	}
 	defer resp.Body.Close()
@@ -361,9 +399,9 @@ func (f *Fetcher) get(st *fetchState, u *url.URL, key string) (*Fetched, string,
 	body, err := io.ReadAll(io.LimitReader(resp.Body, p.MaxBody+1))
 	if err != nil {
 		if isTimeout(err) {
-			return fail(resTimeout, hostFailed, ErrFetch, "timeout reading the body after %v", p.Timeout)
+			return fail(resTimeout, hostFailed, ErrFetch, "body not read within %v", p.Timeout)
 		}
-		return fail(resNetwork, hostFailed, ErrFetch, "reading the body: %v", err)
+		return fail(resNetwork, hostFailed, ErrFetch, "reading the body: %s", netReason(err))
 	}
 	if int64(len(body)) > p.MaxBody {
 		return fail(resTooLarge, hostOK, ErrTooLarge, "body over %d bytes", p.MaxBody)
@@ -386,6 +424,28 @@ func (f *Fetcher) get(st *fetchState, u *url.URL, key string) (*Fetched, string,
 		expires = na
 	}
 	return &Fetched{Chain: chain, PEM: pemBytes, Expires: expires}, resOK, hostOK, nil
+}
+
+// netReason describes a network error without naming our own addresses or
+// our DNS server (the verifier may pass the text on): DNS errors by name
+// and reason, socket errors by operation and system error.
+func netReason(err error) string {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "DNS lookup of " + strconv.Quote(dnsErr.Name) + ": " + dnsErr.Err
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		if opErr.Err == nil {
+			return opErr.Op + ": failed"
+		}
+		return opErr.Op + ": " + netReason(opErr.Err)
+	}
+	var sysErr *os.SyscallError
+	if errors.As(err, &sysErr) {
+		return sysErr.Syscall + ": " + sysErr.Err.Error()
+	}
+	return err.Error()
 }
 
 func isTimeout(err error) bool {
@@ -417,7 +477,7 @@ func (f *Fetcher) dialContext(ctx context.Context, network, addr string) (net.Co
 	} else {
 		addrs, err = f.resolver.LookupNetIP(ctx, "ip", host)
 		if err != nil {
-			return nil, fmt.Errorf("resolve %s: %w", host, err)
+			return nil, err // a *net.DNSError, named by netReason
 		}
 		if len(addrs) == 0 {
 			return nil, fmt.Errorf("resolve %s: no addresses", host)
@@ -620,34 +680,37 @@ type hostState struct {
 	probing   bool
 }
 
-func (b *breakers) allow(host string, now time.Time) error {
+// allow says whether a fetch from host may go out; probe is true for the
+// one fetch let through a half-open circuit, which must be reported.
+func (b *breakers) allow(host string, now time.Time) (probe bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	h := b.hosts[host]
 	if h == nil || h.fails < b.limit {
-		return nil // closed
+		return false, nil // closed
 	}
 	if now.Before(h.openUntil) {
-		return fmt.Errorf("host %s: %d consecutive failures, open until %s", host, h.fails, h.openUntil.UTC().Format(time.RFC3339))
+		return false, fmt.Errorf("host %s: %d consecutive failures, open until %s", host, h.fails, h.openUntil.UTC().Format(time.RFC3339))
 	}
 	if h.probing {
-		return fmt.Errorf("host %s: half-open, a probe is in flight", host)
+		return false, fmt.Errorf("host %s: half-open, a probe is in flight", host)
 	}
 	h.probing = true
-	return nil
+	return true, nil
 }
 
-func (b *breakers) report(host string, out outcome, now time.Time) {
+// report records the outcome of a fetch from host (probe: as allow said).
+func (b *breakers) report(host string, out outcome, probe bool, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	h := b.hosts[host]
+	if h != nil && probe {
+		h.probing = false
+	}
 	switch out {
 	case hostOK:
 		delete(b.hosts, host)
 	case hostNeutral:
-		if h != nil {
-			h.probing = false
-		}
 	case hostFailed:
 		if h == nil {
 			if len(b.hosts) >= b.max {
@@ -660,7 +723,6 @@ func (b *breakers) report(host string, out outcome, now time.Time) {
 			b.hosts[host] = h
 		}
 		h.fails++
-		h.probing = false
 		if h.fails >= b.limit {
 			h.openUntil = now.Add(b.cooldown)
 		}

@@ -475,37 +475,47 @@ func TestFetchCircuitBreaker(t *testing.T) {
 func TestBreakerHalfOpenLetsOneProbe(t *testing.T) {
 	now := time.Now()
 	b := &breakers{limit: 2, cooldown: time.Minute, max: 10, hosts: map[string]*hostState{}}
-	b.report("h", hostFailed, now)
-	if b.allow("h", now) != nil {
+	allowed := func(host string, at time.Time) bool {
+		_, err := b.allow(host, at)
+		return err == nil
+	}
+	b.report("h", hostFailed, false, now)
+	if !allowed("h", now) {
 		t.Fatal("open after one failure")
 	}
-	b.report("h", hostFailed, now)
-	if b.allow("h", now) == nil || b.allow("h", now.Add(59*time.Second)) == nil {
+	b.report("h", hostFailed, false, now)
+	if allowed("h", now) || allowed("h", now.Add(59*time.Second)) {
 		t.Fatal("not open")
 	}
-	if b.allow("other", now) != nil {
+	if !allowed("other", now) {
 		t.Fatal("breaker is not per host")
 	}
 	later := now.Add(time.Minute)
-	if b.allow("h", later) != nil {
-		t.Fatal("no probe after cooldown")
+	if probe, err := b.allow("h", later); err != nil || !probe {
+		t.Fatalf("no probe after cooldown: %v", err)
 	}
 	for range 3 {
-		if b.allow("h", later) == nil {
+		if allowed("h", later) {
 			t.Fatal("second probe while one is in flight")
 		}
 	}
-	b.report("h", hostNeutral, later) // e.g. address refused: no verdict
-	if b.allow("h", later) != nil {
-		t.Fatal("no new probe after a neutral outcome")
+	// A fetch that started before the circuit opened ends neutrally: the
+	// probe is still the probe.
+	b.report("h", hostNeutral, false, later)
+	if allowed("h", later) {
+		t.Fatal("a non-probe outcome released the probe")
 	}
-	b.report("h", hostOK, later)
-	if b.allow("h", later) != nil || len(b.hosts) != 0 {
+	b.report("h", hostNeutral, true, later) // e.g. the address was refused: no verdict
+	if probe, err := b.allow("h", later); err != nil || !probe {
+		t.Fatal("no new probe after a neutral probe")
+	}
+	b.report("h", hostOK, true, later)
+	if !allowed("h", later) || len(b.hosts) != 0 {
 		t.Fatal("not closed after a good probe")
 	}
 	// Bounded: hosts beyond max are not tracked.
 	for i := range 25 {
-		b.report("host"+strconv.Itoa(i), hostFailed, later)
+		b.report("host"+strconv.Itoa(i), hostFailed, false, later)
 	}
 	if len(b.hosts) > 10 {
 		t.Fatalf("%d hosts tracked", len(b.hosts))
@@ -547,7 +557,7 @@ func TestFetchHangingServer(t *testing.T) {
 		start := time.Now()
 		_, err := f.Fetch(context.Background(), s.url("/hang2"))
 		el := time.Since(start)
-		if !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "timeout") {
+		if !errors.Is(err, ErrFetch) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v", err)
 		}
 		if el > p.Timeout+5*time.Second {

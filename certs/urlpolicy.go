@@ -132,6 +132,11 @@ func (p FetchPolicy) compile() (*compiledPolicy, error) {
 		return bad("negative max body, breaker failures, cache entries or max in flight")
 	}
 	p = p.withDefaults()
+	// Our own copies: the caller may reuse its slices.
+	p.Ports = slices.Clone(p.Ports)
+	p.AllowHosts = slices.Clone(p.AllowHosts)
+	p.DenyHosts = slices.Clone(p.DenyHosts)
+	p.AllowAddrs = slices.Clone(p.AllowAddrs)
 	if p.CacheMin > p.CacheMax {
 		return bad("cache min %v is above cache max %v", p.CacheMin, p.CacheMax)
 	}

@@ -59,9 +59,33 @@ type trustState struct {
 	gen    uint64
 	stamps map[string]fileStamp
 	roots  *x509.CertPool
-	nRoots int
 	crls   map[string][]*crl // by the issuer's raw subject
 	cache  *verifyCache
+	info   TrustInfo
+}
+
+// TrustInfo describes a generation of a trust store, for logs and admin
+// pages.
+type TrustInfo struct {
+	Generation uint64
+	Roots      []string // subjects of the trusted roots
+	CRLs       []CRLInfo
+}
+
+// CRLInfo describes a loaded CRL.
+type CRLInfo struct {
+	File                   string
+	Issuer                 string
+	ThisUpdate, NextUpdate time.Time // NextUpdate past: chains through this issuer fail closed
+	Revoked                int
+}
+
+// Info describes the store's current generation.
+func (s *TrustStore) Info() TrustInfo {
+	i := s.cur.Load().info
+	i.Roots = slices.Clone(i.Roots)
+	i.CRLs = slices.Clone(i.CRLs)
+	return i
 }
 
 type fileStamp struct {
@@ -203,10 +227,11 @@ func (s *TrustStore) load(stamps map[string]fileStamp, gen uint64) (*trustState,
 			}
 			st.roots.AddCert(c)
 			roots = append(roots, c)
+			st.info.Roots = append(st.info.Roots, c.Subject.String())
 		}
 	}
-	st.nRoots = len(roots)
-	if st.nRoots == 0 {
+	st.info.Generation = gen
+	if len(roots) == 0 {
 		return nil, fmt.Errorf("certs: trust store: %w (no trusted root in %d files and %d directories)", ErrNoCertificates, len(s.rootFiles), len(s.rootDirs))
 	}
 	for _, f := range s.crlFiles {
@@ -229,6 +254,7 @@ func (s *TrustStore) load(stamps map[string]fileStamp, gen uint64) (*trustState,
 				}
 			}
 			st.crls[string(rl.RawIssuer)] = append(st.crls[string(rl.RawIssuer)], c)
+			st.info.CRLs = append(st.info.CRLs, CRLInfo{File: f, Issuer: rl.Issuer.String(), ThisUpdate: rl.ThisUpdate, NextUpdate: rl.NextUpdate, Revoked: len(c.revoked)})
 		}
 	}
 	return st, nil
@@ -307,8 +333,13 @@ func loadCRLs(file string) ([]*x509.RevocationList, error) {
 // lookup, the comparison of the chain's bytes and the time checks.
 // Time-independent failures are cached too; the others are recomputed.
 func (s *TrustStore) VerifyLeaf(chain []*x509.Certificate, iat, now time.Time) (*VerifiedCert, error) {
-	if len(chain) == 0 || slices.Contains(chain, nil) {
+	if len(chain) == 0 {
 		return nil, fmt.Errorf("certs: verify: %w: empty chain", ErrUntrusted)
+	}
+	for i, c := range chain {
+		if c == nil || len(c.Raw) == 0 {
+			return nil, fmt.Errorf("certs: verify: %w: certificate %d is not a parsed certificate", ErrUntrusted, i)
+		}
 	}
 	st := s.cur.Load()
 	e := st.cache.get(chain)
@@ -349,12 +380,31 @@ type verifyResult struct {
 
 func expiredErr(chain []*x509.Certificate, t time.Time, which string) error {
 	for i, c := range chain {
-		if err := CheckValidAt(c, t); err != nil {
+		if err := validAt(c, t, which); err != nil {
 			return fmt.Errorf("certs: verify: %w at %s: certificate %d (%q): %w", ErrCertExpired, which, i, c.Subject.CommonName, err)
 		}
 	}
 	return fmt.Errorf("certs: verify: %w at %s", ErrCertExpired, which) // not reached
 }
+
+// validAt is CheckValidAt naming the instant ("iat", "now").
+func validAt(c *x509.Certificate, t time.Time, which string) error {
+	const layout = time.RFC3339
+	if t.Before(c.NotBefore) {
+		return fmt.Errorf("%w: notBefore %s is after %s %s", ErrNotYetValid, c.NotBefore.UTC().Format(layout), which, t.UTC().Format(layout))
+	}
+	if t.After(c.NotAfter) {
+		return fmt.Errorf("%w: notAfter %s is before %s %s", ErrExpired, c.NotAfter.UTC().Format(layout), which, t.UTC().Format(layout))
+	}
+	return nil
+}
+
+// unprefixed is err without its leading "certs: " (to wrap it in a message
+// that already says so), still matching errors.Is/As.
+type unprefixed struct{ err error }
+
+func (u unprefixed) Error() string { return strings.TrimPrefix(u.err.Error(), "certs: ") }
+func (u unprefixed) Unwrap() error { return u.err }
 
 // verify is the full verification of chain at now (validity at iat and now
 // is checked by the caller, against the window computed here).
@@ -378,12 +428,15 @@ func (st *trustState) verify(chain []*x509.Certificate, now time.Time) *verifyRe
 	}
 	tnl, err := TNAuthListOf(leaf)
 	if err != nil {
-		return fail(fmt.Errorf("certs: verify: leaf %q: %w", name, err))
+		if errors.Is(err, ErrNoTNAuthList) {
+			return fail(fmt.Errorf("certs: verify: leaf %q: %w", name, ErrNoTNAuthList))
+		}
+		return fail(fmt.Errorf("certs: verify: leaf %q: %w", name, unprefixed{err}))
 	}
 	if len(chain) > maxChainCerts {
 		return fail(fmt.Errorf("certs: verify: %w: %d certificates (at most %d)", ErrUntrusted, len(chain), maxChainCerts))
 	}
-	if err := CheckValidAt(leaf, now); err != nil {
+	if err := validAt(leaf, now, "now"); err != nil {
 		// Cheaper than a chain build, and says which instant.
 		return &verifyResult{err: fmt.Errorf("certs: verify: %w at now: certificate 0 (%q): %w", ErrCertExpired, name, err)}
 	}
@@ -409,7 +462,7 @@ func (st *trustState) verify(chain []*x509.Certificate, now time.Time) *verifyRe
 	if err != nil {
 		var inv x509.CertificateInvalidError
 		if errors.As(err, &inv) && inv.Reason == x509.Expired {
-			cause := CheckValidAt(inv.Cert, now)
+			cause := validAt(inv.Cert, now, "now")
 			if cause == nil {
 				cause = err
 			}

@@ -362,6 +362,10 @@ func TestTrustStoreReload(t *testing.T) {
 	crlPath := writeFile(t, dir, "ca.crl", makeCRL(t, p.ca, p.caKey, now.Add(-time.Hour), now.Add(24*time.Hour)), 0o644)
 	store := newStore(t, nil, []string{rootDir}, []string{crlPath})
 	gen := store.Generation()
+	if info := store.Info(); info.Generation != gen || len(info.Roots) != 1 || !strings.Contains(info.Roots[0], "stirgate Test SHAKEN Root") ||
+		len(info.CRLs) != 1 || info.CRLs[0].File != crlPath || info.CRLs[0].Revoked != 0 || !info.CRLs[0].NextUpdate.Equal(now.Add(24*time.Hour)) {
+		t.Fatalf("info: %+v", info)
+	}
 
 	if _, err := store.VerifyLeaf(chain, now, now); err != nil {
 		t.Fatal(err)
@@ -394,6 +398,9 @@ func TestTrustStoreReload(t *testing.T) {
 	}
 	if _, err := store.VerifyLeaf(chain, now, now); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("after reload: %v", err)
+	}
+	if info := store.Info(); info.CRLs[0].Revoked != 1 {
+		t.Fatalf("info after reload: %+v", info)
 	}
 
 	// A broken CRL: reload fails, the old state stays.

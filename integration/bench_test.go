@@ -4,6 +4,7 @@ package integration
 //
 //	STIRGATE_BENCH=1 go test ./integration/ -run TestBench -v -timeout 30m
 //	STIRGATE_BENCH=1 STIRGATE_BENCH_SIGN=1 go test ./integration/ -run TestBench -v -timeout 30m  # signing on
+//	STIRGATE_BENCH=1 STIRGATE_BENCH_VERIFY=1 go test ./integration/ -run TestBench -v -timeout 30m  # calls into the outside realm, verified
 //
 // It prints one table:
 //   - max clean calls/s, SIPp UAC -> SIPp UAS directly (the ceiling of the
@@ -38,6 +39,7 @@ import (
 	"bufio"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,16 +86,63 @@ func (s benchStep) String() string {
 // every proxied INVITE is attested and signed.
 var benchSign = os.Getenv("STIRGATE_BENCH_SIGN") == "1"
 
+// benchVerify (STIRGATE_BENCH_VERIFY=1) sends the proxied calls into the
+// outside realm with a fresh signed Identity each, and turns verification
+// on: every proxied INVITE is verified (certificate cached after the first).
+var benchVerify = os.Getenv("STIRGATE_BENCH_VERIFY") == "1"
+
+// benchTarget is where the proxied calls enter and what the caller sends.
+type benchTarget struct {
+	remote     string // stirgate listener the caller sends to
+	calleePort int    // where stirgate forwards
+	// caller returns the UAC scenario and extra sipp arguments for n calls.
+	caller func(t *testing.T, n int) (scenario string, extra []string)
+}
+
+func plainCaller(*testing.T, int) (string, []string) { return "uac.xml", nil }
+
 // benchProxyConfig is the stirgate under test: info logging off (one line
-// per call would measure the logger), signing as STIRGATE_BENCH_SIGN says.
-func benchProxyConfig(t *testing.T) proxyConfig {
+// per call would measure the logger), signing as STIRGATE_BENCH_SIGN says,
+// verification as STIRGATE_BENCH_VERIFY says.
+func benchProxyConfig(t *testing.T) (proxyConfig, benchTarget) {
 	cfg := newProxyConfig(t)
 	cfg.LogLevel = "warn"
+	target := benchTarget{caller: plainCaller}
 	if benchSign {
 		base := fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort))
 		cfg.Extra = attestYAML(testPKI(t, base), base+"sp.pem")
 	}
-	return cfg
+	target.remote, target.calleePort = cfg.InsideAddr(), cfg.TrunkPort
+	if benchVerify {
+		pki := testPKI(t, "http://127.0.0.1/")
+		cs := startCertServer(t, pki)
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(strings.TrimSuffix(cs.Base, "/certs/"), "http://"))
+		p, _ := strconv.Atoi(port)
+		cfg.Extra += verifyYAML(filepath.Join(pki, "root.pem"), []int{p})
+		x5u := cs.URL("sp.pem")
+		signer := signerFor(t, pki, x5u)
+		target.remote, target.calleePort = cfg.OutsideAddr(), cfg.PBXPort
+		target.caller = func(t *testing.T, n int) (string, []string) {
+			// One fresh JWS per call, signed just before the step.
+			var b strings.Builder
+			b.WriteString("SEQUENTIAL\n")
+			now := time.Now()
+			for i := 0; i < n; i++ {
+				id, err := signer.Sign(passport("15551230001", now))
+				if err != nil {
+					t.Fatal(err)
+				}
+				jws, _, _ := strings.Cut(id, ";")
+				b.WriteString(jws + "\n")
+			}
+			inf := filepath.Join(t.TempDir(), "identities.csv")
+			if err := os.WriteFile(inf, []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return "uac_signed.xml", []string{"-inf", inf, "-key", "x5u", x5u}
+		}
+	}
+	return cfg, target
 }
 
 func TestBench(t *testing.T) {
@@ -118,33 +167,33 @@ func TestBench(t *testing.T) {
 	}
 
 	// 1. Harness ceiling: SIPp to SIPp.
-	direct := stepRates(t, "direct", stepSeconds, "", 0)
+	direct := stepRates(t, "direct", stepSeconds, benchTarget{caller: plainCaller})
 
 	// 2. Through stirgate, one process for all steps.
 	var proxied []benchStep
 	t.Run("proxied", func(t *testing.T) {
-		cfg := benchProxyConfig(t)
+		cfg, target := benchProxyConfig(t)
 		startProxy(t, cfg)
-		proxied = stepRates(t, "proxied", stepSeconds, cfg.InsideAddr(), cfg.TrunkPort)
+		proxied = stepRates(t, "proxied", stepSeconds, target)
 	})
 
 	// 3. CPU, latency and RSS at 500 calls/s.
 	calls := benchCPURate * 10
 	var directLat, proxyLat latency
 	t.Run("latency-direct", func(t *testing.T) {
-		directLat = latencyRun(t, "", 0, calls)
+		directLat = latencyRun(t, benchTarget{caller: plainCaller}, calls)
 	})
 	var cpuPerCall time.Duration
 	var rss, hwm string
 	var mem, memLater string
 	t.Run("cpu-proxied", func(t *testing.T) {
-		cfg := benchProxyConfig(t)
+		cfg, target := benchProxyConfig(t)
 		p := startProxy(t, cfg)
 		before, err := procCPU(p.PID())
 		if err != nil {
 			t.Fatal(err)
 		}
-		proxyLat = latencyRun(t, cfg.InsideAddr(), cfg.TrunkPort, calls)
+		proxyLat = latencyRun(t, target, calls)
 		after, err := procCPU(p.PID())
 		if err != nil {
 			t.Fatal(err)
@@ -156,7 +205,7 @@ func TestBench(t *testing.T) {
 	})
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nstirgate benchmark (%d s per rate step, UDP, %d ms between ACK and BYE, %d CPUs, signing %v)\n", stepSeconds, benchPauseMS, runtime.NumCPU(), benchSign)
+	fmt.Fprintf(&b, "\nstirgate benchmark (%d s per rate step, UDP, %d ms between ACK and BYE, %d CPUs, signing %v, verification %v)\n", stepSeconds, benchPauseMS, runtime.NumCPU(), benchSign, benchVerify)
 	fmt.Fprintf(&b, "%-44s %s\n", "max clean calls/s, SIPp -> SIPp (ceiling)", maxClean(direct))
 	fmt.Fprintf(&b, "%-44s %s\n", "max clean calls/s, through stirgate", maxClean(proxied))
 	fmt.Fprintf(&b, "%-44s %v\n", fmt.Sprintf("stirgate CPU per call at %d cps", benchCPURate), cpuPerCall)
@@ -179,12 +228,12 @@ func TestBench(t *testing.T) {
 // stepRates raises the rate until a step is not clean. remote is the
 // address the UAC calls ("": the UAS directly), calleePort where the UAS
 // listens (0: a fresh port per step).
-func stepRates(t *testing.T, name string, seconds int, remote string, calleePort int) []benchStep {
+func stepRates(t *testing.T, name string, seconds int, target benchTarget) []benchStep {
 	var steps []benchStep
 	for _, rate := range benchRates {
 		var step benchStep
 		ok := t.Run(fmt.Sprintf("%s/%d", name, rate), func(t *testing.T) {
-			step = rateStep(t, remote, calleePort, rate, seconds)
+			step = rateStep(t, target, rate, seconds)
 		})
 		steps = append(steps, step)
 		t.Logf("%s: %s", name, step)
@@ -196,8 +245,10 @@ func stepRates(t *testing.T, name string, seconds int, remote string, calleePort
 }
 
 // rateStep runs rate*seconds calls at rate, UAC -> (remote or the UAS).
-func rateStep(t *testing.T, remote string, calleePort, rate, seconds int) benchStep {
+func rateStep(t *testing.T, target benchTarget, rate, seconds int) benchStep {
 	calls := rate * seconds
+	remote, calleePort := target.remote, target.calleePort
+	scenario, extra := target.caller(t, calls)
 	if calleePort == 0 {
 		calleePort = freePort(t)
 	}
@@ -212,8 +263,8 @@ func rateStep(t *testing.T, remote string, calleePort, rate, seconds int) benchS
 	drops := udpRcvbufErrors()
 	start := time.Now()
 	uac := runSipp(t, sippRun{
-		Name: "uac", Scenario: "uac.xml", Remote: remote, Calls: calls, Rate: float64(rate),
-		Limit: rate * 10, PauseMS: benchPauseMS, Timeout: bound, NoTrace: true, Extra: benchSippFlags,
+		Name: "uac", Scenario: scenario, Remote: remote, Calls: calls, Rate: float64(rate),
+		Limit: rate * 10, PauseMS: benchPauseMS, Timeout: bound, NoTrace: true, Extra: append(append([]string{}, benchSippFlags...), extra...),
 	})
 	// The calls were placed over `seconds`; each then lasts the pause and
 	// ~1.1 s of timewait, which are not load.
@@ -259,7 +310,9 @@ func (l latency) String() string {
 
 // latencyRun places calls at benchCPURate with -trace_shortmsg and reads
 // the INVITE -> final times. remote "" calls the UAS directly.
-func latencyRun(t *testing.T, remote string, calleePort, calls int) latency {
+func latencyRun(t *testing.T, target benchTarget, calls int) latency {
+	remote, calleePort := target.remote, target.calleePort
+	scenario, extra := target.caller(t, calls)
 	if calleePort == 0 {
 		calleePort = freePort(t)
 	}
@@ -272,8 +325,8 @@ func latencyRun(t *testing.T, remote string, calleePort, calls int) latency {
 		Extra: benchSippFlags,
 	})
 	uac := runSipp(t, sippRun{
-		Name: "uac", Scenario: "uac.xml", Remote: remote, Calls: calls, Rate: benchCPURate,
-		PauseMS: benchPauseMS, Timeout: bound, NoTrace: true, ShortMsg: true, Extra: benchSippFlags,
+		Name: "uac", Scenario: scenario, Remote: remote, Calls: calls, Rate: benchCPURate,
+		PauseMS: benchPauseMS, Timeout: bound, NoTrace: true, ShortMsg: true, Extra: append(append([]string{}, benchSippFlags...), extra...),
 	})
 	uac.require(t, calls)
 	uas.Wait(t).require(t, calls)
