@@ -37,17 +37,21 @@ func newShared(log *slog.Logger, reg prometheus.Registerer) *shared {
 }
 
 // certSource returns the process-wide fetcher, made on first use. A changed
-// x5u policy needs a restart (the cache belongs to the policy it was filled
-// under); the reload says so.
+// x5u policy is applied in place; the fetcher then drops its cache and
+// breakers, which were filled under the old policy.
 func (sh *shared) certSource(x verify.X5UConfig) (verify.CertSource, error) {
 	if sh.fetcher == nil {
-		f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(sh.reg))
+		f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(sh.reg), certs.WithLogger(sh.log))
 		if err != nil {
 			return nil, fmt.Errorf("verify.x5u: %w", err)
 		}
 		sh.fetcher, sh.fetchPolicy = f, x
 	} else if !reflect.DeepEqual(x, sh.fetchPolicy) {
-		sh.log.Warn("verify.x5u changed: the new fetch policy needs a restart; the old one stays in force")
+		if err := sh.fetcher.SetPolicy(x.Policy()); err != nil {
+			return nil, fmt.Errorf("verify.x5u: %w", err)
+		}
+		sh.fetchPolicy = x
+		sh.log.Info("verify.x5u policy changed: certificate cache cleared")
 	}
 	return verify.FetcherSource{Fetcher: sh.fetcher}, nil
 }
