@@ -579,3 +579,23 @@ func TestPipelineContextLivesWithTheTransaction(t *testing.T) {
 		t.Fatalf("stage context already done: %v", ctxErr)
 	}
 }
+
+func TestEdgeAddsResponseReasonUpstream(t *testing.T) {
+	chains := Chains{Outside: Chain{HandlerFunc{"verify", func(_ context.Context, c *Call) error {
+		c.Verstat = VerstatFailed
+		c.ResponseReason = `STIR;cause=438;text="Invalid Identity Header: bad signature"`
+		return nil
+	}}}}
+	e, d := newTestEdge(t, testConfig(), chains)
+	up, down := run(t, e, d, outside, parseReq(t, testInvite, "127.0.0.1:15100"))
+	f := finalOf(up)
+	if f == nil || f.StatusCode != 200 {
+		t.Fatalf("final = %v", f)
+	}
+	if r := f.GetHeader("Reason"); r == nil || !strings.HasPrefix(r.Value(), "STIR;cause=438") {
+		t.Errorf("Reason on the relayed 200 = %v", r)
+	}
+	if !strings.Contains(down[0].From().Value(), "verstat=TN-Validation-Failed") {
+		t.Errorf("forwarded From = %s, want verstat=TN-Validation-Failed", down[0].From().Value())
+	}
+}

@@ -263,3 +263,29 @@ func BenchmarkRawECDSAVerifyP256(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerifyCachedTrustStore is the verify stage as production runs it
+// once the certificate is cached: the real certs.TrustStore (its
+// verification cache hit) behind TrustCredentials.
+func BenchmarkVerifyCachedTrustStore(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "pki")
+	if err := certs.InitPKI(certs.InitOptions{Dir: dir, Now: testNow.Add(-time.Hour)}); err != nil {
+		b.Fatal(err)
+	}
+	s, err := certs.LoadSigner(filepath.Join(dir, "sp.key"), filepath.Join(dir, "sp.pem"), testNow)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := certs.NewTrustStore([]string{filepath.Join(dir, "root.pem")}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := New(Config{MaxAge: time.Hour, MaxSkew: time.Hour}, StaticSource(s.Chain), TrustCredentials{Store: store}, nil, func() time.Time { return testNow })
+	in := Input{testOrig, testDest, []string{sign(b, s.Key, testX5U, good())}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := svc.Verify(context.Background(), in); !v.Passed {
+			b.Fatal(v)
+		}
+	}
+}
