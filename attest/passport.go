@@ -96,7 +96,7 @@ func (p PASSporT) appendJSON(b []byte) ([]byte, error) {
 	if p.Attest != LevelA && p.Attest != LevelB && p.Attest != LevelC {
 		return nil, fmt.Errorf("%w: attest %q", ErrClaims, p.Attest)
 	}
-	if !isTN(p.Orig) {
+	if !IsTN(p.Orig) {
 		return nil, fmt.Errorf("%w: orig %q", ErrClaims, p.Orig)
 	}
 	if len(p.Dest) == 0 {
@@ -109,7 +109,7 @@ func (p PASSporT) appendJSON(b []byte) ([]byte, error) {
 	b = append(b, p.Attest...)
 	b = append(b, `","dest":{"tn":[`...)
 	for i, d := range p.Dest {
-		if !isTN(d) {
+		if !IsTN(d) {
 			return nil, fmt.Errorf("%w: dest %q", ErrClaims, d)
 		}
 		if i > 0 {
@@ -129,8 +129,9 @@ func (p PASSporT) appendJSON(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// isTN reports whether s is a canonical telephone number.
-func isTN(s string) bool {
+// IsTN reports whether s is a canonical telephone number as PASSporT
+// carries it (RFC 8224 8.3): 1 to 15 digits.
+func IsTN(s string) bool {
 	if s == "" || len(s) > 15 {
 		return false
 	}

@@ -125,7 +125,7 @@ func (s *Service) Decide(c Call) (Decision, error) {
 	if s.cfg.CalledNumber == "to" {
 		d.Dest = c.ToTN
 	}
-	if !isTN(d.Orig) || !isTN(d.Dest) {
+	if !IsTN(d.Orig) || !IsTN(d.Dest) {
 		if s.cfg.NoNumber == "reject" {
 			return refuse(403, "Forbidden", "no calling or called telephone number to sign")
 		}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+
+	"github.com/stirgate/stirgate/attest"
 )
 
 // Header is the JOSE header of a SHAKEN PASSporT.
@@ -97,7 +99,7 @@ func DecodeClaims(seg string) (Claims, error) {
 	if c.Orig, ok = orig["tn"].(string); !ok {
 		return Claims{}, fail(438, ErrClaims, "orig.tn missing or not a string")
 	}
-	if !isTN(c.Orig) {
+	if !attest.IsTN(c.Orig) {
 		return Claims{}, fail(438, ErrClaims, "orig.tn %q is not a telephone number", clip(c.Orig))
 	}
 	dest, ok := raw["dest"].(map[string]any)
@@ -110,7 +112,7 @@ func DecodeClaims(seg string) (Claims, error) {
 	}
 	for _, t := range tns {
 		s, ok := t.(string)
-		if !ok || !isTN(s) {
+		if !ok || !attest.IsTN(s) {
 			return Claims{}, fail(438, ErrClaims, "dest.tn holds a non-number")
 		}
 		c.Dest = append(c.Dest, s)
@@ -128,18 +130,6 @@ func DecodeClaims(seg string) (Claims, error) {
 		return Claims{}, fail(438, ErrClaims, "origid missing or not a string")
 	}
 	return c, nil
-}
-
-func isTN(s string) bool {
-	if s == "" || len(s) > 15 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // clip bounds attacker-supplied text in reasons.
