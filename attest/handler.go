@@ -42,3 +42,19 @@ func (h Handler) HandleCall(_ context.Context, c *sip.Call) error {
 	c.DropIdentity = !d.Keep // what the PBX sent never leaves unless it signs itself
 	return nil
 }
+
+// Classify is the first stage of the inside chain: it names the customer the
+// call comes from, so the policy rules that match by customer or call class
+// can run before signing.
+type Classify struct {
+	Service *Service
+}
+
+// Name is the stage name.
+func (Classify) Name() string { return "classify" }
+
+// HandleCall sets the call's customer from its source address.
+func (h Classify) HandleCall(_ context.Context, c *sip.Call) error {
+	c.Customer = h.Service.CustomerOf(c.Source.Addr())
+	return nil
+}

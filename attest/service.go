@@ -97,6 +97,14 @@ func refuse(code int, reason, cause string) (Decision, error) {
 	return Decision{}, &Refusal{Code: code, Reason: reason, Cause: cause}
 }
 
+// CustomerOf names the customer whose sources contain a ("" for none).
+func (s *Service) CustomerOf(a netip.Addr) string {
+	if c := s.customerOf(a); c != nil {
+		return c.Name
+	}
+	return ""
+}
+
 // Decide classifies the source, decides the attestation and signs.
 func (s *Service) Decide(c Call) (Decision, error) {
 	cu := s.customerOf(c.Source)

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/policy"
 	"github.com/stirgate/stirgate/sip"
 	"github.com/stirgate/stirgate/verify"
 )
@@ -35,13 +36,14 @@ const DefaultName = "stirgate.yaml (embedded default)"
 // Config is the whole of stirgate.yaml.
 type Config struct {
 	// Mode is development (a test PKI may be created) or production.
-	Mode     string         `yaml:"mode"`
-	Log      LogConfig      `yaml:"log"`
-	Admin    AdminConfig    `yaml:"admin"`
-	Shutdown ShutdownConfig `yaml:"shutdown"`
-	SIP      sip.Config     `yaml:"sip"`
-	Attest   attest.Config  `yaml:"attest"`
-	Verify   verify.Config  `yaml:"verify"`
+	Mode     string          `yaml:"mode"`
+	Log      LogConfig       `yaml:"log"`
+	Admin    AdminConfig     `yaml:"admin"`
+	Shutdown ShutdownConfig  `yaml:"shutdown"`
+	SIP      sip.Config      `yaml:"sip"`
+	Attest   attest.Config   `yaml:"attest"`
+	Verify   verify.Config   `yaml:"verify"`
+	Policy   policy.Settings `yaml:"policy"`
 
 	// File is the path the configuration was read from ("" when embedded);
 	// relative paths in it resolve against its directory.
@@ -121,6 +123,9 @@ func (c *Config) Validate() error {
 	if err := c.Verify.Validate(); err != nil {
 		errs = append(errs, prefix("verify.", err)...)
 	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, prefix("policy.", err)...)
+	}
 	return errors.Join(errs...)
 }
 
@@ -168,6 +173,16 @@ func Load(path string) (*Config, error) {
 	}
 	c.File = abs
 	return c, nil
+}
+
+// LoadFile reads, decodes and validates one YAML file into out (a policy
+// file, for instance).
+func LoadFile(path string, out Section) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return Decode(path, data, out)
 }
 
 // Section is what Decode fills: a type with defaults and validation.

@@ -65,6 +65,10 @@ type Call struct {
 	OrigID   string // RFC 8588 origid
 	Customer string // the customer the call belongs to
 
+	// Notes are decisions worth keeping in the call record (policy rule
+	// hits, report-mode ones included).
+	Notes []string
+
 	// Filled by the chain: the stage that rejected the call, if any.
 	DecidedBy string
 }
@@ -135,6 +139,9 @@ type Rejection struct {
 	// Protocol of the Reason header (RFC 3326): "SIP" unless a stage says
 	// otherwise ("STIR" for verification failures, RFC 9410).
 	Protocol string
+	// Headers to add to the response (e.g. Call-Info for a 608, RFC 8688);
+	// refused when unsafe.
+	Headers map[string]string
 }
 
 func (r *Rejection) Error() string {

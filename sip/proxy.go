@@ -27,6 +27,7 @@ type CallRecord struct {
 	Attest   string
 	OrigID   string
 	Customer string
+	Notes    []string
 	Status   int
 	Stage    string // the stage that decided: a pipeline stage, "edge" or "downstream"
 	Reason   string
@@ -226,6 +227,11 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		res.AppendHeader(reasonHeaderProto(rej.Protocol, rej.Code, text))
 		if rej.RetryAfter > 0 {
 			res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(rej.RetryAfter)))
+		}
+		for name, value := range rej.Headers {
+			if h, err := safeHeader(name, value); err == nil {
+				res.AppendHeader(h)
+			}
 		}
 		e.respond(r, req, tx, res)
 		e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
@@ -844,7 +850,7 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 	}
 	if c != nil {
 		rec.Orig, rec.Dest, rec.Verstat = c.Orig, c.Dest, c.Verstat
-		rec.Attest, rec.OrigID, rec.Customer = c.Attest, c.OrigID, c.Customer
+		rec.Attest, rec.OrigID, rec.Customer, rec.Notes = c.Attest, c.OrigID, c.Customer, c.Notes
 	} else {
 		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
 	}
@@ -866,6 +872,7 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 		"origid", rec.OrigID,
 		"customer", rec.Customer,
 		"verstat", string(rec.Verstat),
+		"policy", strings.Join(rec.Notes, "; "),
 	)
 	if e.records != nil {
 		e.records(rec)

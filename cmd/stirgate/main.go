@@ -12,6 +12,7 @@ const usage = `usage: stirgate <command> [flags]
 commands:
   serve  [--config FILE]   run the proxy (embedded default config without --config)
   config check FILE...     validate configuration files and exit
+  policy check FILE...     validate policy files (and load their lists) and exit
   certs init --dir DIR [--spc CODE] [--x5u-base URL] [--tn PREFIX...]
                            write a test STI PKI (root, intermediate, SP certificate)
   sign --key FILE --x5u URL --attest A|B|C --orig TN --dest TN [--origid UUID] [--iat UNIX]
@@ -38,6 +39,10 @@ func run(args []string) int {
 		return signCommand(args[1:])
 	case "verify":
 		return verifyCommand(args[1:])
+	case "policy":
+		if len(args) >= 2 && args[1] == "check" {
+			return policyCheck(args[2:])
+		}
 	case "config":
 		if len(args) >= 2 && args[1] == "check" {
 			return configCheck(args[2:])

@@ -3,13 +3,16 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"reflect"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stirgate/stirgate/attest"
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy"
 	"github.com/stirgate/stirgate/sip"
 	"github.com/stirgate/stirgate/verify"
 )
@@ -70,6 +73,17 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve)
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
+		g.chains.Inside = append(g.chains.Inside, attest.Classify{Service: s.service})
+	}
+	if engine != nil {
+		g.chains.Inside = append(g.chains.Inside, policy.Handler{Engine: engine})
+		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine})
+	}
 	if s != nil {
 		g.signing = s
 		g.chains.Inside = append(g.chains.Inside, attest.Handler{Service: s.service})
@@ -99,4 +113,30 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		g.chains.Outside = append(g.chains.Outside, verify.Handler{Service: svc, Config: vc, Metrics: sh.verifyMetrics})
 	}
 	return g, nil
+}
+
+// loadPolicy reads and compiles the policy files (nil when there are none).
+// Each file's lists resolve against that file's directory.
+func loadPolicy(files []string, resolve func(string) string) (*policy.Engine, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	parsed := make([]policy.File, len(files))
+	for i, f := range files {
+		path := resolve(f)
+		if err := configs.LoadFile(path, &parsed[i]); err != nil {
+			return nil, err
+		}
+		dir := filepath.Dir(path)
+		for j := range parsed[i].Lists {
+			if l := &parsed[i].Lists[j]; l.File != "" && !filepath.IsAbs(l.File) {
+				l.File = filepath.Join(dir, l.File)
+			}
+		}
+	}
+	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()))
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }

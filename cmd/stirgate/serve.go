@@ -51,6 +51,23 @@ func configCheck(files []string) int {
 	return rc
 }
 
+func policyCheck(files []string) int {
+	if len(files) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: stirgate policy check FILE...")
+		return 2
+	}
+	rc := 0
+	for _, f := range files {
+		if _, err := loadPolicy([]string{f}, func(p string) string { return p }); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			rc = 1
+			continue
+		}
+		fmt.Printf("%s: ok\n", f)
+	}
+	return rc
+}
+
 // newLogger builds the process logger; level is a LevelVar so a reload can
 // change it.
 func newLogger(w io.Writer, cfg configs.LogConfig, level *slog.LevelVar) *slog.Logger {

@@ -1,0 +1,257 @@
+// Package policy is the policy engine: rules an admin writes in YAML that
+// allow, reject or tag calls before they are signed or reach the PBX.
+//
+// This first slice has number lists (allow, block, DNC with consent) with the
+// precedence rules; rate limits, call bombing, one-ring, calling windows,
+// hygiene and reputation rules build on policy/store next.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Settings is the `policy:` section of stirgate.yaml.
+type Settings struct {
+	// Files are policy files, merged in order (relative to stirgate.yaml).
+	Files []string `yaml:"files"`
+}
+
+// ApplyDefaults does nothing: no files means no rules.
+func (s *Settings) ApplyDefaults() {}
+
+// Validate checks the section.
+func (s *Settings) Validate() error {
+	for i, f := range s.Files {
+		if f == "" {
+			return fmt.Errorf("files[%d]: empty path", i)
+		}
+	}
+	return nil
+}
+
+// File is one policy file (configs/policy.yaml documents it).
+type File struct {
+	// Emergency numbers are never blocked by any rule.
+	Emergency []string `yaml:"emergency"`
+	// Lists of numbers, used by rules by name.
+	Lists []ListConfig `yaml:"lists"`
+	// Classes map a call class (e.g. telemarketing) to the customers in it.
+	Classes map[string][]string `yaml:"classes"`
+	// Rules, evaluated in the order of this file (see Engine).
+	Rules []RuleConfig `yaml:"rules"`
+}
+
+// ListConfig is a named list of numbers: inline, or from a file (one number
+// or prefix* per line, optional ",YYYY-MM-DD" expiry; or the FTC/CRTC
+// "area,number" CSV).
+type ListConfig struct {
+	Name        string   `yaml:"name"`
+	File        string   `yaml:"file"`
+	Format      string   `yaml:"format"`       // lines | area_number_csv
+	CountryCode string   `yaml:"country_code"` // prepended to area,number rows
+	Numbers     []string `yaml:"numbers"`
+}
+
+// RuleConfig is one rule.
+type RuleConfig struct {
+	Name string `yaml:"name"`
+	// Type: "list" (allow/block by list) or "dnc" (Do-Not-Call with consent).
+	Type string `yaml:"type"`
+	// Mode: enforce, or report (record what would happen, change nothing).
+	Mode  string      `yaml:"mode"`
+	Match MatchConfig `yaml:"match"`
+	// Number the lists are looked up with: callee (default) or caller.
+	Number string `yaml:"number"`
+	// Lists the rule looks the number up in (for dnc: the DNC lists).
+	Lists []string `yaml:"lists"`
+	// Consent lists exempt a callee from a dnc rule (existing relationship).
+	Consent []string     `yaml:"consent"`
+	Action  ActionConfig `yaml:"action"`
+}
+
+// MatchConfig narrows which calls a rule looks at; empty fields match all.
+type MatchConfig struct {
+	Realm     string   `yaml:"realm"`     // inside | outside
+	Class     string   `yaml:"class"`     // a class of `classes`
+	Customers []string `yaml:"customers"` // customer names
+}
+
+// ActionConfig is what a rule does when its lists match.
+type ActionConfig struct {
+	// Type: allow (stop evaluating, let the call through), reject, tag.
+	Type string `yaml:"type"`
+	// Reject: SIP code and reason phrase (defaults: 603 Decline for dnc,
+	// 608 Rejected for list), and an optional Call-Info redress URI (608).
+	Code     int    `yaml:"code"`
+	Reason   string `yaml:"reason"`
+	CallInfo string `yaml:"call_info"`
+	// Tag: the header and value added for the PBX.
+	Header string `yaml:"header"`
+	Value  string `yaml:"value"`
+}
+
+// DefaultEmergency are numbers no rule may block (China, EU, US).
+var DefaultEmergency = []string{"110", "112", "119", "120", "122", "911"}
+
+// ApplyDefaults fills absent values.
+func (f *File) ApplyDefaults() {
+	if f.Emergency == nil {
+		f.Emergency = append([]string(nil), DefaultEmergency...)
+	}
+	for i := range f.Lists {
+		if f.Lists[i].Format == "" {
+			f.Lists[i].Format = "lines"
+		}
+	}
+	for i := range f.Rules {
+		r := &f.Rules[i]
+		if r.Mode == "" {
+			r.Mode = "enforce"
+		}
+		if r.Number == "" {
+			r.Number = "callee"
+		}
+		if r.Action.Type == "reject" && r.Action.Code == 0 {
+			r.Action.Code = 608
+			if r.Type == "dnc" {
+				r.Action.Code = 603
+			}
+		}
+		if r.Action.Type == "reject" && r.Action.Reason == "" {
+			r.Action.Reason = map[int]string{603: "Decline", 608: "Rejected", 403: "Forbidden", 486: "Busy Here"}[r.Action.Code]
+			if r.Action.Reason == "" {
+				r.Action.Reason = "Rejected"
+			}
+		}
+	}
+}
+
+func oneOf(key, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %q is not one of %s", key, v, strings.Join(allowed, ", "))
+}
+
+// Validate checks the file; errors start with their YAML key path. Lists
+// are loaded by Compile, which reports their own file:line errors.
+func (f *File) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, e := range f.Emergency {
+		if !isDigits(e) {
+			add(fmt.Errorf("emergency[%d]: %q is not a number", i, e))
+		}
+	}
+	lists := map[string]bool{}
+	for i, l := range f.Lists {
+		p := fmt.Sprintf("lists[%d].", i)
+		if l.Name == "" {
+			add(errors.New(p + "name: required"))
+		} else if lists[l.Name] {
+			add(fmt.Errorf("%sname: %q is used twice", p, l.Name))
+		}
+		lists[l.Name] = true
+		if (l.File == "") == (len(l.Numbers) == 0) {
+			add(errors.New(p + "file: give either file or numbers"))
+		}
+		add(oneOf(p+"format", l.Format, "lines", "area_number_csv"))
+	}
+	for class, customers := range f.Classes {
+		if len(customers) == 0 {
+			add(fmt.Errorf("classes.%s: at least one customer", class))
+		}
+	}
+	names := map[string]bool{}
+	for i, r := range f.Rules {
+		p := fmt.Sprintf("rules[%d].", i)
+		if r.Name == "" {
+			add(errors.New(p + "name: required"))
+		} else if names[r.Name] {
+			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
+		}
+		names[r.Name] = true
+		add(oneOf(p+"type", r.Type, "list", "dnc"))
+		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
+		add(oneOf(p+"number", r.Number, "callee", "caller"))
+		if r.Match.Realm != "" {
+			add(oneOf(p+"match.realm", r.Match.Realm, "inside", "outside"))
+		}
+		if r.Match.Class != "" {
+			if _, ok := f.Classes[r.Match.Class]; !ok {
+				add(fmt.Errorf("%smatch.class: %q is not in classes", p, r.Match.Class))
+			}
+		}
+		if len(r.Lists) == 0 {
+			add(errors.New(p + "lists: at least one list"))
+		}
+		for j, l := range r.Lists {
+			if !lists[l] {
+				add(fmt.Errorf("%slists[%d]: no list named %q", p, j, l))
+			}
+		}
+		for j, l := range r.Consent {
+			if !lists[l] {
+				add(fmt.Errorf("%sconsent[%d]: no list named %q", p, j, l))
+			}
+		}
+		if r.Type != "dnc" && len(r.Consent) > 0 {
+			add(errors.New(p + "consent: only dnc rules have consent lists"))
+		}
+		a := r.Action
+		add(oneOf(p+"action.type", a.Type, "allow", "reject", "tag"))
+		switch a.Type {
+		case "reject":
+			if a.Code < 400 || a.Code > 699 {
+				add(fmt.Errorf("%saction.code: %d is not a 4xx-6xx rejection", p, a.Code))
+			}
+			if strings.ContainsAny(a.Reason+a.CallInfo, "\r\n") {
+				add(errors.New(p + "action.reason: no line breaks"))
+			}
+		case "tag":
+			if !isToken(a.Header) {
+				add(fmt.Errorf("%saction.header: %q is not a header name", p, a.Header))
+			}
+			if a.Value == "" || strings.ContainsAny(a.Value, "\r\n") {
+				add(errors.New(p + "action.value: required, one line"))
+			}
+		}
+		if r.Type == "dnc" && a.Type == "allow" {
+			add(errors.New(p + "action.type: a dnc rule rejects or tags"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isDigits(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,251 @@
+package policy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/stirgate/stirgate/policy/numbers"
+)
+
+// Engine is one compiled policy generation: lists loaded, rules resolved.
+// It is immutable and safe for concurrent use.
+type Engine struct {
+	emergency map[string]bool
+	classes   map[string]map[string]bool // class -> customer set
+	rules     []rule
+	allowers  []int // indexes of enforce-mode allow rules: evaluated first
+}
+
+type rule struct {
+	RuleConfig
+	lists   []*numbers.List
+	consent []*numbers.List
+}
+
+// Input is what the engine knows about a call.
+type Input struct {
+	Realm    string
+	Customer string
+	Caller   string // canonical numbers, "" when none
+	Callee   string
+}
+
+// Hit is one rule that matched a call.
+type Hit struct {
+	Rule   string
+	Mode   string // enforce | report
+	Action string // allow | reject | tag
+	List   string // the list that matched
+	Entry  string // the entry that matched (a number, or a prefix with *)
+}
+
+// Decision is the engine's answer for one call.
+type Decision struct {
+	// Reject is set when an enforce-mode rule rejects the call.
+	Reject *ActionConfig
+	// Tags are headers to add for the PBX (tag rules).
+	Tags map[string]string
+	// Hits are every rule that matched, in evaluation order, report-mode
+	// ones included: the call record's inputs.
+	Hits []Hit
+}
+
+// Loader loads a file list; Compile resolves list paths through it.
+type Loader func(l ListConfig) (*numbers.List, error)
+
+// FileLoader loads list files relative to dir-resolving function resolve.
+func FileLoader(resolve func(string) string, now time.Time) Loader {
+	return func(l ListConfig) (*numbers.List, error) {
+		return numbers.LoadFile(l.Name, resolve(l.File), numbers.LoadOptions{Format: l.Format, CountryCode: l.CountryCode, Now: now})
+	}
+}
+
+// Compile builds an Engine from validated files (merged in order: lists and
+// classes by name, rules appended).
+func Compile(files []File, load Loader) (*Engine, error) {
+	e := &Engine{emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
+	lists := map[string]*numbers.List{}
+	var rules []RuleConfig
+	for _, f := range files {
+		for _, n := range f.Emergency {
+			e.emergency[n] = true
+		}
+		for class, customers := range f.Classes {
+			set := e.classes[class]
+			if set == nil {
+				set = map[string]bool{}
+				e.classes[class] = set
+			}
+			for _, c := range customers {
+				set[c] = true
+			}
+		}
+		for _, l := range f.Lists {
+			if _, dup := lists[l.Name]; dup {
+				return nil, fmt.Errorf("policy: list %q is defined in two files", l.Name)
+			}
+			var nl *numbers.List
+			var err error
+			if l.File != "" {
+				nl, err = load(l)
+			} else {
+				nl, err = inlineList(l)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("policy: list %s: %w", l.Name, err)
+			}
+			lists[l.Name] = nl
+		}
+		rules = append(rules, f.Rules...)
+	}
+	seen := map[string]bool{}
+	for _, rc := range rules {
+		if seen[rc.Name] {
+			return nil, fmt.Errorf("policy: rule %q is defined twice", rc.Name)
+		}
+		seen[rc.Name] = true
+		r := rule{RuleConfig: rc}
+		for _, n := range rc.Lists {
+			l, ok := lists[n]
+			if !ok {
+				return nil, fmt.Errorf("policy: rule %s: no list %q", rc.Name, n)
+			}
+			r.lists = append(r.lists, l)
+		}
+		for _, n := range rc.Consent {
+			l, ok := lists[n]
+			if !ok {
+				return nil, fmt.Errorf("policy: rule %s: no list %q", rc.Name, n)
+			}
+			r.consent = append(r.consent, l)
+		}
+		if rc.Type == "list" && rc.Action.Type == "allow" && rc.Mode == "enforce" {
+			e.allowers = append(e.allowers, len(e.rules))
+		}
+		e.rules = append(e.rules, r)
+	}
+	return e, nil
+}
+
+func inlineList(l ListConfig) (*numbers.List, error) {
+	b := numbers.NewBuilder(l.Name)
+	for _, n := range l.Numbers {
+		var err error
+		if len(n) > 1 && n[len(n)-1] == '*' {
+			p, ok := numbers.Canonical(n[:len(n)-1])
+			if !ok {
+				return nil, fmt.Errorf("%q is not a number prefix", n)
+			}
+			err = b.AddPrefix(p, time.Time{})
+		} else {
+			c, ok := numbers.Canonical(n)
+			if !ok {
+				return nil, fmt.Errorf("%q is not a number", n)
+			}
+			err = b.AddNumber(c, time.Time{})
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b.Build(), nil
+}
+
+// matches reports whether the rule looks at this call.
+func (e *Engine) matches(r *rule, in Input) bool {
+	if r.Match.Realm != "" && r.Match.Realm != in.Realm {
+		return false
+	}
+	if r.Match.Class != "" && !e.classes[r.Match.Class][in.Customer] {
+		return false
+	}
+	if len(r.Match.Customers) > 0 {
+		for _, c := range r.Match.Customers {
+			if c == in.Customer {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// hit looks the rule's number up in its lists (a dnc rule: unless a consent
+// list holds it) and returns the match.
+func (r *rule) hit(in Input, now time.Time) (Hit, bool) {
+	tn := in.Callee
+	if r.Number == "caller" {
+		tn = in.Caller
+	}
+	if tn == "" {
+		return Hit{}, false
+	}
+	for _, l := range r.lists {
+		m, ok := l.Lookup(tn, now)
+		if !ok {
+			continue
+		}
+		for _, c := range r.consent {
+			if _, ok := c.Lookup(tn, now); ok {
+				return Hit{}, false
+			}
+		}
+		entry := m.Entry
+		if m.Prefix {
+			entry += "*"
+		}
+		return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: l.Name(), Entry: entry}, true
+	}
+	return Hit{}, false
+}
+
+// Evaluate decides for one call. Precedence: an emergency callee is never
+// blocked; an enforce-mode allow hit beats every block, wherever its rule
+// stands; otherwise rules run in file order, the first enforce-mode reject
+// ends the evaluation, tags accumulate, report-mode hits are only recorded.
+// Within a list the longest matching prefix (or the exact number) is the
+// entry that matched.
+func (e *Engine) Evaluate(in Input, now time.Time) Decision {
+	var d Decision
+	if e.emergency[in.Callee] {
+		d.Hits = append(d.Hits, Hit{Rule: "emergency", Mode: "enforce", Action: "allow", Entry: in.Callee})
+		return d
+	}
+	for _, i := range e.allowers {
+		r := &e.rules[i]
+		if !e.matches(r, in) {
+			continue
+		}
+		if h, ok := r.hit(in, now); ok {
+			d.Hits = append(d.Hits, h)
+			return d
+		}
+	}
+	for i := range e.rules {
+		r := &e.rules[i]
+		if (r.Type == "list" && r.Action.Type == "allow" && r.Mode == "enforce") || !e.matches(r, in) {
+			continue
+		}
+		h, ok := r.hit(in, now)
+		if !ok {
+			continue
+		}
+		d.Hits = append(d.Hits, h)
+		if r.Mode == "report" {
+			continue
+		}
+		switch r.Action.Type {
+		case "reject":
+			d.Reject = &r.Action
+			return d
+		case "tag":
+			if d.Tags == nil {
+				d.Tags = map[string]string{}
+			}
+			d.Tags[r.Action.Header] = r.Action.Value
+		case "allow":
+			return d
+		}
+	}
+	return d
+}
