@@ -31,7 +31,8 @@ rules:
 
 // TestPolicyDNCThroughStirgate: a telemarketing call to a DNC callee gets
 // 603 and never reaches the trunk; a consented callee's call goes through
-// (SIPp); a broken policy edit changes nothing, a good one takes effect.
+// (SIPp); a broken policy edit changes nothing, a good one takes effect, on
+// SIGHUP and on a plain edit of the file.
 func TestPolicyDNCThroughStirgate(t *testing.T) {
 	requireSipp(t)
 	cfg := newProxyConfig(t)
@@ -98,6 +99,22 @@ func TestPolicyDNCThroughStirgate(t *testing.T) {
 	}
 	sink.close()
 	call("report", "+15559870002", 2)
+
+	// An edit without any signal: the file watcher reloads it (bounded wait).
+	if err := os.WriteFile(polFile, []byte(policyYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := false
+	for i := 0; i < 50 && !reloaded; i++ { // up to 10 s; the watcher looks every 2 s
+		time.Sleep(200 * time.Millisecond)
+		reloaded = strings.Contains(p.Log(), "configuration files changed") && waitLogCount(t, p, "config reloaded", 2)
+	}
+	if !reloaded {
+		t.Fatalf("editing the policy file did not reload it:\n%s", tail(p.Log(), 5))
+	}
+	if got := sendUDP(t, cfg.InsideAddr(), dncInvite(cfg.InsideAddr(), "+15559870002", 3), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 603 ") {
+		t.Fatalf("after the watched edit back to enforce: %q, want 603", got)
+	}
 }
 
 func dncInvite(addr, callee string, n int) []byte {

@@ -163,8 +163,21 @@ func serve(args []string) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// Admins edit the files while calls flow: a change reloads like SIGHUP.
+	watch := time.NewTicker(watchInterval)
+	defer watch.Stop()
+	seen := stamps(watchedFiles(*cfgPath, cfg))
 	for {
 		select {
+		case <-watch.C:
+			now := stamps(watchedFiles(*cfgPath, cfg))
+			if !changed(seen, now) {
+				continue
+			}
+			seen = now
+			log.Info("configuration files changed: reloading")
+			cfg = reload(log, &level, *cfgPath, cfg, edge, repo, sh, reloads)
+			seen = stamps(watchedFiles(*cfgPath, cfg))
 		case err := <-served:
 			if err != nil {
 				log.Error("SIP edge stopped", "err", err)
@@ -174,6 +187,7 @@ func serve(args []string) int {
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				cfg = reload(log, &level, *cfgPath, cfg, edge, repo, sh, reloads)
+				seen = stamps(watchedFiles(*cfgPath, cfg))
 				continue
 			}
 			log.Info("draining", "signal", s.String(), "deadline", cfg.Shutdown.DrainTimeout)

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy"
+)
+
+// watchInterval is how often the configuration files are checked for
+// changes (size and modification time).
+const watchInterval = 2 * time.Second
+
+// fileStamp is what a change of a watched file changes.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+	missing bool
+}
+
+// watchedFiles are the files whose change triggers a reload: the main
+// config, the policy files and their list files.
+func watchedFiles(cfgPath string, cfg *configs.Config) []string {
+	var out []string
+	if cfgPath != "" {
+		out = append(out, cfgPath)
+	}
+	for _, f := range cfg.Policy.Files {
+		p := cfg.Resolve(f)
+		out = append(out, p)
+		var pf policy.File
+		if configs.LoadFile(p, &pf) == nil {
+			for _, l := range pf.Lists {
+				if l.File != "" {
+					if !filepath.IsAbs(l.File) {
+						l.File = filepath.Join(filepath.Dir(p), l.File)
+					}
+					out = append(out, l.File)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// stamps reads the stamps of files.
+func stamps(files []string) map[string]fileStamp {
+	m := make(map[string]fileStamp, len(files))
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			m[f] = fileStamp{missing: true}
+			continue
+		}
+		m[f] = fileStamp{size: st.Size(), modTime: st.ModTime()}
+	}
+	return m
+}
+
+// changed reports whether any file's stamp differs from before.
+func changed(before, now map[string]fileStamp) bool {
+	if len(before) != len(now) {
+		return true
+	}
+	for f, s := range now {
+		if before[f] != s {
+			return true
+		}
+	}
+	return false
+}
