@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,4 +135,67 @@ func waitLogCount(t *testing.T, p *proxy, s string, n int) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// sendUDPFrom is sendUDP from a chosen loopback source address.
+func sendUDPFrom(t *testing.T, local, addr string, msg []byte, wait time.Duration) string {
+	t.Helper()
+	laddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(local, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", laddr, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	deadline := time.Now().Add(wait)
+	for i := 0; i < 10 && time.Now().Before(deadline); i++ {
+		_ = c.SetReadDeadline(deadline)
+		n, err := c.Read(buf)
+		if err != nil {
+			return ""
+		}
+		if s := statusLine(buf[:n]); s != "" && !strings.HasPrefix(s, "SIP/2.0 100 ") {
+			return s
+		}
+	}
+	return ""
+}
+
+// TestPolicyRateLimitsOneSource: a flood of INVITEs from one trunk source
+// is limited (503 with Retry-After) while another source keeps its calls.
+func TestPolicyRateLimitsOneSource(t *testing.T) {
+	cfg := newProxyConfig(t)
+	cfg.DrainTimeout = 2 * time.Second
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	pol := "rules:\n  - name: flood\n    type: rate\n    match: {realm: outside}\n    key: source\n    limit: 5\n    window: 30s\n    action: {type: reject}\n"
+	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
+	startSink(t, cfg.PBXPort) // the PBX: receives, never answers
+	startProxy(t, cfg)
+
+	limited := 0
+	for i := 0; i < 8; i++ {
+		got := sendUDPFrom(t, "127.0.0.1", cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 100+i), 300*time.Millisecond)
+		if strings.HasPrefix(got, "SIP/2.0 503 ") {
+			limited++
+		}
+	}
+	if limited != 3 {
+		t.Fatalf("%d of 8 calls from one source limited, want the 3 above the limit of 5", limited)
+	}
+	if got := sendUDPFrom(t, "127.0.0.2", cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 200), 300*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Fatalf("another source was limited: %q", got)
+	}
 }

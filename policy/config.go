@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Settings is the `policy:` section of stirgate.yaml.
@@ -57,7 +58,8 @@ type ListConfig struct {
 // RuleConfig is one rule.
 type RuleConfig struct {
 	Name string `yaml:"name"`
-	// Type: "list" (allow/block by list) or "dnc" (Do-Not-Call with consent).
+	// Type: "list" (allow/block by list), "dnc" (Do-Not-Call with consent)
+	// or "rate" (more than limit calls per window for one key).
 	Type string `yaml:"type"`
 	// Mode: enforce, or report (record what would happen, change nothing).
 	Mode  string      `yaml:"mode"`
@@ -67,8 +69,13 @@ type RuleConfig struct {
 	// Lists the rule looks the number up in (for dnc: the DNC lists).
 	Lists []string `yaml:"lists"`
 	// Consent lists exempt a callee from a dnc rule (existing relationship).
-	Consent []string     `yaml:"consent"`
-	Action  ActionConfig `yaml:"action"`
+	Consent []string `yaml:"consent"`
+	// Rate rules: what is counted (source | caller | callee | customer |
+	// realm), how many calls are allowed per window.
+	Key    string        `yaml:"key"`
+	Limit  int           `yaml:"limit"`
+	Window time.Duration `yaml:"window"`
+	Action ActionConfig  `yaml:"action"`
 }
 
 // MatchConfig narrows which calls a rule looks at; empty fields match all.
@@ -87,6 +94,8 @@ type ActionConfig struct {
 	Code     int    `yaml:"code"`
 	Reason   string `yaml:"reason"`
 	CallInfo string `yaml:"call_info"`
+	// RetryAfter seconds on a rejection (rate rules default to the window).
+	RetryAfter int `yaml:"retry_after"`
 	// Tag: the header and value added for the PBX.
 	Header string `yaml:"header"`
 	Value  string `yaml:"value"`
@@ -114,10 +123,13 @@ func (f *File) ApplyDefaults() {
 			r.Number = "callee"
 		}
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
-			r.Action.Code = 608
-			if r.Type == "dnc" {
-				r.Action.Code = 603
+			r.Action.Code = map[string]int{"dnc": 603, "rate": 503}[r.Type]
+			if r.Action.Code == 0 {
+				r.Action.Code = 608
 			}
+		}
+		if r.Type == "rate" && r.Action.Type == "reject" && r.Action.RetryAfter == 0 {
+			r.Action.RetryAfter = int((r.Window + time.Second - 1) / time.Second)
 		}
 		if r.Action.Type == "reject" && r.Action.Reason == "" {
 			r.Action.Reason = map[int]string{603: "Decline", 608: "Rejected", 403: "Forbidden", 486: "Busy Here"}[r.Action.Code]
@@ -179,7 +191,7 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
 		}
 		names[r.Name] = true
-		add(oneOf(p+"type", r.Type, "list", "dnc"))
+		add(oneOf(p+"type", r.Type, "list", "dnc", "rate"))
 		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
 		add(oneOf(p+"number", r.Number, "callee", "caller"))
 		if r.Match.Realm != "" {
@@ -190,7 +202,18 @@ func (f *File) Validate() error {
 				add(fmt.Errorf("%smatch.class: %q is not in classes", p, r.Match.Class))
 			}
 		}
-		if len(r.Lists) == 0 {
+		if r.Type == "rate" {
+			add(oneOf(p+"key", r.Key, "source", "caller", "callee", "customer", "realm"))
+			if r.Limit < 1 {
+				add(fmt.Errorf("%slimit: %d, want at least 1", p, r.Limit))
+			}
+			if r.Window < time.Second || r.Window > 24*time.Hour {
+				add(fmt.Errorf("%swindow: %s out of range 1s..24h", p, r.Window))
+			}
+			if len(r.Lists) > 0 {
+				add(errors.New(p + "lists: a rate rule counts calls, it has no lists"))
+			}
+		} else if len(r.Lists) == 0 {
 			add(errors.New(p + "lists: at least one list"))
 		}
 		for j, l := range r.Lists {
@@ -224,8 +247,11 @@ func (f *File) Validate() error {
 				add(errors.New(p + "action.value: required, one line"))
 			}
 		}
-		if r.Type == "dnc" && a.Type == "allow" {
-			add(errors.New(p + "action.type: a dnc rule rejects or tags"))
+		if (r.Type == "dnc" || r.Type == "rate") && a.Type == "allow" {
+			add(fmt.Errorf("%saction.type: a %s rule rejects or tags", p, r.Type))
+		}
+		if a.RetryAfter < 0 || a.RetryAfter > 86400 {
+			add(fmt.Errorf("%saction.retry_after: %d out of range 0..86400", p, a.RetryAfter))
 		}
 	}
 	return errors.Join(errs...)

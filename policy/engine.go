@@ -1,15 +1,18 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/stirgate/stirgate/policy/numbers"
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // Engine is one compiled policy generation: lists loaded, rules resolved.
 // It is immutable and safe for concurrent use.
 type Engine struct {
+	counter   store.Counter // rate rules; nil: rate rules never fire
 	emergency map[string]bool
 	classes   map[string]map[string]bool // class -> customer set
 	rules     []rule
@@ -24,6 +27,7 @@ type rule struct {
 
 // Input is what the engine knows about a call.
 type Input struct {
+	Source   string // source address (IP)
 	Realm    string
 	Customer string
 	Caller   string // canonical numbers, "" when none
@@ -61,9 +65,10 @@ func FileLoader(resolve func(string) string, now time.Time) Loader {
 }
 
 // Compile builds an Engine from validated files (merged in order: lists and
-// classes by name, rules appended).
-func Compile(files []File, load Loader) (*Engine, error) {
-	e := &Engine{emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
+// classes by name, rules appended). counter keeps the rate rules' counts; it
+// outlives the generation (state survives reloads).
+func Compile(files []File, load Loader, counter store.Counter) (*Engine, error) {
+	e := &Engine{counter: counter, emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
 	lists := map[string]*numbers.List{}
 	var rules []RuleConfig
 	for _, f := range files {
@@ -199,13 +204,45 @@ func (r *rule) hit(in Input, now time.Time) (Hit, bool) {
 	return Hit{}, false
 }
 
+// rateHit counts the call for a rate rule and reports whether it is over
+// the limit. A store error lets the call through (fail open) and is noted.
+func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
+	if e.counter == nil {
+		return Hit{}, false
+	}
+	var k string
+	switch r.Key {
+	case "source":
+		k = in.Source
+	case "caller":
+		k = in.Caller
+	case "callee":
+		k = in.Callee
+	case "customer":
+		k = in.Customer
+	case "realm":
+		k = in.Realm
+	}
+	if k == "" {
+		return Hit{}, false
+	}
+	n, err := e.counter.Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
+	if err != nil {
+		return Hit{Rule: r.Name, Mode: r.Mode, Action: "store_error", Entry: k}, false
+	}
+	if n <= r.Limit {
+		return Hit{}, false
+	}
+	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: r.Key, Entry: fmt.Sprintf("%s count=%d limit=%d window=%s", k, n, r.Limit, r.Window)}, true
+}
+
 // Evaluate decides for one call. Precedence: an emergency callee is never
 // blocked; an enforce-mode allow hit beats every block, wherever its rule
 // stands; otherwise rules run in file order, the first enforce-mode reject
 // ends the evaluation, tags accumulate, report-mode hits are only recorded.
 // Within a list the longest matching prefix (or the exact number) is the
 // entry that matched.
-func (e *Engine) Evaluate(in Input, now time.Time) Decision {
+func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision {
 	var d Decision
 	if e.emergency[in.Callee] {
 		d.Hits = append(d.Hits, Hit{Rule: "emergency", Mode: "enforce", Action: "allow", Entry: in.Callee})
@@ -226,7 +263,13 @@ func (e *Engine) Evaluate(in Input, now time.Time) Decision {
 		if (r.Type == "list" && r.Action.Type == "allow" && r.Mode == "enforce") || !e.matches(r, in) {
 			continue
 		}
-		h, ok := r.hit(in, now)
+		var h Hit
+		var ok bool
+		if r.Type == "rate" {
+			h, ok = e.rateHit(ctx, r, in, now)
+		} else {
+			h, ok = r.hit(in, now)
+		}
 		if !ok {
 			continue
 		}

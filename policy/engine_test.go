@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
 )
 
@@ -25,7 +26,7 @@ func testEngine(t *testing.T, f File) *Engine {
 	if err := os.WriteFile(consent, []byte("12025550143,2026-12-31\n12025550144,2026-01-01\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}))
+	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), store.NewMemory().Counter())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestEvaluate(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&f)
 			}
-			d := testEngine(t, f).Evaluate(tt.in, now)
+			d := testEngine(t, f).Evaluate(context.Background(), tt.in, now)
 			code := 0
 			if d.Reject != nil {
 				code = d.Reject.Code
@@ -145,14 +146,14 @@ func BenchmarkEvaluateAllowPath(b *testing.B) {
 	if err := f.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}))
+	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	in := Input{Realm: "inside", Caller: "14155550100", Callee: "12029999999"}
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := e.Evaluate(in, now); d.Reject != nil {
+		if d := e.Evaluate(context.Background(), in, now); d.Reject != nil {
 			b.Fatal("rejected")
 		}
 	}
@@ -169,4 +170,31 @@ func itoa(i int) string {
 		b[n] = byte('0' + i%10)
 	}
 	return string(b[n:])
+}
+
+func TestRateRule(t *testing.T) {
+	f := baseFile()
+	f.Rules = append(f.Rules, RuleConfig{Name: "flood", Type: "rate", Key: "source", Limit: 3, Window: 10 * time.Second, Action: ActionConfig{Type: "reject"}})
+	e := testEngine(t, f)
+	call := func(src string, at time.Time) Decision {
+		return e.Evaluate(context.Background(), Input{Source: src, Realm: "outside", Caller: "14155550100", Callee: "12025559999"}, at)
+	}
+	for i := 0; i < 3; i++ {
+		if d := call("192.0.2.1", now); d.Reject != nil {
+			t.Fatalf("call %d rejected under the limit", i+1)
+		}
+	}
+	d := call("192.0.2.1", now)
+	if d.Reject == nil || d.Reject.Code != 503 || d.Reject.RetryAfter != 10 {
+		t.Fatalf("4th call in the window: %+v, want 503 with Retry-After 10", d)
+	}
+	if !strings.Contains(d.Hits[len(d.Hits)-1].Entry, "count=4 limit=3") {
+		t.Errorf("hit does not record the count: %+v", d.Hits)
+	}
+	if d := call("192.0.2.2", now); d.Reject != nil {
+		t.Fatal("another source was limited too")
+	}
+	if d := call("192.0.2.1", now.Add(11*time.Second)); d.Reject != nil {
+		t.Fatal("still limited after the window")
+	}
 }

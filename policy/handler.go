@@ -20,12 +20,12 @@ func (Handler) Name() string { return "policy" }
 // HandleCall evaluates the rules. Every hit, report-mode ones included,
 // goes to the call record; tags become headers; an enforce-mode rejection
 // ends the call.
-func (h Handler) HandleCall(_ context.Context, c *sip.Call) error {
+func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	now := time.Now()
 	if h.Now != nil {
 		now = h.Now()
 	}
-	d := h.Engine.Evaluate(Input{Realm: c.Realm, Customer: c.Customer, Caller: c.Orig, Callee: c.Dest}, now)
+	d := h.Engine.Evaluate(ctx, Input{Source: c.Source.Addr().String(), Realm: c.Realm, Customer: c.Customer, Caller: c.Orig, Callee: c.Dest}, now)
 	for _, hit := range d.Hits {
 		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s list=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.List, hit.Entry))
 	}
@@ -37,6 +37,7 @@ func (h Handler) HandleCall(_ context.Context, c *sip.Call) error {
 	}
 	last := d.Hits[len(d.Hits)-1]
 	err := sip.Reject(d.Reject.Code, d.Reject.Reason, fmt.Errorf("rule %s: %s on list %s", last.Rule, last.Entry, last.List)).(*sip.Rejection)
+	err.RetryAfter = d.Reject.RetryAfter
 	if d.Reject.CallInfo != "" {
 		err.Headers = map[string]string{"Call-Info": "<" + d.Reject.CallInfo + ">;purpose=jwscard"}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/policy"
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
 	"github.com/stirgate/stirgate/verify"
 )
@@ -33,10 +34,11 @@ type shared struct {
 	verifyMetrics *verify.Metrics
 	fetcher       *certs.Fetcher // process-wide x5u cache, made with the first policy
 	fetchPolicy   verify.X5UConfig
+	policy        store.Store // rate counters and other policy state
 }
 
 func newShared(log *slog.Logger, reg prometheus.Registerer) *shared {
-	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg)}
+	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg), policy: store.NewMemory()}
 }
 
 // certSource returns the process-wide fetcher, made on first use. A changed
@@ -73,7 +75,7 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve)
+	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve, sh.policy.Counter())
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +119,7 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 
 // loadPolicy reads and compiles the policy files (nil when there are none).
 // Each file's lists resolve against that file's directory.
-func loadPolicy(files []string, resolve func(string) string) (*policy.Engine, error) {
+func loadPolicy(files []string, resolve func(string) string, counter store.Counter) (*policy.Engine, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -134,7 +136,7 @@ func loadPolicy(files []string, resolve func(string) string) (*policy.Engine, er
 			}
 		}
 	}
-	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()))
+	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()), counter)
 	if err != nil {
 		return nil, err
 	}

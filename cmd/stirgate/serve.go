@@ -58,7 +58,7 @@ func policyCheck(files []string) int {
 	}
 	rc := 0
 	for _, f := range files {
-		if _, err := loadPolicy([]string{f}, func(p string) string { return p }); err != nil {
+		if _, err := loadPolicy([]string{f}, func(p string) string { return p }, nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			rc = 1
 			continue
