@@ -199,3 +199,31 @@ func TestPolicyRateLimitsOneSource(t *testing.T) {
 		t.Fatalf("another source was limited: %q", got)
 	}
 }
+
+// TestPolicyCallBombing: 20 calls from one caller to one callee trip the
+// bombing rule after its threshold; another callee is unaffected.
+func TestPolicyCallBombing(t *testing.T) {
+	cfg := newProxyConfig(t)
+	cfg.DrainTimeout = 2 * time.Second
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	pol := "rules:\n  - name: bombing\n    type: bombing\n    match: {realm: outside}\n    thresholds: [{limit: 5, window: 15m}]\n    action: {type: reject, code: 486}\n"
+	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
+	startSink(t, cfg.PBXPort) // the PBX: receives, never answers
+	startProxy(t, cfg)
+	busy := 0
+	for i := 0; i < 20; i++ {
+		got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 300+i), 300*time.Millisecond)
+		if strings.HasPrefix(got, "SIP/2.0 486 ") {
+			busy++
+		}
+	}
+	if busy != 15 {
+		t.Fatalf("%d of 20 calls to one callee got 486, want the 15 above the threshold of 5", busy)
+	}
+	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870009", 400), 300*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 486 ") {
+		t.Fatalf("another callee was affected: %q", got)
+	}
+}

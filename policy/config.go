@@ -58,8 +58,9 @@ type ListConfig struct {
 // RuleConfig is one rule.
 type RuleConfig struct {
 	Name string `yaml:"name"`
-	// Type: "list" (allow/block by list), "dnc" (Do-Not-Call with consent)
-	// or "rate" (more than limit calls per window for one key).
+	// Type: "list" (allow/block by list), "dnc" (Do-Not-Call with consent),
+	// "rate" (more than limit calls per window for one key) or "bombing"
+	// (one caller calling one callee more than each threshold allows).
 	Type string `yaml:"type"`
 	// Mode: enforce, or report (record what would happen, change nothing).
 	Mode  string      `yaml:"mode"`
@@ -75,8 +76,20 @@ type RuleConfig struct {
 	Key    string        `yaml:"key"`
 	Limit  int           `yaml:"limit"`
 	Window time.Duration `yaml:"window"`
-	Action ActionConfig  `yaml:"action"`
+	// Bombing rules: caller->callee thresholds (default 5 in 15m, 9 in 1h,
+	// 15 in 24h, after published anti-harassment practice).
+	Thresholds []Threshold  `yaml:"thresholds"`
+	Action     ActionConfig `yaml:"action"`
 }
+
+// Threshold is "more than Limit calls within Window".
+type Threshold struct {
+	Limit  int           `yaml:"limit"`
+	Window time.Duration `yaml:"window"`
+}
+
+// DefaultBombing are the caller->callee thresholds of a bombing rule.
+var DefaultBombing = []Threshold{{5, 15 * time.Minute}, {9, time.Hour}, {15, 24 * time.Hour}}
 
 // MatchConfig narrows which calls a rule looks at; empty fields match all.
 type MatchConfig struct {
@@ -123,10 +136,13 @@ func (f *File) ApplyDefaults() {
 			r.Number = "callee"
 		}
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
-			r.Action.Code = map[string]int{"dnc": 603, "rate": 503}[r.Type]
+			r.Action.Code = map[string]int{"dnc": 603, "rate": 503, "bombing": 486}[r.Type]
 			if r.Action.Code == 0 {
 				r.Action.Code = 608
 			}
+		}
+		if r.Type == "bombing" && len(r.Thresholds) == 0 {
+			r.Thresholds = append([]Threshold(nil), DefaultBombing...)
 		}
 		if r.Type == "rate" && r.Action.Type == "reject" && r.Action.RetryAfter == 0 {
 			r.Action.RetryAfter = int((r.Window + time.Second - 1) / time.Second)
@@ -191,7 +207,7 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
 		}
 		names[r.Name] = true
-		add(oneOf(p+"type", r.Type, "list", "dnc", "rate"))
+		add(oneOf(p+"type", r.Type, "list", "dnc", "rate", "bombing"))
 		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
 		add(oneOf(p+"number", r.Number, "callee", "caller"))
 		if r.Match.Realm != "" {
@@ -212,6 +228,15 @@ func (f *File) Validate() error {
 			}
 			if len(r.Lists) > 0 {
 				add(errors.New(p + "lists: a rate rule counts calls, it has no lists"))
+			}
+		} else if r.Type == "bombing" {
+			for j, th := range r.Thresholds {
+				if th.Limit < 1 || th.Window < time.Second || th.Window > 7*24*time.Hour {
+					add(fmt.Errorf("%sthresholds[%d]: want limit >= 1 and window 1s..168h", p, j))
+				}
+			}
+			if len(r.Lists) > 0 {
+				add(errors.New(p + "lists: a bombing rule counts calls, it has no lists"))
 			}
 		} else if len(r.Lists) == 0 {
 			add(errors.New(p + "lists: at least one list"))
@@ -247,7 +272,7 @@ func (f *File) Validate() error {
 				add(errors.New(p + "action.value: required, one line"))
 			}
 		}
-		if (r.Type == "dnc" || r.Type == "rate") && a.Type == "allow" {
+		if r.Type != "list" && a.Type == "allow" {
 			add(fmt.Errorf("%saction.type: a %s rule rejects or tags", p, r.Type))
 		}
 		if a.RetryAfter < 0 || a.RetryAfter > 86400 {

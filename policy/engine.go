@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/stirgate/stirgate/policy/numbers"
@@ -236,6 +237,30 @@ func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) 
 	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: r.Key, Entry: fmt.Sprintf("%s count=%d limit=%d window=%s", k, n, r.Limit, r.Window)}, true
 }
 
+// bombingHit counts the call for each caller->callee threshold of a
+// bombing rule and reports the first one exceeded.
+func (e *Engine) bombingHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
+	if e.counter == nil || in.Caller == "" || in.Callee == "" {
+		return Hit{}, false
+	}
+	var over *Hit
+	for i, th := range r.Thresholds {
+		key := "bomb:" + r.Name + ":" + strconv.Itoa(i) + ":" + in.Caller + ">" + in.Callee
+		n, err := e.counter.Add(ctx, key, 1, th.Window, now)
+		if err != nil {
+			return Hit{Rule: r.Name, Mode: r.Mode, Action: "store_error", Entry: in.Caller + ">" + in.Callee}, false
+		}
+		if n > th.Limit && over == nil {
+			over = &Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: "caller>callee",
+				Entry: fmt.Sprintf("%s>%s count=%d limit=%d window=%s", in.Caller, in.Callee, n, th.Limit, th.Window)}
+		}
+	}
+	if over == nil {
+		return Hit{}, false
+	}
+	return *over, true
+}
+
 // Evaluate decides for one call. Precedence: an emergency callee is never
 // blocked; an enforce-mode allow hit beats every block, wherever its rule
 // stands; otherwise rules run in file order, the first enforce-mode reject
@@ -265,9 +290,12 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 		}
 		var h Hit
 		var ok bool
-		if r.Type == "rate" {
+		switch r.Type {
+		case "rate":
 			h, ok = e.rateHit(ctx, r, in, now)
-		} else {
+		case "bombing":
+			h, ok = e.bombingHit(ctx, r, in, now)
+		default:
 			h, ok = r.hit(in, now)
 		}
 		if !ok {

@@ -198,3 +198,33 @@ func TestRateRule(t *testing.T) {
 		t.Fatal("still limited after the window")
 	}
 }
+
+func TestBombingRule(t *testing.T) {
+	f := baseFile()
+	f.Rules = append(f.Rules, RuleConfig{Name: "bombing", Type: "bombing", Match: MatchConfig{Realm: "outside"}, Action: ActionConfig{Type: "reject"}})
+	e := testEngine(t, f)
+	call := func(caller, callee string, at time.Time) Decision {
+		return e.Evaluate(context.Background(), Input{Source: "192.0.2.1", Realm: "outside", Caller: caller, Callee: callee}, at)
+	}
+	at := now
+	for i := 0; i < 5; i++ {
+		if d := call("14155550100", "12025559999", at); d.Reject != nil {
+			t.Fatalf("call %d rejected under 5 in 15m", i+1)
+		}
+		at = at.Add(time.Minute)
+	}
+	d := call("14155550100", "12025559999", at)
+	if d.Reject == nil || d.Reject.Code != 486 {
+		t.Fatalf("6th call in 15 minutes: %+v, want 486", d)
+	}
+	if d := call("14155550100", "12025558888", at); d.Reject != nil {
+		t.Fatal("another callee of the same caller was blocked")
+	}
+	if d := call("14155550101", "12025559999", at); d.Reject != nil {
+		t.Fatal("another caller of the same callee was blocked")
+	}
+	// After 15 minutes the first threshold is clear; the hourly one (9) is not reached yet.
+	if d := call("14155550100", "12025559999", at.Add(16*time.Minute)); d.Reject != nil {
+		t.Fatalf("7th call after the 15m window: %+v", d)
+	}
+}
