@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
 )
@@ -95,7 +98,8 @@ func TestEvaluate(t *testing.T) {
 }
 
 func TestHandlerRejectsWithReasonAndCallInfo(t *testing.T) {
-	h := Handler{Engine: testEngine(t, baseFile()), Now: func() time.Time { return now }}
+	reg := prometheus.NewRegistry()
+	h := Handler{Engine: testEngine(t, baseFile()), Metrics: NewMetrics(reg), Now: func() time.Time { return now }}
 	c := &sip.Call{Realm: "outside", Orig: "19005550100", Dest: "12025559999"}
 	err := h.HandleCall(context.Background(), c)
 	var rej *sip.Rejection
@@ -104,6 +108,9 @@ func TestHandlerRejectsWithReasonAndCallInfo(t *testing.T) {
 	}
 	if len(c.Notes) != 1 || !strings.Contains(c.Notes[0], "rule=block-spam") || !strings.Contains(c.Notes[0], "entry=1900*") {
 		t.Fatalf("notes = %q", c.Notes)
+	}
+	if n := testutil.ToFloat64(h.Metrics.hits.WithLabelValues("block-spam", "enforce", "reject")); n != 1 {
+		t.Fatalf("stirgate_policy_hits_total{rule=block-spam} = %v, want 1", n)
 	}
 }
 

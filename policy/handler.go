@@ -10,8 +10,9 @@ import (
 
 // Handler adapts the Engine to the call pipeline of the SIP edge.
 type Handler struct {
-	Engine *Engine
-	Now    func() time.Time // nil: time.Now
+	Engine  *Engine
+	Metrics *Metrics         // nil: not counted
+	Now     func() time.Time // nil: time.Now
 }
 
 // Name is the stage name in metrics, logs and Reason headers.
@@ -27,6 +28,7 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	}
 	d := h.Engine.Evaluate(ctx, Input{Source: c.Source.Addr().String(), Realm: c.Realm, Customer: c.Customer, Caller: c.Orig, Callee: c.Dest}, now)
 	for _, hit := range d.Hits {
+		h.Metrics.observe(hit)
 		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s list=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.List, hit.Entry))
 	}
 	for name, value := range d.Tags {

@@ -35,10 +35,11 @@ type shared struct {
 	fetcher       *certs.Fetcher // process-wide x5u cache, made with the first policy
 	fetchPolicy   verify.X5UConfig
 	policy        store.Store // rate counters and other policy state
+	policyMetrics *policy.Metrics
 }
 
 func newShared(log *slog.Logger, reg prometheus.Registerer) *shared {
-	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg), policy: store.NewMemory()}
+	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg), policy: store.NewMemory(), policyMetrics: policy.NewMetrics(reg)}
 }
 
 // certSource returns the process-wide fetcher, made on first use. A changed
@@ -83,8 +84,8 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		g.chains.Inside = append(g.chains.Inside, attest.Classify{Service: s.service})
 	}
 	if engine != nil {
-		g.chains.Inside = append(g.chains.Inside, policy.Handler{Engine: engine})
-		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine})
+		g.chains.Inside = append(g.chains.Inside, policy.Handler{Engine: engine, Metrics: sh.policyMetrics})
+		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine, Metrics: sh.policyMetrics})
 	}
 	if s != nil {
 		g.signing = s
