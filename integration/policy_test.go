@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,40 +134,6 @@ func waitLogCount(t *testing.T, p *proxy, s string, n int) bool {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
-}
-
-// sendUDPFrom is sendUDP from a chosen loopback source address.
-func sendUDPFrom(t *testing.T, local, addr string, msg []byte, wait time.Duration) string {
-	t.Helper()
-	laddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(local, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialUDP("udp", laddr, raddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 65535)
-	deadline := time.Now().Add(wait)
-	for i := 0; i < 10 && time.Now().Before(deadline); i++ {
-		_ = c.SetReadDeadline(deadline)
-		n, err := c.Read(buf)
-		if err != nil {
-			return ""
-		}
-		if s := statusLine(buf[:n]); s != "" && !strings.HasPrefix(s, "SIP/2.0 100 ") {
-			return s
-		}
-	}
-	return ""
 }
 
 // TestPolicyRateLimitsOneSource: a flood of INVITEs from one trunk source

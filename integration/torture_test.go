@@ -77,11 +77,26 @@ func withRport(msg []byte) []byte {
 	return bytes.Join(lines, nil)
 }
 
-// sendUDP sends msg from a fresh socket and returns the first response
-// status line seen within wait ("" if none: dropped).
+// sendUDP sends msg from a fresh socket on 127.0.0.1 and returns the
+// first response status line seen within wait ("" if none: dropped).
 func sendUDP(t *testing.T, addr string, msg []byte, wait time.Duration) string {
 	t.Helper()
-	c, err := net.Dial("udp", addr)
+	return sendUDPFrom(t, loopback, addr, msg, wait)
+}
+
+// sendUDPFrom is sendUDP from a chosen loopback source address. A 100
+// Trying is skipped; the first other status line is returned.
+func sendUDPFrom(t *testing.T, local, addr string, msg []byte, wait time.Duration) string {
+	t.Helper()
+	laddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(local, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {
 		t.Fatal(err)
 	}
