@@ -59,8 +59,9 @@ type ListConfig struct {
 type RuleConfig struct {
 	Name string `yaml:"name"`
 	// Type: "list" (allow/block by list), "dnc" (Do-Not-Call with consent),
-	// "rate" (more than limit calls per window for one key) or "bombing"
-	// (one caller calling one callee more than each threshold allows).
+	// "rate" (more than limit calls per window for one key), "bombing"
+	// (one caller calling one callee more than each threshold allows) or
+	// "hygiene" (caller-ID checks).
 	Type string `yaml:"type"`
 	// Mode: enforce, or report (record what would happen, change nothing).
 	Mode  string      `yaml:"mode"`
@@ -78,8 +79,14 @@ type RuleConfig struct {
 	Window time.Duration `yaml:"window"`
 	// Bombing rules: caller->callee thresholds (default 5 in 15m, 9 in 1h,
 	// 15 in 24h, after published anti-harassment practice).
-	Thresholds []Threshold  `yaml:"thresholds"`
-	Action     ActionConfig `yaml:"action"`
+	Thresholds []Threshold `yaml:"thresholds"`
+	// Hygiene rules: which caller-ID checks fire the action:
+	// anonymous (no calling number), same_number (caller = callee),
+	// invalid (not a valid number per libphonenumber), own_number (the
+	// caller is on one of the rule's lists: our own customers' numbers,
+	// arriving from the trunk).
+	Checks []string     `yaml:"checks"`
+	Action ActionConfig `yaml:"action"`
 }
 
 // Threshold is "more than Limit calls within Window".
@@ -136,7 +143,7 @@ func (f *File) ApplyDefaults() {
 			r.Number = "callee"
 		}
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
-			r.Action.Code = map[string]int{"dnc": 603, "rate": 503, "bombing": 486}[r.Type]
+			r.Action.Code = map[string]int{"dnc": 603, "rate": 503, "bombing": 486, "hygiene": 608}[r.Type]
 			if r.Action.Code == 0 {
 				r.Action.Code = 608
 			}
@@ -207,7 +214,7 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
 		}
 		names[r.Name] = true
-		add(oneOf(p+"type", r.Type, "list", "dnc", "rate", "bombing"))
+		add(oneOf(p+"type", r.Type, "list", "dnc", "rate", "bombing", "hygiene"))
 		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
 		add(oneOf(p+"number", r.Number, "callee", "caller"))
 		if r.Match.Realm != "" {
@@ -228,6 +235,18 @@ func (f *File) Validate() error {
 			}
 			if len(r.Lists) > 0 {
 				add(errors.New(p + "lists: a rate rule counts calls, it has no lists"))
+			}
+		} else if r.Type == "hygiene" {
+			if len(r.Checks) == 0 {
+				add(errors.New(p + "checks: at least one of anonymous, same_number, invalid, own_number"))
+			}
+			own := false
+			for j, c := range r.Checks {
+				add(oneOf(fmt.Sprintf("%schecks[%d]", p, j), c, "anonymous", "same_number", "invalid", "own_number"))
+				own = own || c == "own_number"
+			}
+			if own != (len(r.Lists) > 0) {
+				add(errors.New(p + "lists: own_number needs the lists of our numbers, and only it uses lists"))
 			}
 		} else if r.Type == "bombing" {
 			for j, th := range r.Thresholds {

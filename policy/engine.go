@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nyaruka/phonenumbers"
+
 	"github.com/stirgate/stirgate/policy/numbers"
 	"github.com/stirgate/stirgate/policy/store"
 )
@@ -261,6 +263,43 @@ func (e *Engine) bombingHit(ctx context.Context, r *rule, in Input, now time.Tim
 	return *over, true
 }
 
+// hygieneHit runs a hygiene rule's caller-ID checks in their order.
+func (r *rule) hygieneHit(in Input, now time.Time) (Hit, bool) {
+	hit := func(check, entry string) (Hit, bool) {
+		return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: check, Entry: entry}, true
+	}
+	for _, c := range r.Checks {
+		switch c {
+		case "anonymous":
+			if in.Caller == "" {
+				return hit(c, "")
+			}
+		case "same_number":
+			if in.Caller != "" && in.Caller == in.Callee {
+				return hit(c, in.Caller)
+			}
+		case "invalid":
+			if in.Caller != "" && !validNumber(in.Caller) {
+				return hit(c, in.Caller)
+			}
+		case "own_number":
+			for _, l := range r.lists {
+				if m, ok := l.Lookup(in.Caller, now); ok && in.Caller != "" {
+					return hit(c, m.Entry)
+				}
+			}
+		}
+	}
+	return Hit{}, false
+}
+
+// validNumber reports whether a canonical number (E.164 digits) is a
+// valid number per libphonenumber.
+func validNumber(tn string) bool {
+	n, err := phonenumbers.Parse("+"+tn, "")
+	return err == nil && phonenumbers.IsValidNumber(n)
+}
+
 // Evaluate decides for one call. Precedence: an emergency callee is never
 // blocked; an enforce-mode allow hit beats every block, wherever its rule
 // stands; otherwise rules run in file order, the first enforce-mode reject
@@ -295,6 +334,8 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 			h, ok = e.rateHit(ctx, r, in, now)
 		case "bombing":
 			h, ok = e.bombingHit(ctx, r, in, now)
+		case "hygiene":
+			h, ok = r.hygieneHit(in, now)
 		default:
 			h, ok = r.hit(in, now)
 		}

@@ -235,3 +235,35 @@ func TestBombingRule(t *testing.T) {
 		t.Fatalf("7th call after the 15m window: %+v", d)
 	}
 }
+
+func TestHygieneRule(t *testing.T) {
+	f := baseFile()
+	f.Lists = append(f.Lists, ListConfig{Name: "ours", Numbers: []string{"1202555*"}})
+	f.Rules = append(f.Rules, RuleConfig{Name: "hygiene", Type: "hygiene", Match: MatchConfig{Realm: "outside"},
+		Checks: []string{"anonymous", "same_number", "invalid", "own_number"}, Lists: []string{"ours"}, Action: ActionConfig{Type: "reject"}})
+	e := testEngine(t, f)
+	tests := []struct {
+		name, caller, callee, wantCheck string
+	}{
+		{"valid caller", "14155552671", "12025559999", ""},
+		{"anonymous", "", "12025559999", "anonymous"},
+		{"caller is the callee", "14155552671", "14155552671", "same_number"},
+		{"not a valid number", "19995550100", "12025559999", "invalid"},
+		{"our own number from the trunk", "12025550111", "14155552671", "own_number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Evaluate(context.Background(), Input{Realm: "outside", Caller: tt.caller, Callee: tt.callee}, now)
+			got := ""
+			if d.Reject != nil {
+				got = d.Hits[len(d.Hits)-1].List
+			}
+			if got != tt.wantCheck {
+				t.Fatalf("check = %q (%+v), want %q", got, d, tt.wantCheck)
+			}
+			if got != "" && d.Reject.Code != 608 {
+				t.Fatalf("code %d, want 608", d.Reject.Code)
+			}
+		})
+	}
+}
