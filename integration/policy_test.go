@@ -136,19 +136,27 @@ func waitLogCount(t *testing.T, p *proxy, s string, n int) bool {
 	return false
 }
 
-// TestPolicyRateLimitsOneSource: a flood of INVITEs from one trunk source
-// is limited (503 with Retry-After) while another source keeps its calls.
-func TestPolicyRateLimitsOneSource(t *testing.T) {
+// startPolicyProxy starts stirgate with one policy file holding pol, and a
+// PBX that receives calls and never answers them (short drain: those calls
+// stay unanswered).
+func startPolicyProxy(t *testing.T, pol string) proxyConfig {
+	t.Helper()
 	cfg := newProxyConfig(t)
 	cfg.DrainTimeout = 2 * time.Second
 	polFile := filepath.Join(t.TempDir(), "policy.yaml")
-	pol := "rules:\n  - name: flood\n    type: rate\n    match: {realm: outside}\n    key: source\n    limit: 5\n    window: 30s\n    action: {type: reject}\n"
 	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
-	startSink(t, cfg.PBXPort) // the PBX: receives, never answers
+	startSink(t, cfg.PBXPort)
 	startProxy(t, cfg)
+	return cfg
+}
+
+// TestPolicyRateLimitsOneSource: a flood of INVITEs from one trunk source
+// is limited (503 with Retry-After) while another source keeps its calls.
+func TestPolicyRateLimitsOneSource(t *testing.T) {
+	cfg := startPolicyProxy(t, "rules:\n  - name: flood\n    type: rate\n    match: {realm: outside}\n    key: source\n    limit: 5\n    window: 30s\n    action: {type: reject}\n")
 
 	limited := 0
 	for i := 0; i < 8; i++ {
@@ -168,16 +176,7 @@ func TestPolicyRateLimitsOneSource(t *testing.T) {
 // TestPolicyCallBombing: 20 calls from one caller to one callee trip the
 // bombing rule after its threshold; another callee is unaffected.
 func TestPolicyCallBombing(t *testing.T) {
-	cfg := newProxyConfig(t)
-	cfg.DrainTimeout = 2 * time.Second
-	polFile := filepath.Join(t.TempDir(), "policy.yaml")
-	pol := "rules:\n  - name: bombing\n    type: bombing\n    match: {realm: outside}\n    thresholds: [{limit: 5, window: 15m}]\n    action: {type: reject, code: 486}\n"
-	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
-	startSink(t, cfg.PBXPort) // the PBX: receives, never answers
-	startProxy(t, cfg)
+	cfg := startPolicyProxy(t, "rules:\n  - name: bombing\n    type: bombing\n    match: {realm: outside}\n    thresholds: [{limit: 5, window: 15m}]\n    action: {type: reject, code: 486}\n")
 	busy := 0
 	for i := 0; i < 20; i++ {
 		got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 300+i), 300*time.Millisecond)
