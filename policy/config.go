@@ -1,9 +1,13 @@
 // Package policy is the policy engine: rules an admin writes in YAML that
 // allow, reject or tag calls before they are signed or reach the PBX.
 //
-// This first slice has number lists (allow, block, DNC with consent) with the
-// precedence rules; rate limits, call bombing, one-ring, calling windows,
-// hygiene and reputation rules build on policy/store next.
+// Rule types: list (allow/block/tag by number list), dnc (Do-Not-Call with
+// consent), window (calling hours in the callee's time zone), rate, bombing
+// (one caller to one callee), protect (victim protection: many distinct
+// callers to one callee), one_ring (Wangiri callers, flagged from how their
+// calls ended), callback (the callback shield: calls to flagged numbers),
+// hygiene (caller-ID checks), attestation (minimum verified attestation) and
+// reputation (607 complaints). State lives in policy/store.
 package policy
 
 import (
@@ -85,9 +89,48 @@ type RuleConfig struct {
 	// invalid (not a valid number per libphonenumber), own_number (the
 	// caller is on one of the rule's lists: our own customers' numbers,
 	// arriving from the trunk).
-	Checks []string     `yaml:"checks"`
+	Checks []string `yaml:"checks"`
+
+	// Protect rules: more than Distinct different callers to one callee
+	// within Window put the callee into protect mode for FlagFor; then only
+	// callers on Lists or calls verified at MinAttest (default A) pass.
+	Distinct int `yaml:"distinct"`
+	// FlagFor: how long protect mode (protect) or the one-ring mark
+	// (one_ring) lasts.
+	FlagFor time.Duration `yaml:"flag_for"`
+	// MinAttest: attestation rules fire below it (A > B > C > unsigned);
+	// protect rules let calls verified at it through.
+	MinAttest string `yaml:"min_attest"`
+
+	// One-ring rules: a caller whose calls to at least Callees distinct
+	// callees within Window were cancelled within RingMax of ringing in at
+	// least Percent % of its calls is marked for FlagFor.
+	Callees int           `yaml:"callees"`
+	RingMax time.Duration `yaml:"ring_max"`
+	Percent int           `yaml:"percent"`
+
+	// Window rules: calls are allowed from Hours ("HH:MM-HH:MM") on Days
+	// (mon..sun), never on Holidays (YYYY-MM-DD), in the callee's local
+	// time; TimeZone is used when the number does not tell one zone.
+	Hours    string   `yaml:"hours"`
+	Days     []string `yaml:"days"`
+	Holidays []string `yaml:"holidays"`
+	TimeZone string   `yaml:"timezone"`
+
+	// Reputation rules: Subject (caller | source) with at least Limit 607
+	// complaints within Window.
+	Subject string `yaml:"subject"`
+
 	Action ActionConfig `yaml:"action"`
 }
+
+// lateTypes run after verification on inbound calls: they need its result
+// (attestation, protect) or answer for a verified identity (reputation).
+var lateTypes = map[string]bool{"attestation": true, "protect": true, "reputation": true}
+
+// realmOf is the one realm a rule type makes sense in: inbound protections
+// on the outside, the callback shield on the inside.
+var realmOf = map[string]string{"attestation": "outside", "protect": "outside", "reputation": "outside", "one_ring": "outside", "callback": "inside"}
 
 // Threshold is "more than Limit calls within Window".
 type Threshold struct {
@@ -103,6 +146,7 @@ type MatchConfig struct {
 	Realm     string   `yaml:"realm"`     // inside | outside
 	Class     string   `yaml:"class"`     // a class of `classes`
 	Customers []string `yaml:"customers"` // customer names
+	Sources   []string `yaml:"sources"`   // source addresses or CIDRs (trunks)
 }
 
 // ActionConfig is what a rule does when its lists match.
@@ -142,8 +186,12 @@ func (f *File) ApplyDefaults() {
 		if r.Number == "" {
 			r.Number = "callee"
 		}
+		if r.Match.Realm == "" {
+			r.Match.Realm = realmOf[r.Type]
+		}
+		r.applyTypeDefaults()
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
-			r.Action.Code = map[string]int{"dnc": 603, "rate": 503, "bombing": 486, "hygiene": 608}[r.Type]
+			r.Action.Code = map[string]int{"dnc": 603, "window": 603, "rate": 503, "bombing": 486, "protect": 486, "hygiene": 608}[r.Type]
 			if r.Action.Code == 0 {
 				r.Action.Code = 608
 			}
@@ -159,6 +207,52 @@ func (f *File) ApplyDefaults() {
 			if r.Action.Reason == "" {
 				r.Action.Reason = "Rejected"
 			}
+		}
+	}
+}
+
+// Defaults of the stateful rule types, after published anti-harassment
+// practice; configs/policy.yaml documents them.
+func (r *RuleConfig) applyTypeDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	switch r.Type {
+	case "protect":
+		def(&r.Distinct, 10)
+		defDur(&r.Window, 10*time.Minute)
+		defDur(&r.FlagFor, 30*time.Minute)
+		if r.MinAttest == "" {
+			r.MinAttest = "A"
+		}
+	case "one_ring":
+		def(&r.Callees, 5)
+		def(&r.Percent, 80)
+		defDur(&r.Window, time.Hour)
+		defDur(&r.RingMax, 5*time.Second)
+		defDur(&r.FlagFor, 24*time.Hour)
+	case "window":
+		if r.Hours == "" {
+			r.Hours = "08:00-21:00"
+		}
+		if r.Days == nil {
+			r.Days = []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
+		}
+		if r.TimeZone == "" {
+			r.TimeZone = "UTC"
+		}
+	case "reputation":
+		def(&r.Limit, 3)
+		defDur(&r.Window, 24*time.Hour)
+		if r.Subject == "" {
+			r.Subject = "caller"
 		}
 	}
 }
@@ -214,11 +308,19 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
 		}
 		names[r.Name] = true
-		add(oneOf(p+"type", r.Type, "list", "dnc", "rate", "bombing", "hygiene"))
+		add(oneOf(p+"type", r.Type, "list", "dnc", "window", "rate", "bombing", "protect", "one_ring", "callback", "hygiene", "attestation", "reputation"))
 		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
 		add(oneOf(p+"number", r.Number, "callee", "caller"))
 		if r.Match.Realm != "" {
 			add(oneOf(p+"match.realm", r.Match.Realm, "inside", "outside"))
+		}
+		for j, src := range r.Match.Sources {
+			if _, err := parseSource(src); err != nil {
+				add(fmt.Errorf("%smatch.sources[%d]: %v", p, j, err))
+			}
+		}
+		if want := realmOf[r.Type]; want != "" && r.Match.Realm != want {
+			add(fmt.Errorf("%smatch.realm: %s rules apply to the %s realm only", p, r.Type, want))
 		}
 		if r.Match.Class != "" {
 			if _, ok := f.Classes[r.Match.Class]; !ok {
@@ -256,6 +358,10 @@ func (f *File) Validate() error {
 			}
 			if len(r.Lists) > 0 {
 				add(errors.New(p + "lists: a bombing rule counts calls, it has no lists"))
+			}
+		} else if stateful[r.Type] {
+			for _, err := range r.validateStateful() {
+				add(fmt.Errorf("%s%w", p, err))
 			}
 		} else if len(r.Lists) == 0 {
 			add(errors.New(p + "lists: at least one list"))
@@ -299,6 +405,94 @@ func (f *File) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stateful are the rule types validated by validateStateful.
+var stateful = map[string]bool{"window": true, "protect": true, "one_ring": true, "callback": true, "attestation": true, "reputation": true}
+
+// validateStateful checks the parameters of the rule types added on
+// policy/store and the clock; errors start with the key.
+func (r *RuleConfig) validateStateful() []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	window := func(max time.Duration) {
+		if r.Window < time.Second || r.Window > max {
+			add("window: %s out of range 1s..%s", r.Window, max)
+		}
+	}
+	flagFor := func() {
+		if r.FlagFor < time.Second || r.FlagFor > 30*24*time.Hour {
+			add("flag_for: %s out of range 1s..720h", r.FlagFor)
+		}
+	}
+	attestLevel := func(v string) {
+		if v != "A" && v != "B" && v != "C" {
+			add("min_attest: %q is not one of A, B, C", v)
+		}
+	}
+	noLists := func() {
+		if len(r.Lists) > 0 {
+			add("lists: a %s rule has no lists", r.Type)
+		}
+	}
+	switch r.Type {
+	case "window":
+		noLists()
+		if _, _, err := parseHours(r.Hours); err != nil {
+			add("hours: %v", err)
+		}
+		if len(r.Days) == 0 {
+			add("days: at least one day")
+		}
+		for j, d := range r.Days {
+			if _, ok := weekdays[d]; !ok {
+				add("days[%d]: %q is not one of mon, tue, wed, thu, fri, sat, sun", j, d)
+			}
+		}
+		for j, h := range r.Holidays {
+			if _, err := time.Parse(time.DateOnly, h); err != nil {
+				add("holidays[%d]: %q is not a YYYY-MM-DD date", j, h)
+			}
+		}
+		if _, err := time.LoadLocation(r.TimeZone); err != nil {
+			add("timezone: %q is not an IANA time zone", r.TimeZone)
+		}
+	case "protect":
+		if r.Distinct < 1 || r.Distinct > 1000 {
+			add("distinct: %d out of range 1..1000", r.Distinct)
+		}
+		window(24 * time.Hour)
+		flagFor()
+		attestLevel(r.MinAttest)
+	case "one_ring":
+		noLists()
+		if r.Callees < 1 || r.Callees > 1000 {
+			add("callees: %d out of range 1..1000", r.Callees)
+		}
+		if r.Percent < 1 || r.Percent > 100 {
+			add("percent: %d out of range 1..100", r.Percent)
+		}
+		if r.RingMax < 100*time.Millisecond || r.RingMax > time.Minute {
+			add("ring_max: %s out of range 100ms..1m", r.RingMax)
+		}
+		window(7 * 24 * time.Hour)
+		flagFor()
+	case "callback":
+		noLists()
+	case "attestation":
+		noLists()
+		attestLevel(r.MinAttest)
+	case "reputation":
+		noLists()
+		if err := oneOf("subject", r.Subject, "caller", "source"); err != nil {
+			errs = append(errs, err)
+		}
+		if r.Limit < 1 {
+			add("limit: %d, want at least 1", r.Limit)
+		}
+		window(30 * 24 * time.Hour)
+	}
+	return errs
 }
 
 func isDigits(s string) bool {

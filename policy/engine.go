@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // Engine is one compiled policy generation: lists loaded, rules resolved.
 // It is immutable and safe for concurrent use.
 type Engine struct {
-	counter   store.Counter // rate rules; nil: rate rules never fire
+	store     store.Store // counters, flags, complaints; nil: stateful rules never fire
 	emergency map[string]bool
 	classes   map[string]map[string]bool // class -> customer set
 	rules     []rule
@@ -26,15 +27,36 @@ type rule struct {
 	RuleConfig
 	lists   []*numbers.List
 	consent []*numbers.List
+	sources []netip.Prefix
+	window  *callingWindow // window rules
+	phase   Phase
 }
+
+// Phase says which of the two policy stages a rule runs in.
+type Phase int
+
+const (
+	// PhaseEarly runs before verification (and on the inside before
+	// signing): cheap rules that reject the most, so a flood cannot force
+	// signature checks.
+	PhaseEarly Phase = iota
+	// PhaseVerified runs on inbound calls after verification: rules that
+	// need its result (attestation, protect, reputation).
+	PhaseVerified
+)
 
 // Input is what the engine knows about a call.
 type Input struct {
-	Source   string // source address (IP)
+	Phase    Phase
+	Source   netip.Addr // source address
 	Realm    string
 	Customer string
 	Caller   string // canonical numbers, "" when none
 	Callee   string
+	// Verification result (PhaseVerified): whether the identity was
+	// verified, and its attestation A, B or C.
+	Verified bool
+	Attest   string
 }
 
 // Hit is one rule that matched a call.
@@ -68,10 +90,10 @@ func FileLoader(resolve func(string) string, now time.Time) Loader {
 }
 
 // Compile builds an Engine from validated files (merged in order: lists and
-// classes by name, rules appended). counter keeps the rate rules' counts; it
-// outlives the generation (state survives reloads).
-func Compile(files []File, load Loader, counter store.Counter) (*Engine, error) {
-	e := &Engine{counter: counter, emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
+// classes by name, rules appended). st keeps the stateful rules' counts,
+// flags and complaints; it outlives the generation (state survives reloads).
+func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
+	e := &Engine{store: st, emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
 	lists := map[string]*numbers.List{}
 	var rules []RuleConfig
 	for _, f := range files {
@@ -113,6 +135,23 @@ func Compile(files []File, load Loader, counter store.Counter) (*Engine, error) 
 		}
 		seen[rc.Name] = true
 		r := rule{RuleConfig: rc}
+		if lateTypes[rc.Type] {
+			r.phase = PhaseVerified
+		}
+		for _, src := range rc.Match.Sources {
+			p, err := parseSource(src)
+			if err != nil {
+				return nil, fmt.Errorf("policy: rule %s: %w", rc.Name, err)
+			}
+			r.sources = append(r.sources, p)
+		}
+		if rc.Type == "window" {
+			w, err := compileWindow(rc)
+			if err != nil {
+				return nil, fmt.Errorf("policy: rule %s: %w", rc.Name, err)
+			}
+			r.window = w
+		}
 		for _, n := range rc.Lists {
 			l, ok := lists[n]
 			if !ok {
@@ -167,6 +206,9 @@ func (e *Engine) matches(r *rule, in Input) bool {
 	if r.Match.Class != "" && !e.classes[r.Match.Class][in.Customer] {
 		return false
 	}
+	if len(r.sources) > 0 && !containsAddr(r.sources, in.Source) {
+		return false
+	}
 	if len(r.Match.Customers) > 0 {
 		for _, c := range r.Match.Customers {
 			if c == in.Customer {
@@ -176,6 +218,16 @@ func (e *Engine) matches(r *rule, in Input) bool {
 		return false
 	}
 	return true
+}
+
+func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // hit looks the rule's number up in its lists (a dnc rule: unless a consent
@@ -210,13 +262,15 @@ func (r *rule) hit(in Input, now time.Time) (Hit, bool) {
 // rateHit counts the call for a rate rule and reports whether it is over
 // the limit. A store error lets the call through (fail open) and is noted.
 func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
-	if e.counter == nil {
+	if e.store == nil {
 		return Hit{}, false
 	}
 	var k string
 	switch r.Key {
 	case "source":
-		k = in.Source
+		if in.Source.IsValid() {
+			k = in.Source.String()
+		}
 	case "caller":
 		k = in.Caller
 	case "callee":
@@ -229,9 +283,9 @@ func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) 
 	if k == "" {
 		return Hit{}, false
 	}
-	n, err := e.counter.Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
+	n, err := e.store.Counter().Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
 	if err != nil {
-		return Hit{Rule: r.Name, Mode: r.Mode, Action: "store_error", Entry: k}, false
+		return r.storeError(k)
 	}
 	if n <= r.Limit {
 		return Hit{}, false
@@ -242,15 +296,15 @@ func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) 
 // bombingHit counts the call for each caller->callee threshold of a
 // bombing rule and reports the first one exceeded.
 func (e *Engine) bombingHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
-	if e.counter == nil || in.Caller == "" || in.Callee == "" {
+	if e.store == nil || in.Caller == "" || in.Callee == "" {
 		return Hit{}, false
 	}
 	var over *Hit
 	for i, th := range r.Thresholds {
 		key := "bomb:" + r.Name + ":" + strconv.Itoa(i) + ":" + in.Caller + ">" + in.Callee
-		n, err := e.counter.Add(ctx, key, 1, th.Window, now)
+		n, err := e.store.Counter().Add(ctx, key, 1, th.Window, now)
 		if err != nil {
-			return Hit{Rule: r.Name, Mode: r.Mode, Action: "store_error", Entry: in.Caller + ">" + in.Callee}, false
+			return r.storeError(in.Caller + ">" + in.Callee)
 		}
 		if n > th.Limit && over == nil {
 			over = &Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: "caller>callee",
@@ -300,12 +354,13 @@ func validNumber(tn string) bool {
 	return err == nil && phonenumbers.IsValidNumber(n)
 }
 
-// Evaluate decides for one call. Precedence: an emergency callee is never
-// blocked; an enforce-mode allow hit beats every block, wherever its rule
-// stands; otherwise rules run in file order, the first enforce-mode reject
-// ends the evaluation, tags accumulate, report-mode hits are only recorded.
-// Within a list the longest matching prefix (or the exact number) is the
-// entry that matched.
+// Evaluate decides for one call in one phase (in.Phase): it runs the rules
+// of that phase. Precedence: an emergency callee is never blocked; an
+// enforce-mode allow hit beats every block, wherever its rule stands and in
+// either phase; otherwise rules run in file order, the first enforce-mode
+// reject ends the evaluation, tags accumulate, report-mode hits are only
+// recorded. Within a list the longest matching prefix (or the exact number)
+// is the entry that matched.
 func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision {
 	var d Decision
 	if e.emergency[in.Callee] {
@@ -324,7 +379,7 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 	}
 	for i := range e.rules {
 		r := &e.rules[i]
-		if (r.Type == "list" && r.Action.Type == "allow" && r.Mode == "enforce") || !e.matches(r, in) {
+		if r.phase != in.Phase || (r.Type == "list" && r.Action.Type == "allow" && r.Mode == "enforce") || !e.matches(r, in) {
 			continue
 		}
 		var h Hit
@@ -336,6 +391,18 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 			h, ok = e.bombingHit(ctx, r, in, now)
 		case "hygiene":
 			h, ok = r.hygieneHit(in, now)
+		case "window":
+			h, ok = r.windowHit(in, now)
+		case "protect":
+			h, ok = e.protectHit(ctx, r, in, now)
+		case "one_ring":
+			h, ok = e.flagHit(ctx, r, in.Caller, now)
+		case "callback":
+			h, ok = e.flagHit(ctx, r, in.Callee, now)
+		case "attestation":
+			h, ok = r.attestationHit(in)
+		case "reputation":
+			h, ok = e.reputationHit(ctx, r, in, now)
 		default:
 			h, ok = r.hit(in, now)
 		}

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,7 @@ func testEngine(t *testing.T, f File) *Engine {
 	if err := os.WriteFile(consent, []byte("12025550143,2026-12-31\n12025550144,2026-01-01\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), store.NewMemory().Counter())
+	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), store.NewMemory())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestRateRule(t *testing.T) {
 	f.Rules = append(f.Rules, RuleConfig{Name: "flood", Type: "rate", Key: "source", Limit: 3, Window: 10 * time.Second, Action: ActionConfig{Type: "reject"}})
 	e := testEngine(t, f)
 	call := func(src string, at time.Time) Decision {
-		return e.Evaluate(context.Background(), Input{Source: src, Realm: "outside", Caller: "14155550100", Callee: "12025559999"}, at)
+		return e.Evaluate(context.Background(), Input{Source: netip.MustParseAddr(src), Realm: "outside", Caller: "14155550100", Callee: "12025559999"}, at)
 	}
 	for i := 0; i < 3; i++ {
 		if d := call("192.0.2.1", now); d.Reject != nil {
@@ -211,7 +212,7 @@ func TestBombingRule(t *testing.T) {
 	f.Rules = append(f.Rules, RuleConfig{Name: "bombing", Type: "bombing", Match: MatchConfig{Realm: "outside"}, Action: ActionConfig{Type: "reject"}})
 	e := testEngine(t, f)
 	call := func(caller, callee string, at time.Time) Decision {
-		return e.Evaluate(context.Background(), Input{Source: "192.0.2.1", Realm: "outside", Caller: caller, Callee: callee}, at)
+		return e.Evaluate(context.Background(), Input{Source: netip.MustParseAddr("192.0.2.1"), Realm: "outside", Caller: caller, Callee: callee}, at)
 	}
 	at := now
 	for i := 0; i < 5; i++ {

@@ -3,30 +3,51 @@ package policy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/stirgate/stirgate/sip"
 )
 
-// Handler adapts the Engine to the call pipeline of the SIP edge.
+// Handler adapts the Engine to the call pipeline of the SIP edge. A chain
+// holds one Handler per phase: PhaseEarly before verification (and before
+// signing on the inside), PhaseVerified after verification on the outside.
 type Handler struct {
 	Engine  *Engine
+	Phase   Phase
 	Metrics *Metrics         // nil: not counted
+	Log     *slog.Logger     // nil: one-ring marks and complaints are not logged
 	Now     func() time.Time // nil: time.Now
 }
 
 // Name is the stage name in metrics, logs and Reason headers.
-func (Handler) Name() string { return "policy" }
-
-// HandleCall evaluates the rules. Every hit, report-mode ones included,
-// goes to the call record; tags become headers; an enforce-mode rejection
-// ends the call.
-func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
-	now := time.Now()
-	if h.Now != nil {
-		now = h.Now()
+func (h Handler) Name() string {
+	if h.Phase == PhaseVerified {
+		return "policy.verified"
 	}
-	d := h.Engine.Evaluate(ctx, Input{Source: c.Source.Addr().String(), Realm: c.Realm, Customer: c.Customer, Caller: c.Orig, Callee: c.Dest}, now)
+	return "policy"
+}
+
+func (h Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func input(c *sip.Call, phase Phase) Input {
+	return Input{
+		Phase: phase, Source: c.Source.Addr(), Realm: c.Realm, Customer: c.Customer,
+		Caller: c.Orig, Callee: c.Dest,
+		Verified: c.Verstat == sip.VerstatPassed, Attest: c.Attest,
+	}
+}
+
+// HandleCall evaluates the rules of the handler's phase. Every hit,
+// report-mode ones included, goes to the call record; tags become headers;
+// an enforce-mode rejection ends the call.
+func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
+	d := h.Engine.Evaluate(ctx, input(c, h.Phase), h.now())
 	for _, hit := range d.Hits {
 		h.Metrics.observe(hit)
 		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s list=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.List, hit.Entry))
@@ -44,4 +65,27 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 		err.Headers = map[string]string{"Call-Info": "<" + d.Reject.CallInfo + ">;purpose=jwscard"}
 	}
 	return err
+}
+
+// CallEnded feeds one-ring detection and the complaint log (sip.Finisher).
+// Only the PhaseEarly handler learns, so a chain with both learns once.
+func (h Handler) CallEnded(rec sip.CallRecord) {
+	if h.Phase != PhaseEarly {
+		return
+	}
+	in := Input{Source: rec.Source.Addr(), Realm: rec.Realm, Customer: rec.Customer, Caller: rec.Orig, Callee: rec.Dest,
+		Verified: rec.Verstat == sip.VerstatPassed, Attest: rec.Attest}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	l := h.Engine.CallEnded(ctx, Outcome{Input: in, Status: rec.Status, Downstream: rec.Stage == sip.StageDownstream, RingAfter: rec.RingAfter, CancelAfter: rec.CancelAfter}, h.now())
+	h.Metrics.learned(l)
+	if h.Log == nil {
+		return
+	}
+	if l.Flagged != "" {
+		h.Log.Warn("one-ring caller flagged", "call_id", rec.CallID, "caller", l.Flagged, "rule", l.FlagRule, "evidence", l.FlagEntry)
+	}
+	if l.Complaint != "" {
+		h.Log.Info("complaint recorded", "call_id", rec.CallID, "subject", l.Complaint, "status", rec.Status)
+	}
 }

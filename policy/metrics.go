@@ -6,23 +6,61 @@ import "github.com/prometheus/client_golang/prometheus"
 // configuration generation. Label values come from the policy files (rule
 // names), so their number is bounded by the admin, not by callers.
 type Metrics struct {
-	hits *prometheus.CounterVec // rule, mode, action
+	hits        *prometheus.CounterVec // rule, mode, action
+	flagged     *prometheus.CounterVec // rule
+	complaints  *prometheus.CounterVec // subject kind
+	storeErrors prometheus.Counter
 }
 
 // NewMetrics registers the policy metrics with reg (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{hits: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "stirgate_policy_hits_total",
-		Help: "Policy rule hits, by rule, mode (enforce|report) and action (allow|reject|tag|store_error).",
-	}, []string{"rule", "mode", "action"})}
+	m := &Metrics{
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_policy_hits_total",
+			Help: "Policy rule hits, by rule, mode (enforce|report) and action (allow|reject|tag|store_error).",
+		}, []string{"rule", "mode", "action"}),
+		flagged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_policy_one_ring_flagged_total",
+			Help: "Callers marked as one-ring (Wangiri), by rule.",
+		}, []string{"rule"}),
+		complaints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_policy_complaints_total",
+			Help: "607 Unwanted complaints recorded, by subject (caller: A-verified calling number; trunk: the source).",
+		}, []string{"subject"}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stirgate_policy_store_errors_total",
+			Help: "Policy store operations that failed; the call went on (fail open).",
+		}),
+	}
 	if reg != nil {
-		reg.MustRegister(m.hits)
+		reg.MustRegister(m.hits, m.flagged, m.complaints, m.storeErrors)
 	}
 	return m
 }
 
 func (m *Metrics) observe(h Hit) {
-	if m != nil {
-		m.hits.WithLabelValues(h.Rule, h.Mode, h.Action).Inc()
+	if m == nil {
+		return
 	}
+	m.hits.WithLabelValues(h.Rule, h.Mode, h.Action).Inc()
+	if h.Action == "store_error" {
+		m.storeErrors.Inc()
+	}
+}
+
+func (m *Metrics) learned(l Learned) {
+	if m == nil {
+		return
+	}
+	if l.Flagged != "" {
+		m.flagged.WithLabelValues(l.FlagRule).Inc()
+	}
+	if l.Complaint != "" {
+		kind := "caller"
+		if len(l.Complaint) > len(keyComplaint) && l.Complaint[:len(keyComplaint)] == keyComplaint {
+			kind = "trunk"
+		}
+		m.complaints.WithLabelValues(kind).Inc()
+	}
+	m.storeErrors.Add(float64(l.StoreErrors))
 }

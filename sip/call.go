@@ -71,6 +71,9 @@ type Call struct {
 
 	// Filled by the chain: the stage that rejected the call, if any.
 	DecidedBy string
+
+	// Filled by the edge while relaying: first 18x and the caller's CANCEL.
+	ringAt, cancelAt time.Time
 }
 
 // Tag asks the edge to add header name: value to the forwarded INVITE.
@@ -126,6 +129,23 @@ func (ch Chain) Run(ctx context.Context, c *Call, observe StageObserver) error {
 		}
 	}
 	return nil
+}
+
+// Finisher is a stage that wants to know how its calls ended (a one-ring
+// pattern, a 607 complaint). The edge calls it once per initial INVITE of
+// its chain, after the final response, whether the chain rejected the call
+// or not; it must not block.
+type Finisher interface {
+	CallEnded(rec CallRecord)
+}
+
+// finish tells the chain's Finisher stages how a call ended.
+func (ch Chain) finish(rec CallRecord) {
+	for _, h := range ch {
+		if f, ok := h.(Finisher); ok {
+			f.CallEnded(rec)
+		}
+	}
 }
 
 // Rejection is a status-carrying error: the edge turns it into exactly one

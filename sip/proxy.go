@@ -32,6 +32,10 @@ type CallRecord struct {
 	Stage    string // the stage that decided: a pipeline stage, "edge" or "downstream"
 	Reason   string
 	Duration time.Duration
+	// RingAfter is the time from the INVITE to the first 18x relayed
+	// upstream, 0 when it never rang; CancelAfter the time to the caller's
+	// CANCEL, 0 when it did not cancel. One-ring detection reads them.
+	RingAfter, CancelAfter time.Duration
 }
 
 // Stage names for decisions the edge takes itself.
@@ -234,14 +238,16 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 			}
 		}
 		e.respond(r, req, tx, res)
-		e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
+		rec := e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
+		g.chains[r.idx].finish(rec)
 		return
 	}
 
 	out := e.peer(r)
 	nh := g.realms[out.idx].nextHop
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
-	e.record(r, req, call, status, stage, "", start)
+	rec := e.record(r, req, call, status, stage, "", start)
+	g.chains[r.idx].finish(rec)
 }
 
 // txContext is a context that ends with the server transaction (or when
@@ -483,6 +489,9 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 					}
 				}
 				if code > 100 && answered == 0 {
+					if call != nil && call.ringAt.IsZero() {
+						call.ringAt = time.Now()
+					}
 					timerC.Reset(g.inviteTimeout)
 					e.respond(in, req, tx, e.upstream(req, res))
 				}
@@ -514,6 +523,9 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			return code, StageDownstream
 		case <-cancelled:
 			cancelled = nil
+			if call != nil && call.cancelAt.IsZero() {
+				call.cancelAt = time.Now()
+			}
 			if answered == 0 {
 				// sipgo has answered 200 to the CANCEL and 487 upstream.
 				answered, answeredBy = 487, StageEdge
@@ -837,7 +849,7 @@ func safeReason(s string) string {
 
 // record logs the one line per finished initial INVITE and hands the record
 // to the configured sink.
-func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, reason string, start time.Time) {
+func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, reason string, start time.Time) CallRecord {
 	rec := CallRecord{
 		CallID:   req.CallID().Value(),
 		Realm:    r.name,
@@ -851,6 +863,12 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 	if c != nil {
 		rec.Orig, rec.Dest, rec.Verstat = c.Orig, c.Dest, c.Verstat
 		rec.Attest, rec.OrigID, rec.Customer, rec.Notes = c.Attest, c.OrigID, c.Customer, c.Notes
+		if !c.ringAt.IsZero() {
+			rec.RingAfter = c.ringAt.Sub(start)
+		}
+		if !c.cancelAt.IsZero() {
+			rec.CancelAfter = c.cancelAt.Sub(start)
+		}
 	} else {
 		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
 	}
@@ -873,8 +891,11 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 		"customer", rec.Customer,
 		"verstat", string(rec.Verstat),
 		"policy", strings.Join(rec.Notes, "; "),
+		"ring_after", rec.RingAfter,
+		"cancel_after", rec.CancelAfter,
 	)
 	if e.records != nil {
 		e.records(rec)
 	}
+	return rec
 }

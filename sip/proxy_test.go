@@ -431,7 +431,8 @@ func TestEdgeCancel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e, d := newTestEdge(t, testConfig(), Chains{})
+			fin := &finisher{}
+			e, d := newTestEdge(t, testConfig(), Chains{Inside: Chain{fin}})
 			cancelled := make(chan struct{})
 			d.script = func(req *sip.Request, tx *sip.ClientTx) {
 				switch req.Method {
@@ -482,6 +483,11 @@ func TestEdgeCancel(t *testing.T) {
 			if !waitFor(func() bool { return methods(d.sent()) == tt.wantDown }) {
 				t.Fatalf("downstream saw %s, want %s", methods(d.sent()), tt.wantDown)
 			}
+			// The chain's Finisher learns how the call ended: rang, then cancelled.
+			rec, n := fin.last()
+			if n != 1 || rec.Status != 487 || rec.RingAfter <= 0 || rec.CancelAfter < rec.RingAfter {
+				t.Errorf("finisher got %d records, last %+v; want one 487 that rang, then was cancelled", n, rec)
+			}
 			if tt.late2xx {
 				bye := d.sent()[3]
 				if bye.Destination() != "127.0.0.1:15666" || bye.CSeq().SeqNo != 2 {
@@ -490,6 +496,29 @@ func TestEdgeCancel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// finisher is a pass-through stage that keeps the records it is told.
+type finisher struct {
+	mu   sync.Mutex
+	recs []CallRecord
+}
+
+func (*finisher) Name() string                            { return "finisher" }
+func (*finisher) HandleCall(context.Context, *Call) error { return nil }
+func (f *finisher) CallEnded(rec CallRecord) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.recs = append(f.recs, rec)
+}
+
+func (f *finisher) last() (CallRecord, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.recs) == 0 {
+		return CallRecord{}, 0
+	}
+	return f.recs[len(f.recs)-1], len(f.recs)
 }
 
 func TestEdgeTimerC(t *testing.T) {

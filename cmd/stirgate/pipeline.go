@@ -66,8 +66,11 @@ func (sh *shared) certSource(x verify.X5UConfig) (verify.CertSource, error) {
 // (DESIGN.md "The call pipeline"). Cheap stages that reject the most run
 // first, so a flood cannot force signature checks or certificate fetches:
 //
-//	inside  (outbound): classify source → rate → DNC / calling window → attest
-//	outside (inbound):  classify source → rate / bombing / one-ring → verify → reputation
+//	inside  (outbound): classify source → policy (rate, DNC, calling window,
+//	                    callback shield, …) → attest
+//	outside (inbound):  policy (rate, bombing, one-ring, hygiene, …) → verify →
+//	                    policy.verified (min attestation, victim protection,
+//	                    reputation)
 //
 // Stages arrive issue by issue; a missing one is simply not in the chain.
 func build(cfg *configs.Config, sh *shared) (*generation, error) {
@@ -76,7 +79,7 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve, sh.policy.Counter())
+	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve, sh.policy)
 	if err != nil {
 		return nil, err
 	}
@@ -84,8 +87,9 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		g.chains.Inside = append(g.chains.Inside, attest.Classify{Service: s.service})
 	}
 	if engine != nil {
-		g.chains.Inside = append(g.chains.Inside, policy.Handler{Engine: engine, Metrics: sh.policyMetrics})
-		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine, Metrics: sh.policyMetrics})
+		early := policy.Handler{Engine: engine, Phase: policy.PhaseEarly, Metrics: sh.policyMetrics, Log: sh.log}
+		g.chains.Inside = append(g.chains.Inside, early)
+		g.chains.Outside = append(g.chains.Outside, early)
 	}
 	if s != nil {
 		g.signing = s
@@ -115,12 +119,15 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		svc := verify.New(vc, src, verify.TrustCredentials{Store: store}, sh.replay, nil)
 		g.chains.Outside = append(g.chains.Outside, verify.Handler{Service: svc, Config: vc, Metrics: sh.verifyMetrics})
 	}
+	if engine != nil {
+		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine, Phase: policy.PhaseVerified, Metrics: sh.policyMetrics, Log: sh.log})
+	}
 	return g, nil
 }
 
 // loadPolicy reads and compiles the policy files (nil when there are none).
 // Each file's lists resolve against that file's directory.
-func loadPolicy(files []string, resolve func(string) string, counter store.Counter) (*policy.Engine, error) {
+func loadPolicy(files []string, resolve func(string) string, st store.Store) (*policy.Engine, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -137,7 +144,7 @@ func loadPolicy(files []string, resolve func(string) string, counter store.Count
 			}
 		}
 	}
-	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()), counter)
+	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()), st)
 	if err != nil {
 		return nil, err
 	}
