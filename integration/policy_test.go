@@ -117,11 +117,17 @@ func TestPolicyDNCThroughStirgate(t *testing.T) {
 	}
 }
 
+// dncInvite is an INVITE from +15551230001 (the caller of the SIPp scenarios).
 func dncInvite(addr, callee string, n int) []byte {
+	return inviteFrom(addr, "+15551230001", callee, n)
+}
+
+// inviteFrom is a bare INVITE from caller to callee; n keeps it unique.
+func inviteFrom(addr, caller, callee string, n int) []byte {
 	return []byte(fmt.Sprintf("INVITE sip:%s@%s SIP/2.0\r\n"+
 		"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK-dnc-%d-%d\r\n"+
-		"Max-Forwards: 70\r\nFrom: <sip:+15551230001@127.0.0.1>;tag=d%d\r\nTo: <sip:%s@%s>\r\n"+
-		"Call-ID: dnc-%d-%d@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", callee, addr, n, time.Now().UnixNano(), n, callee, addr, n, time.Now().UnixNano()))
+		"Max-Forwards: 70\r\nFrom: <sip:%s@127.0.0.1>;tag=d%d\r\nTo: <sip:%s@%s>\r\n"+
+		"Call-ID: dnc-%d-%d@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", callee, addr, n, time.Now().UnixNano(), caller, n, callee, addr, n, time.Now().UnixNano()))
 }
 
 // waitLogCount waits (bounded) until s appears at least n times in the log.
@@ -141,6 +147,15 @@ func waitLogCount(t *testing.T, p *proxy, s string, n int) bool {
 // stay unanswered).
 func startPolicyProxy(t *testing.T, pol string) proxyConfig {
 	t.Helper()
+	cfg, _, _ := policyProxy(t, pol)
+	startSink(t, cfg.PBXPort)
+	return cfg
+}
+
+// policyProxy starts stirgate with one policy file holding pol and returns
+// the file, to edit; the test provides the peers.
+func policyProxy(t *testing.T, pol string) (proxyConfig, *proxy, string) {
+	t.Helper()
 	cfg := newProxyConfig(t)
 	cfg.DrainTimeout = 2 * time.Second
 	polFile := filepath.Join(t.TempDir(), "policy.yaml")
@@ -148,9 +163,7 @@ func startPolicyProxy(t *testing.T, pol string) proxyConfig {
 		t.Fatal(err)
 	}
 	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
-	startSink(t, cfg.PBXPort)
-	startProxy(t, cfg)
-	return cfg
+	return cfg, startProxy(t, cfg), polFile
 }
 
 // TestPolicyRateLimitsOneSource: a flood of INVITEs from one trunk source
@@ -189,5 +202,178 @@ func TestPolicyCallBombing(t *testing.T) {
 	}
 	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870009", 400), 300*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 486 ") {
 		t.Fatalf("another callee was affected: %q", got)
+	}
+}
+
+// TestPolicyOneRing: the Wangiri pattern (INVITE, 180, CANCEL at once) from
+// one caller to 3 distinct callees, driven by SIPp through stirgate to a
+// SIPp PBX, flags the caller: its next call gets 608, our PBX's call back
+// to it is refused by the callback shield, and other callers keep calling.
+func TestPolicyOneRing(t *testing.T) {
+	requireSipp(t)
+	cfg, p, _ := policyProxy(t, `rules:
+  - name: wangiri
+    type: one_ring
+    callees: 3
+    percent: 80
+    ring_max: 2s
+    window: 10m
+    flag_for: 1h
+    action: {type: reject, code: 608}
+  - name: callback-shield
+    type: callback
+    action: {type: reject, code: 603, reason: Decline}
+`)
+	for i := 0; i < 3; i++ {
+		if strings.Contains(p.Log(), "one-ring caller flagged") {
+			t.Fatalf("flagged after %d callees, want 3", i)
+		}
+		callee := fmt.Sprintf("+1555987010%d", i)
+		uas := startSipp(t, sippRun{Name: fmt.Sprintf("ring%d-uas", i), Scenario: "uas_cancel.xml", Port: cfg.PBXPort, Calls: 1, Timeout: 20 * time.Second})
+		runSipp(t, sippRun{Name: fmt.Sprintf("ring%d-uac", i), Scenario: "uac_cancel.xml", Remote: cfg.OutsideAddr(), Service: callee, Calls: 1, Rate: 1, Timeout: 20 * time.Second}).require(t, 1)
+		uas.Wait(t).require(t, 1)
+	}
+	if !waitLogCount(t, p, "one-ring caller flagged", 1) {
+		t.Fatalf("caller not flagged after 3 one-ring calls:\n%s", tail(p.Log(), 10))
+	}
+	if v, _ := p.Metrics(t).Sum("stirgate_policy_one_ring_flagged_total", map[string]string{"rule": "wangiri"}); v != 1 {
+		t.Errorf("stirgate_policy_one_ring_flagged_total = %v, want 1", v)
+	}
+	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870200", 1), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 608 ") {
+		t.Fatalf("next call of the flagged caller: %q, want 608", got)
+	}
+	if got := sendUDP(t, cfg.InsideAddr(), inviteFrom(cfg.InsideAddr(), "+15559870100", "+15551230001", 2), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 603 ") {
+		t.Fatalf("call back to the flagged number: %q, want 603 from the callback shield", got)
+	}
+	startSink(t, cfg.PBXPort)
+	if got := sendUDP(t, cfg.OutsideAddr(), inviteFrom(cfg.OutsideAddr(), "+15551230002", "+15559870200", 3), 500*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 608 ") {
+		t.Fatalf("another caller was rejected: %q", got)
+	}
+}
+
+// TestPolicyCallingWindow: a telemarketing-style call outside its calling
+// window (today is a holiday, in every time zone) gets 603 with the rule in
+// the call record; with the window open all day the call goes through.
+func TestPolicyCallingWindow(t *testing.T) {
+	requireSipp(t)
+	now := time.Now().UTC()
+	var days []string
+	for d := -1; d <= 1; d++ {
+		days = append(days, fmt.Sprintf("%q", now.AddDate(0, 0, d).Format(time.DateOnly)))
+	}
+	pol := fmt.Sprintf("rules:\n  - name: hours\n    type: window\n    match: {realm: inside}\n    hours: \"08:00-21:00\"\n    holidays: [%s]\n    action: {type: reject}\n", strings.Join(days, ", "))
+	cfg, p, polFile := policyProxy(t, pol)
+	sink := startSink(t, cfg.TrunkPort)
+	got := sendUDP(t, cfg.InsideAddr(), dncInvite(cfg.InsideAddr(), "+12125550100", 1), 3*time.Second)
+	if !strings.HasPrefix(got, "SIP/2.0 603 ") {
+		t.Fatalf("call on a holiday: %q, want 603", got)
+	}
+	if len(sink.Messages()) != 0 {
+		t.Fatal("the trunk received a call outside the window")
+	}
+	waitLogCount(t, p, "status=603", 1)
+	if lines := p.callLogLines(); len(lines) != 1 || !strings.Contains(lines[0], "rule=hours") || !strings.Contains(lines[0], "zone=America/New_York") {
+		t.Errorf("call record: %q, want the rule and the callee's zone", lines)
+	}
+	sink.close()
+
+	open := strings.Replace(strings.Replace(pol, "08:00-21:00", "00:00-24:00", 1), "holidays: ["+strings.Join(days, ", ")+"]", "holidays: []", 1)
+	if err := os.WriteFile(polFile, []byte(open), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLogCount(t, p, "config reloaded", 1) {
+		t.Fatalf("open window not reloaded:\n%s", tail(p.Log(), 5))
+	}
+	uas := startSipp(t, sippRun{Name: "window-uas", Scenario: "uas.xml", Port: cfg.TrunkPort, Calls: 2, Timeout: 20 * time.Second})
+	runSipp(t, sippRun{Name: "window-uac", Scenario: "uac.xml", Remote: cfg.InsideAddr(), Service: "+12125550100", Calls: 2, Rate: 10, Timeout: 20 * time.Second}).require(t, 2)
+	uas.Wait(t).require(t, 2)
+}
+
+// TestPolicyEditDuringLoad: 1,000 SIPp calls while the policy file is
+// edited twice: a good edit (a tag rule) changes the decisions of the calls
+// after it, a broken edit changes nothing, and not a single call fails.
+func TestPolicyEditDuringLoad(t *testing.T) {
+	requireSipp(t)
+	const calls = 1000
+	base := "rules:\n  - name: busy-callee\n    type: rate\n    match: {realm: inside}\n    key: callee\n    limit: 100000\n    window: 1m\n    action: {type: reject}\n"
+	tagged := base + "  - name: label\n    type: list\n    match: {realm: inside}\n    lists: [callees]\n    action: {type: tag, header: X-Stirgate-Label, value: edited}\nlists:\n  - name: callees\n    numbers: [\"+1555987*\"]\n"
+	broken := strings.Replace(tagged, "type: list\n", "type: lists\n", 1)
+	cfg, p, polFile := policyProxy(t, base)
+
+	uas := startSipp(t, sippRun{Name: "edit-uas", Scenario: "uas.xml", Port: cfg.TrunkPort, Calls: calls, Timeout: 90 * time.Second})
+	uac := startSipp(t, sippRun{Name: "edit-uac", Scenario: "uac.xml", Remote: cfg.InsideAddr(), Calls: calls, Rate: 100, Timeout: 90 * time.Second})
+	edit := func(content, want string, n int) {
+		t.Helper()
+		if err := os.WriteFile(polFile, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !waitLogCount(t, p, want, n) {
+			t.Errorf("edit not taken (%s):\n%s", want, tail(p.Log(), 5))
+		}
+	}
+	time.Sleep(3 * time.Second) // about 300 calls under the first policy
+	edit(tagged, "config reloaded", 1)
+	time.Sleep(2 * time.Second)
+	edit(broken, "config reload failed", 1)
+	uac.Wait(t).require(t, calls)
+	uas.Wait(t).require(t, calls)
+
+	var before, labelled int
+	for _, l := range p.callLogLines() {
+		if strings.Contains(l, "rule=label") {
+			labelled++
+		} else {
+			before++
+		}
+	}
+	if before < 100 || labelled < 100 || before+labelled != calls {
+		t.Fatalf("%d calls decided without the tag rule, %d with it, want both (total %d)", before, labelled, calls)
+	}
+	if !strings.Contains(p.Log(), `type: \"lists\" is not one of`) {
+		t.Errorf("the broken edit's error does not name the key:\n%s", tail(p.Log(), 5))
+	}
+}
+
+// TestPolicyComplaints: 607 Unwanted answered by the PBX (SIPp) to inbound
+// calls records complaints; these calls are not verified, so they count
+// against the source trunk, and the reputation rule refuses the trunk's
+// next call with 608 and a redress Call-Info while another trunk passes.
+func TestPolicyComplaints(t *testing.T) {
+	requireSipp(t)
+	cfg, p, _ := policyProxy(t, `rules:
+  - name: trunk-reputation
+    type: reputation
+    subject: source
+    limit: 2
+    window: 1h
+    action: {type: reject, code: 608, call_info: "https://redress.example.net/"}
+`)
+	uas := startSipp(t, sippRun{Name: "unwanted-uas", Scenario: "uas_unwanted.xml", Port: cfg.PBXPort, Calls: 2, Timeout: 20 * time.Second})
+	runSipp(t, sippRun{Name: "unwanted-uac", Scenario: "uac_unwanted.xml", Remote: cfg.OutsideAddr(), Calls: 2, Rate: 10, Timeout: 20 * time.Second}).require(t, 2)
+	uas.Wait(t).require(t, 2)
+	if !waitLogCount(t, p, "complaint recorded", 2) || !strings.Contains(p.Log(), "subject=trunk:127.0.0.1") {
+		t.Fatalf("complaints not recorded against the trunk:\n%s", tail(p.Log(), 6))
+	}
+	if v, _ := p.Metrics(t).Sum("stirgate_policy_complaints_total", map[string]string{"subject": "trunk"}); v != 2 {
+		t.Errorf("stirgate_policy_complaints_total{subject=trunk} = %v, want 2", v)
+	}
+	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 1), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 608 ") {
+		t.Fatalf("next call from the complained-about trunk: %q, want 608", got)
+	}
+	startSink(t, cfg.PBXPort)
+	if got := sendUDPFrom(t, "127.0.0.2", cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 2), 500*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 608 ") {
+		t.Fatalf("another trunk was refused: %q", got)
+	}
+	waitLogCount(t, p, "status=608", 1)
+	for _, l := range p.callLogLines() {
+		if strings.Contains(l, "status=608") && !strings.Contains(l, "stage=policy.verified") {
+			t.Errorf("608 decided by %q, want the policy.verified stage", l)
+		}
 	}
 }
