@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stirgate/stirgate/attest"
 )
 
 // policyYAML is a policy file: a DNC list holding the callee SIPp dials
@@ -374,6 +376,64 @@ func TestPolicyComplaints(t *testing.T) {
 	for _, l := range p.callLogLines() {
 		if strings.Contains(l, "status=608") && !strings.Contains(l, "stage=policy.verified") {
 			t.Errorf("608 decided by %q, want the policy.verified stage", l)
+		}
+	}
+}
+
+// TestPolicyAfterVerification: the policy.verified stage sees the
+// verification result. A minimum-attestation rule for the trunk refuses an
+// unsigned and a C-attested call (forwarded by verify: on_missing forward)
+// and lets an A-attested call through to the PBX.
+func TestPolicyAfterVerification(t *testing.T) {
+	cfg := newProxyConfig(t)
+	cfg.DrainTimeout = 2 * time.Second // the PBX never answers the call it gets
+	pki := testPKI(t, "http://127.0.0.1/")
+	chain, err := os.ReadFile(filepath.Join(pki, "sp.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startX5UServers(t, chain)
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	pol := "rules:\n  - name: trunk-needs-b\n    type: attestation\n    match: {sources: [\"127.0.0.0/8\"]}\n    min_attest: B\n    action: {type: reject}\n"
+	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Extra = verifyYAML(filepath.Join(pki, "root.pem"), srv.ports) + fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
+	p := startProxy(t, cfg)
+	sink := startSink(t, cfg.PBXPort)
+
+	sg := signerFor(t, pki, srv.good.URL+"/sp.pem")
+	sign := func(level attest.Level) string {
+		pp := passport("15551230001", time.Now())
+		pp.Attest = level
+		id, err := sg.Sign(pp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for i, tc := range []struct {
+		name string
+		ids  []string
+	}{{"unsigned", nil}, {"C-attested", []string{sign(attest.LevelC)}}} {
+		if got := sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), i, tc.ids...), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 608 ") {
+			t.Fatalf("%s call from the trunk: %q, want 608", tc.name, got)
+		}
+	}
+	if n := len(sink.Messages()); n != 0 {
+		t.Fatalf("the PBX received %d refused calls", n)
+	}
+	sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), 3, sign(attest.LevelA)), 500*time.Millisecond)
+	for i := 0; i < 40 && len(sink.Messages()) == 0; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if msgs := sink.Messages(); len(msgs) == 0 || !strings.Contains(msgs[0], "verstat=TN-Validation-Passed") {
+		t.Fatalf("the A-attested call did not reach the PBX verified: %q", msgs)
+	}
+	waitLogCount(t, p, "status=608", 2)
+	for _, l := range p.callLogLines() {
+		if strings.Contains(l, "status=608") && (!strings.Contains(l, "stage=policy.verified") || !strings.Contains(l, "rule=trunk-needs-b")) {
+			t.Errorf("call record: %q, want the policy.verified stage and the rule", l)
 		}
 	}
 }
