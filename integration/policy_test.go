@@ -437,3 +437,25 @@ func TestPolicyAfterVerification(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyConcurrentCalls: 3 SIPp calls held up for 3 s fill a trunk's
+// limit of 3 calls in progress; a 4th call gets 503; once the SIPp calls
+// have hung up (BYE), the slots are free and a call goes through.
+func TestPolicyConcurrentCalls(t *testing.T) {
+	requireSipp(t)
+	cfg, p, _ := policyProxy(t, "rules:\n  - name: trunk-capacity\n    type: concurrent\n    match: {realm: outside}\n    key: source\n    limit: 3\n    action: {type: reject, code: 503}\n")
+	uas := startSipp(t, sippRun{Name: "held-uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: 3, Timeout: 30 * time.Second})
+	uac := startSipp(t, sippRun{Name: "held-uac", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), Calls: 3, Rate: 10, PauseMS: 3000, Timeout: 30 * time.Second})
+	if !waitLogCount(t, p, "status=200", 3) {
+		t.Fatalf("the 3 held calls were not answered:\n%s", tail(p.Log(), 5))
+	}
+	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 1), 2*time.Second); !strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Fatalf("4th call in progress from the trunk: %q, want 503", got)
+	}
+	uac.Wait(t).require(t, 3)
+	uas.Wait(t).require(t, 3)
+	startSink(t, cfg.PBXPort)
+	if got := sendUDP(t, cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 2), 500*time.Millisecond); strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Fatalf("after the calls hung up: %q, want the slots free", got)
+	}
+}

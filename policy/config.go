@@ -117,6 +117,11 @@ type RuleConfig struct {
 	Holidays []string `yaml:"holidays"`
 	TimeZone string   `yaml:"timezone"`
 
+	// Concurrent rules: at most Limit calls in progress per Key (customer,
+	// source, realm); a slot is freed when the call ends, or after
+	// MaxDuration (default 4h) if its end was never seen.
+	MaxDuration time.Duration `yaml:"max_duration"`
+
 	// Reputation rules: Subject (caller | source) with at least Limit 607
 	// complaints within Window.
 	Subject string `yaml:"subject"`
@@ -191,7 +196,7 @@ func (f *File) ApplyDefaults() {
 		}
 		r.applyTypeDefaults()
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
-			r.Action.Code = map[string]int{"dnc": 603, "window": 603, "rate": 503, "bombing": 486, "protect": 486, "hygiene": 608}[r.Type]
+			r.Action.Code = map[string]int{"dnc": 603, "window": 603, "rate": 503, "concurrent": 503, "bombing": 486, "protect": 486, "hygiene": 608}[r.Type]
 			if r.Action.Code == 0 {
 				r.Action.Code = 608
 			}
@@ -248,6 +253,8 @@ func (r *RuleConfig) applyTypeDefaults() {
 		if r.TimeZone == "" {
 			r.TimeZone = "UTC"
 		}
+	case "concurrent":
+		defDur(&r.MaxDuration, 4*time.Hour)
 	case "reputation":
 		def(&r.Limit, 3)
 		defDur(&r.Window, 24*time.Hour)
@@ -308,7 +315,7 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, r.Name))
 		}
 		names[r.Name] = true
-		add(oneOf(p+"type", r.Type, "list", "dnc", "window", "rate", "bombing", "protect", "one_ring", "callback", "hygiene", "attestation", "reputation"))
+		add(oneOf(p+"type", r.Type, "list", "dnc", "window", "rate", "concurrent", "bombing", "protect", "one_ring", "callback", "hygiene", "attestation", "reputation"))
 		add(oneOf(p+"mode", r.Mode, "enforce", "report"))
 		add(oneOf(p+"number", r.Number, "callee", "caller"))
 		if r.Match.Realm != "" {
@@ -408,7 +415,7 @@ func (f *File) Validate() error {
 }
 
 // stateful are the rule types validated by validateStateful.
-var stateful = map[string]bool{"window": true, "protect": true, "one_ring": true, "callback": true, "attestation": true, "reputation": true}
+var stateful = map[string]bool{"concurrent": true, "window": true, "protect": true, "one_ring": true, "callback": true, "attestation": true, "reputation": true}
 
 // validateStateful checks the parameters of the rule types added on
 // policy/store and the clock; errors start with the key.
@@ -477,6 +484,17 @@ func (r *RuleConfig) validateStateful() []error {
 		}
 		window(7 * 24 * time.Hour)
 		flagFor()
+	case "concurrent":
+		noLists()
+		if err := oneOf("key", r.Key, "customer", "source", "realm"); err != nil {
+			errs = append(errs, err)
+		}
+		if r.Limit < 1 {
+			add("limit: %d, want at least 1", r.Limit)
+		}
+		if r.MaxDuration < time.Minute || r.MaxDuration > 48*time.Hour {
+			add("max_duration: %s out of range 1m..48h", r.MaxDuration)
+		}
 	case "callback":
 		noLists()
 	case "attestation":

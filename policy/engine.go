@@ -53,6 +53,7 @@ type Input struct {
 	Customer string
 	Caller   string // canonical numbers, "" when none
 	Callee   string
+	CallID   string // names the call's concurrent-call slots
 	// Verification result (PhaseVerified): whether the identity was
 	// verified, and its attestation A, B or C.
 	Verified bool
@@ -77,7 +78,13 @@ type Decision struct {
 	// Hits are every rule that matched, in evaluation order, report-mode
 	// ones included: the call record's inputs.
 	Hits []Hit
+	// Held are the concurrent-call slots the call now holds: give them
+	// back with Release when the call ends (rejected or not).
+	Held []Slot
 }
+
+// Slot is one concurrent-call slot held by a call.
+type Slot struct{ Key, Member string }
 
 // Loader loads a file list; Compile resolves list paths through it.
 type Loader func(l ListConfig) (*numbers.List, error)
@@ -387,6 +394,8 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 		switch r.Type {
 		case "rate":
 			h, ok = e.rateHit(ctx, r, in, now)
+		case "concurrent":
+			h, ok = e.concurrentHit(ctx, r, in, now, &d)
 		case "bombing":
 			h, ok = e.bombingHit(ctx, r, in, now)
 		case "hygiene":

@@ -38,7 +38,7 @@ func (h Handler) now() time.Time {
 func input(c *sip.Call, phase Phase) Input {
 	return Input{
 		Phase: phase, Source: c.Source.Addr(), Realm: c.Realm, Customer: c.Customer,
-		Caller: c.Orig, Callee: c.Dest,
+		Caller: c.Orig, Callee: c.Dest, CallID: c.CallID,
 		Verified: c.Verstat == sip.VerstatPassed, Attest: c.Attest,
 	}
 }
@@ -48,6 +48,14 @@ func input(c *sip.Call, phase Phase) Input {
 // an enforce-mode rejection ends the call.
 func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	d := h.Engine.Evaluate(ctx, input(c, h.Phase), h.now())
+	if len(d.Held) > 0 {
+		engine, metrics := h.Engine, h.Metrics
+		c.OnEnd(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			metrics.storeFailures(engine.Release(ctx, d.Held))
+		})
+	}
 	for _, hit := range d.Hits {
 		h.Metrics.observe(hit)
 		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s list=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.List, hit.Entry))

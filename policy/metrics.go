@@ -62,5 +62,11 @@ func (m *Metrics) learned(l Learned) {
 		}
 		m.complaints.WithLabelValues(kind).Inc()
 	}
-	m.storeErrors.Add(float64(l.StoreErrors))
+	m.storeFailures(l.StoreErrors)
+}
+
+func (m *Metrics) storeFailures(n int) {
+	if m != nil && n > 0 {
+		m.storeErrors.Add(float64(n))
+	}
 }

@@ -290,3 +290,52 @@ func (e *Engine) reputationHit(ctx context.Context, r *rule, in Input, now time.
 	}
 	return r.hitf("complaints", "%s count=%d limit=%d window=%s", subject, n, r.Limit, r.Window), true
 }
+
+// concurrentHit takes a slot for the call under the rule's key and fires
+// when that makes more than limit calls in progress. A rejecting hit gives
+// its slot back at once; otherwise the slot is held (d.Held) until Release.
+func (e *Engine) concurrentHit(ctx context.Context, r *rule, in Input, now time.Time, d *Decision) (Hit, bool) {
+	if e.store == nil || in.CallID == "" {
+		return Hit{}, false
+	}
+	var k string
+	switch r.Key {
+	case "source":
+		if in.Source.IsValid() {
+			k = in.Source.String()
+		}
+	case "customer":
+		k = in.Customer
+	case "realm":
+		k = in.Realm
+	}
+	if k == "" {
+		return Hit{}, false
+	}
+	slot := Slot{Key: "concurrent:" + r.Name + ":" + k, Member: in.CallID}
+	n, err := e.store.Concurrency().Acquire(ctx, slot.Key, slot.Member, r.MaxDuration, now)
+	if err != nil {
+		return r.storeError(k)
+	}
+	if n <= r.Limit {
+		d.Held = append(d.Held, slot)
+		return Hit{}, false
+	}
+	if r.Mode == "enforce" && r.Action.Type == "reject" {
+		_ = e.store.Concurrency().Release(ctx, slot.Key, slot.Member)
+	} else {
+		d.Held = append(d.Held, slot)
+	}
+	return r.hitf(r.Key, "%s calls=%d limit=%d", k, n, r.Limit), true
+}
+
+// Release gives back the slots a call held; errors are counted by the
+// caller (a lost release frees itself after max_duration).
+func (e *Engine) Release(ctx context.Context, slots []Slot) (failed int) {
+	for _, s := range slots {
+		if err := e.store.Concurrency().Release(ctx, s.Key, s.Member); err != nil {
+			failed++
+		}
+	}
+	return failed
+}

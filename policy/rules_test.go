@@ -290,3 +290,31 @@ func TestValidateStatefulRules(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentRule(t *testing.T) {
+	ctx := context.Background()
+	e := ruleEngine(t, RuleConfig{Name: "trunk-capacity", Type: "concurrent", Key: "customer", Limit: 2, Match: MatchConfig{Realm: "inside"}, Action: ActionConfig{Type: "reject"}})
+	call := func(id, customer string) Decision {
+		return e.Evaluate(ctx, Input{Realm: "inside", Customer: customer, CallID: id, Caller: "14155550100", Callee: "12025559999"}, now)
+	}
+	d1, d2 := call("c1", "acme"), call("c2", "acme")
+	if d1.Reject != nil || d2.Reject != nil || len(d1.Held) != 1 || len(d2.Held) != 1 {
+		t.Fatalf("two calls within the limit: %+v %+v", d1, d2)
+	}
+	d3 := call("c3", "acme")
+	if d3.Reject == nil || d3.Reject.Code != 503 || len(d3.Held) != 0 || !strings.Contains(d3.Hits[0].Entry, "calls=3 limit=2") {
+		t.Fatalf("third concurrent call: %+v, want 503 holding nothing", d3)
+	}
+	if d := call("c4", "other"); d.Reject != nil {
+		t.Fatal("another customer was limited")
+	}
+	if failed := e.Release(ctx, d1.Held); failed != 0 {
+		t.Fatalf("%d releases failed", failed)
+	}
+	if d := call("c5", "acme"); d.Reject != nil {
+		t.Fatalf("a freed slot was not reused: %+v", d.Hits)
+	}
+	if d := call("c6", "acme"); d.Reject == nil {
+		t.Fatal("a third call in progress was let through")
+	}
+}

@@ -74,6 +74,23 @@ type Call struct {
 
 	// Filled by the edge while relaying: first 18x and the caller's CANCEL.
 	ringAt, cancelAt time.Time
+	onEnd            []func()
+}
+
+// OnEnd registers f to run once when the call is over: after its final
+// response when that is not a 2xx, else when its dialog ends (BYE answered,
+// or the dialog expired). Stages use it to free what they hold for the
+// call, such as a concurrent-call slot. f runs on an edge goroutine and must
+// not block.
+func (c *Call) OnEnd(f func()) { c.onEnd = append(c.onEnd, f) }
+
+// end runs the OnEnd functions; the edge calls it exactly once per call.
+func (c *Call) end() {
+	fs := c.onEnd
+	c.onEnd = nil
+	for _, f := range fs {
+		f()
+	}
 }
 
 // Tag asks the edge to add header name: value to the forwarded INVITE.

@@ -27,17 +27,24 @@ type dialogs struct {
 type dialog struct {
 	since time.Time
 	acked chan struct{} // closed when the ACK of the 2xx was forwarded
+	ended func()        // the call's OnEnd functions; nil for none
 }
 
 func newDialogs(g prometheus.Gauge) *dialogs {
 	return &dialogs{m: make(map[string]*dialog), gauge: g}
 }
 
-func (d *dialogs) add(callID string) {
+// add records a confirmed dialog; ended (may be nil) runs when it is
+// removed or expires.
+func (d *dialogs) add(callID string, ended func()) {
 	d.mu.Lock()
-	d.m[callID] = &dialog{since: time.Now(), acked: make(chan struct{})}
+	old := d.m[callID]
+	d.m[callID] = &dialog{since: time.Now(), acked: make(chan struct{}), ended: ended}
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
+	if old != nil && old.ended != nil {
+		old.ended()
+	}
 }
 
 // acked records that the ACK of the dialog's 2xx was forwarded.
@@ -72,9 +79,13 @@ func (d *dialogs) waitAck(callID string, max time.Duration) {
 
 func (d *dialogs) remove(callID string) {
 	d.mu.Lock()
+	dl := d.m[callID]
 	delete(d.m, callID)
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
+	if dl != nil && dl.ended != nil {
+		dl.ended()
+	}
 }
 
 func (d *dialogs) count() int {
@@ -92,14 +103,21 @@ func (d *dialogs) sweep(ctx context.Context, maxAge time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			var ended []func()
 			d.mu.Lock()
 			for id, dl := range d.m {
 				if now.Sub(dl.since) > maxAge {
 					delete(d.m, id)
+					if dl.ended != nil {
+						ended = append(ended, dl.ended)
+					}
 				}
 			}
 			d.gauge.Set(float64(len(d.m)))
 			d.mu.Unlock()
+			for _, f := range ended {
+				f()
+			}
 		}
 	}
 }

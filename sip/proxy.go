@@ -239,6 +239,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		}
 		e.respond(r, req, tx, res)
 		rec := e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
+		call.end()
 		g.chains[r.idx].finish(rec)
 		return
 	}
@@ -247,6 +248,9 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	nh := g.realms[out.idx].nextHop
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
 	rec := e.record(r, req, call, status, stage, "", start)
+	if status < 200 || status >= 300 { // a 2xx: the dialog ends the call
+		call.end()
+	}
 	g.chains[r.idx].finish(rec)
 }
 
@@ -507,7 +511,11 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			}
 			if res.IsSuccess() {
 				if initial { // before the 2xx leaves: its ACK may come back at once
-					e.dialogs.add(req.CallID().Value())
+					var ended func()
+					if call != nil {
+						ended = call.end
+					}
+					e.dialogs.add(req.CallID().Value(), ended)
 				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.

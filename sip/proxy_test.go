@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,7 +355,7 @@ func TestEdgeRoutesInDialogByRoute(t *testing.T) {
 		"Call-ID: call-1@test\r\n" +
 		"CSeq: 2 BYE\r\n" +
 		"Content-Length: 0\r\n\r\n"
-	e.dialogs.add("call-1@test")
+	e.dialogs.add("call-1@test", nil)
 	up, down := run(t, e, d, inside, parseReq(t, bye, "127.0.0.1:5090"))
 	if len(down) != 1 {
 		t.Fatalf("forwarded %d, want 1", len(down))
@@ -626,5 +627,45 @@ func TestEdgeAddsResponseReasonUpstream(t *testing.T) {
 	}
 	if !strings.Contains(down[0].From().Value(), "verstat=TN-Validation-Failed") {
 		t.Errorf("forwarded From = %s, want verstat=TN-Validation-Failed", down[0].From().Value())
+	}
+}
+
+// TestCallOnEnd: what a stage registers with OnEnd runs once the call is
+// over: at once for a rejected or failed call, at the end of the dialog for
+// an answered one.
+func TestCallOnEnd(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		code   int  // downstream answer; 0: a later stage rejects
+		dialog bool // the call is answered: ends with its dialog
+	}{{"rejected by a later stage", 0, false}, {"callee busy", 486, false}, {"answered", 200, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var ended atomic.Int32
+			chain := Chain{HandlerFunc{"holder", func(_ context.Context, c *Call) error { c.OnEnd(func() { ended.Add(1) }); return nil }}}
+			if tt.code == 0 {
+				chain = append(chain, HandlerFunc{"reject", func(context.Context, *Call) error { return Reject(503, "Busy", nil) }})
+			}
+			e, d := newTestEdge(t, testConfig(), Chains{Outside: chain})
+			d.answer = func(req *sip.Request) *sip.Response {
+				res := sip.NewResponseFromRequest(req, tt.code, "X", nil)
+				res.To().Params.Add("tag", "callee")
+				return res
+			}
+			req := parseReq(t, testInvite, "127.0.0.1:15100")
+			run(t, e, d, outside, req)
+			want := int32(1)
+			if tt.dialog {
+				want = 0
+			}
+			if got := ended.Load(); got != want {
+				t.Fatalf("OnEnd ran %d times after the final response, want %d", got, want)
+			}
+			if tt.dialog {
+				e.dialogs.remove(req.CallID().Value())
+				if got := ended.Load(); got != 1 {
+					t.Fatalf("OnEnd ran %d times after the dialog ended, want 1", got)
+				}
+			}
+		})
 	}
 }

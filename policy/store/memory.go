@@ -97,6 +97,7 @@ type Memory struct {
 	distinct   memDistinct
 	flags      memFlags
 	complaints memComplaints
+	concurrent memConcurrency
 }
 
 var _ Store = (*Memory)(nil)
@@ -122,6 +123,7 @@ func NewMemory(opts ...MemoryOption) *Memory {
 	m.complaints.retention = int64(cfg.retention)
 	m.complaints.maxPerSubject = cfg.maxComplaints
 	m.complaints.expired = m.complaints.subjectExpired
+	m.concurrent.init(m.seed, perShard, concExpired)
 	return m
 }
 
@@ -137,6 +139,9 @@ func (m *Memory) Flags() Flags { return &m.flags }
 // Complaints returns the complaint log.
 func (m *Memory) Complaints() Complaints { return &m.complaints }
 
+// Concurrency returns the calls-in-progress slots.
+func (m *Memory) Concurrency() Concurrency { return &m.concurrent }
+
 // Close does nothing and returns nil: Memory holds no goroutines or
 // connections.
 func (m *Memory) Close() error { return nil }
@@ -150,6 +155,7 @@ func (m *Memory) Sweep(now time.Time) {
 	m.distinct.sweepAll(ns)
 	m.flags.sweepAll(ns)
 	m.complaints.sweepAll(ns)
+	m.concurrent.sweepAll(ns)
 }
 
 // TableStats describes one structure of a Memory store.
@@ -161,7 +167,7 @@ type TableStats struct {
 
 // MemoryStats is a snapshot of a Memory store, for metrics.
 type MemoryStats struct {
-	Counter, Distinct, Flags, Complaints TableStats
+	Counter, Distinct, Flags, Complaints, Concurrency TableStats
 	// DistinctSaturated counts Distinct.Add calls whose new member was not
 	// recorded because its key held WithMaxMembers members.
 	DistinctSaturated uint64
@@ -178,6 +184,7 @@ func (m *Memory) Stats() MemoryStats {
 		Distinct:          m.distinct.stats(),
 		Flags:             m.flags.stats(),
 		Complaints:        m.complaints.stats(),
+		Concurrency:       m.concurrent.stats(),
 		DistinctSaturated: m.distinct.saturated.Load(),
 		ComplaintsDropped: m.complaints.dropped.Load(),
 	}

@@ -104,15 +104,32 @@ type Complaints interface {
 	Count(ctx context.Context, subject string, window time.Duration, now time.Time) (int, error)
 }
 
-// Store bundles the four structures. It is created once in main and injected
+// Concurrency counts calls in progress per key (a customer, a trunk): a
+// call holds a slot, named by member (its Call-ID), from Acquire until
+// Release. A slot also ends at its ttl, so one whose release was lost (a
+// crashed node) frees itself.
+//
+// Redis: a sorted set per key, member = call, score = expiry in ms:
+// ZREMRANGEBYSCORE key -inf now; ZADD key expiry member; ZCARD; PEXPIRE key
+// to the latest expiry, in one Lua script. Release is ZREM.
+type Concurrency interface {
+	// Acquire takes a slot for member (re-acquiring renews it) and returns
+	// the number of slots held at now, this one included.
+	Acquire(ctx context.Context, key, member string, ttl time.Duration, now time.Time) (int, error)
+	// Release frees member's slot; an unknown one is not an error.
+	Release(ctx context.Context, key, member string) error
+}
+
+// Store bundles the five structures. It is created once in main and injected
 // into every configuration generation, so state survives reloads. The
-// structures are separate values (not one type implementing four interfaces)
+// structures are separate values (not one type implementing five interfaces)
 // because their methods share names; each has its own key space.
 type Store interface {
 	Counter() Counter
 	Distinct() Distinct
 	Flags() Flags
 	Complaints() Complaints
+	Concurrency() Concurrency
 	// Close releases the store's resources (connections for Redis; nothing
 	// for Memory). The structures must not be used afterwards.
 	Close() error

@@ -433,3 +433,54 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("total count %d, want %d", total, workers*perWorker)
 	}
 }
+
+func TestConcurrency(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		run  func(c Concurrency) (int, error)
+		want int
+	}{
+		{"slots add up", func(c Concurrency) (int, error) {
+			c.Acquire(ctx, "k", "call-1", time.Hour, t0)
+			return c.Acquire(ctx, "k", "call-2", time.Hour, t0)
+		}, 2},
+		{"re-acquiring renews, does not add", func(c Concurrency) (int, error) {
+			c.Acquire(ctx, "k", "call-1", time.Hour, t0)
+			return c.Acquire(ctx, "k", "call-1", time.Hour, at(time.Minute))
+		}, 1},
+		{"release frees", func(c Concurrency) (int, error) {
+			c.Acquire(ctx, "k", "call-1", time.Hour, t0)
+			c.Acquire(ctx, "k", "call-2", time.Hour, t0)
+			if err := c.Release(ctx, "k", "call-1"); err != nil {
+				return 0, err
+			}
+			return c.Acquire(ctx, "k", "call-3", time.Hour, t0)
+		}, 2},
+		{"a lost release expires", func(c Concurrency) (int, error) {
+			c.Acquire(ctx, "k", "call-1", time.Hour, t0)
+			return c.Acquire(ctx, "k", "call-2", time.Hour, at(time.Hour+time.Second))
+		}, 1},
+		{"keys are separate", func(c Concurrency) (int, error) {
+			c.Acquire(ctx, "a", "call-1", time.Hour, t0)
+			return c.Acquire(ctx, "b", "call-2", time.Hour, t0)
+		}, 1},
+		{"unknown release is fine", func(c Concurrency) (int, error) {
+			return 0, c.Release(ctx, "nothing", "call-1")
+		}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.run(NewMemory().Concurrency())
+			if err != nil || got != tt.want {
+				t.Fatalf("got %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	m := NewMemory()
+	m.Concurrency().Acquire(ctx, "k", "call-1", time.Hour, t0)
+	m.Concurrency().Release(ctx, "k", "call-1")
+	if n := m.Stats().Concurrency.Keys; n != 0 {
+		t.Fatalf("%d keys left after the last release, want 0", n)
+	}
+}
