@@ -17,13 +17,6 @@ func ruleEngine(t *testing.T, rules ...RuleConfig) *Engine {
 	return testEngine(t, f)
 }
 
-func lastRule(d Decision) string {
-	if len(d.Hits) == 0 {
-		return ""
-	}
-	return d.Hits[len(d.Hits)-1].Rule
-}
-
 func TestWindowRule(t *testing.T) {
 	ny := "12125550100" // America/New_York: UTC-5 in November
 	tests := []struct {
