@@ -6,8 +6,9 @@
 // (one caller to one callee), protect (victim protection: many distinct
 // callers to one callee), one_ring (Wangiri callers, flagged from how their
 // calls ended), callback (the callback shield: calls to flagged numbers),
-// hygiene (caller-ID checks), attestation (minimum verified attestation) and
-// reputation (607 complaints). State lives in policy/store.
+// hygiene (caller-ID checks), concurrent (calls in progress), attestation
+// (minimum verified attestation) and reputation (607 complaints). State
+// lives in policy/store.
 package policy
 
 import (
@@ -15,6 +16,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/numbers"
 )
 
 // Settings is the `policy:` section of stirgate.yaml.
@@ -219,48 +222,38 @@ func (f *File) ApplyDefaults() {
 // Defaults of the stateful rule types, after published anti-harassment
 // practice; configs/policy.yaml documents them.
 func (r *RuleConfig) applyTypeDefaults() {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
 	switch r.Type {
 	case "protect":
-		def(&r.Distinct, 10)
-		defDur(&r.Window, 10*time.Minute)
-		defDur(&r.FlagFor, 30*time.Minute)
-		if r.MinAttest == "" {
-			r.MinAttest = "A"
-		}
+		orDefault(&r.Distinct, 10)
+		orDefault(&r.Window, 10*time.Minute)
+		orDefault(&r.FlagFor, 30*time.Minute)
+		orDefault(&r.MinAttest, "A")
 	case "one_ring":
-		def(&r.Callees, 5)
-		def(&r.Percent, 80)
-		defDur(&r.Window, time.Hour)
-		defDur(&r.RingMax, 5*time.Second)
-		defDur(&r.FlagFor, 24*time.Hour)
+		orDefault(&r.Callees, 5)
+		orDefault(&r.Percent, 80)
+		orDefault(&r.Window, time.Hour)
+		orDefault(&r.RingMax, 5*time.Second)
+		orDefault(&r.FlagFor, 24*time.Hour)
 	case "window":
-		if r.Hours == "" {
-			r.Hours = "08:00-21:00"
-		}
+		orDefault(&r.Hours, "08:00-21:00")
+		orDefault(&r.TimeZone, "UTC")
 		if r.Days == nil {
 			r.Days = []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
 		}
-		if r.TimeZone == "" {
-			r.TimeZone = "UTC"
-		}
 	case "concurrent":
-		defDur(&r.MaxDuration, 4*time.Hour)
+		orDefault(&r.MaxDuration, 4*time.Hour)
 	case "reputation":
-		def(&r.Limit, 3)
-		defDur(&r.Window, 24*time.Hour)
-		if r.Subject == "" {
-			r.Subject = "caller"
-		}
+		orDefault(&r.Limit, 3)
+		orDefault(&r.Window, 24*time.Hour)
+		orDefault(&r.Subject, "caller")
+	}
+}
+
+// orDefault sets *v to d when it is the zero value (absent from the file).
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
 	}
 }
 
@@ -283,7 +276,7 @@ func (f *File) Validate() error {
 		}
 	}
 	for i, e := range f.Emergency {
-		if !isDigits(e) {
+		if tn, ok := numbers.Canonical(e); !ok || tn != e {
 			add(fmt.Errorf("emergency[%d]: %q is not a number", i, e))
 		}
 	}
@@ -511,18 +504,6 @@ func (r *RuleConfig) validateStateful() []error {
 		window(30 * 24 * time.Hour)
 	}
 	return errs
-}
-
-func isDigits(s string) bool {
-	if s == "" || len(s) > 15 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func isToken(s string) bool {

@@ -20,8 +20,14 @@ type Engine struct {
 	emergency map[string]bool
 	classes   map[string]map[string]bool // class -> customer set
 	rules     []rule
-	allowers  []int // indexes of enforce-mode allow rules: evaluated first
+	allowers  []int   // indexes of enforce-mode allow rules: evaluated first
+	phases    [2]bool // which phases have rules
+	oneRing   bool    // some one_ring rule learns from outcomes
 }
+
+// HasRules reports whether any rule runs in phase: the pipeline leaves a
+// stage without rules out of the chain.
+func (e *Engine) HasRules(phase Phase) bool { return e.phases[phase] }
 
 type rule struct {
 	RuleConfig
@@ -30,6 +36,7 @@ type rule struct {
 	sources []netip.Prefix
 	window  *callingWindow // window rules
 	phase   Phase
+	allower bool // an enforce-mode allow list rule: evaluated first, in both phases
 }
 
 // Phase says which of the two policy stages a rule runs in.
@@ -174,8 +181,11 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 			r.consent = append(r.consent, l)
 		}
 		if rc.Type == "list" && rc.Action.Type == "allow" && rc.Mode == "enforce" {
+			r.allower = true
 			e.allowers = append(e.allowers, len(e.rules))
 		}
+		e.phases[r.phase] = true
+		e.oneRing = e.oneRing || rc.Type == "one_ring"
 		e.rules = append(e.rules, r)
 	}
 	return e, nil
@@ -244,50 +254,40 @@ func (r *rule) hit(in Input, now time.Time) (Hit, bool) {
 	if r.Number == "caller" {
 		tn = in.Caller
 	}
-	if tn == "" {
+	list, entry, ok := listed(r.lists, tn, now)
+	if !ok {
 		return Hit{}, false
 	}
-	for _, l := range r.lists {
-		m, ok := l.Lookup(tn, now)
-		if !ok {
-			continue
-		}
-		for _, c := range r.consent {
-			if _, ok := c.Lookup(tn, now); ok {
-				return Hit{}, false
-			}
-		}
-		entry := m.Entry
-		if m.Prefix {
-			entry += "*"
-		}
-		return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: l.Name(), Entry: entry}, true
+	if _, _, consented := listed(r.consent, tn, now); consented {
+		return Hit{}, false
 	}
-	return Hit{}, false
+	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: list, Entry: entry}, true
+}
+
+// listed looks tn up in lists, in order, and returns the first list that
+// holds it with the entry that matched (a prefix ends in "*"). An empty tn
+// is on no list.
+func listed(lists []*numbers.List, tn string, now time.Time) (list, entry string, ok bool) {
+	if tn == "" {
+		return "", "", false
+	}
+	for _, l := range lists {
+		if m, ok := l.Lookup(tn, now); ok {
+			entry = m.Entry
+			if m.Prefix {
+				entry += "*"
+			}
+			return l.Name(), entry, true
+		}
+	}
+	return "", "", false
 }
 
 // rateHit counts the call for a rate rule and reports whether it is over
 // the limit. A store error lets the call through (fail open) and is noted.
 func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
-	if e.store == nil {
-		return Hit{}, false
-	}
-	var k string
-	switch r.Key {
-	case "source":
-		if in.Source.IsValid() {
-			k = in.Source.String()
-		}
-	case "caller":
-		k = in.Caller
-	case "callee":
-		k = in.Callee
-	case "customer":
-		k = in.Customer
-	case "realm":
-		k = in.Realm
-	}
-	if k == "" {
+	k := keyValue(r.Key, in)
+	if e.store == nil || k == "" {
 		return Hit{}, false
 	}
 	n, err := e.store.Counter().Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
@@ -298,6 +298,26 @@ func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) 
 		return Hit{}, false
 	}
 	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: r.Key, Entry: fmt.Sprintf("%s count=%d limit=%d window=%s", k, n, r.Limit, r.Window)}, true
+}
+
+// keyValue is what a rate or concurrent rule counts the call under: its
+// source address, caller, callee, customer or realm ("" when unknown).
+func keyValue(key string, in Input) string {
+	switch key {
+	case "source":
+		if in.Source.IsValid() {
+			return in.Source.String()
+		}
+	case "caller":
+		return in.Caller
+	case "callee":
+		return in.Callee
+	case "customer":
+		return in.Customer
+	case "realm":
+		return in.Realm
+	}
+	return ""
 }
 
 // bombingHit counts the call for each caller->callee threshold of a
@@ -344,10 +364,8 @@ func (r *rule) hygieneHit(in Input, now time.Time) (Hit, bool) {
 				return hit(c, in.Caller)
 			}
 		case "own_number":
-			for _, l := range r.lists {
-				if m, ok := l.Lookup(in.Caller, now); ok && in.Caller != "" {
-					return hit(c, m.Entry)
-				}
+			if _, entry, ok := listed(r.lists, in.Caller, now); ok {
+				return hit(c, entry)
 			}
 		}
 	}
@@ -386,7 +404,7 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 	}
 	for i := range e.rules {
 		r := &e.rules[i]
-		if r.phase != in.Phase || (r.Type == "list" && r.Action.Type == "allow" && r.Mode == "enforce") || !e.matches(r, in) {
+		if r.phase != in.Phase || r.allower || !e.matches(r, in) {
 			continue
 		}
 		var h Hit

@@ -81,11 +81,17 @@ func (h Handler) CallEnded(rec sip.CallRecord) {
 	if h.Phase != PhaseEarly {
 		return
 	}
-	in := Input{Source: rec.Source.Addr(), Realm: rec.Realm, Customer: rec.Customer, Caller: rec.Orig, Callee: rec.Dest,
-		Verified: rec.Verstat == sip.VerstatPassed, Attest: rec.Attest}
+	o := Outcome{
+		Input: Input{Source: rec.Source.Addr(), Realm: rec.Realm, Customer: rec.Customer, Caller: rec.Orig, Callee: rec.Dest,
+			Verified: rec.Verstat == sip.VerstatPassed, Attest: rec.Attest},
+		Status: rec.Status, Downstream: rec.Stage == sip.StageDownstream, RingAfter: rec.RingAfter, CancelAfter: rec.CancelAfter,
+	}
+	if !h.Engine.Learns(o) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	l := h.Engine.CallEnded(ctx, Outcome{Input: in, Status: rec.Status, Downstream: rec.Stage == sip.StageDownstream, RingAfter: rec.RingAfter, CancelAfter: rec.CancelAfter}, h.now())
+	l := h.Engine.CallEnded(ctx, o, h.now())
 	h.Metrics.learned(l)
 	if h.Log == nil {
 		return

@@ -1,6 +1,10 @@
 package policy
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of the policy engine; created once and shared by every
 // configuration generation. Label values come from the policy files (rule
@@ -57,7 +61,7 @@ func (m *Metrics) learned(l Learned) {
 	}
 	if l.Complaint != "" {
 		kind := "caller"
-		if len(l.Complaint) > len(keyComplaint) && l.Complaint[:len(keyComplaint)] == keyComplaint {
+		if strings.HasPrefix(l.Complaint, keyComplaint) {
 			kind = "trunk"
 		}
 		m.complaints.WithLabelValues(kind).Inc()

@@ -41,6 +41,18 @@ func (o Outcome) reached() bool {
 	return o.RingAfter > 0 || (o.Status >= 200 && o.Status < 300)
 }
 
+// complaint reports whether the outcome is a 607 Unwanted from the callee.
+func (o Outcome) complaint() bool { return o.Status == 607 && o.Downstream }
+
+// Learns reports whether CallEnded has anything to learn from o, so that
+// the caller can skip it (and its store deadline) for most calls.
+func (e *Engine) Learns(o Outcome) bool {
+	if e.store == nil || o.Realm != "outside" {
+		return false
+	}
+	return o.complaint() || (e.oneRing && o.Caller != "" && o.Callee != "" && o.reached())
+}
+
 // CallEnded learns from how an inbound call ended:
 //   - one_ring rules count the caller's distinct callees reached within the
 //     window and those cancelled within ring_max of ringing; when the
@@ -51,10 +63,10 @@ func (o Outcome) reached() bool {
 //     the call was verified at A, else against the source trunk.
 func (e *Engine) CallEnded(ctx context.Context, o Outcome, now time.Time) Learned {
 	var l Learned
-	if e.store == nil || o.Realm != "outside" {
+	if !e.Learns(o) {
 		return l
 	}
-	if o.Status == 607 && o.Downstream {
+	if o.complaint() {
 		subject := complaintSubject(o.Input)
 		if err := e.store.Complaints().Add(ctx, subject, now); err != nil {
 			l.StoreErrors++

@@ -238,10 +238,8 @@ func (e *Engine) protectHit(ctx context.Context, r *rule, in Input, now time.Tim
 	if !on || verifiedAt(in, r.MinAttest) {
 		return Hit{}, false
 	}
-	for _, l := range r.lists {
-		if _, ok := l.Lookup(in.Caller, now); ok && in.Caller != "" {
-			return Hit{}, false
-		}
+	if _, _, ok := listed(r.lists, in.Caller, now); ok {
+		return Hit{}, false
 	}
 	return r.hitf("protect", "%s callers=%d limit=%d window=%s until=%s", in.Callee, n, r.Distinct, r.Window, until.UTC().Format(time.RFC3339)), true
 }
@@ -268,8 +266,11 @@ func complaintSubject(in Input) string {
 	if in.Caller != "" && verifiedAt(in, "A") {
 		return in.Caller
 	}
-	return keyComplaint + in.Source.String()
+	return trunkSubject(in)
 }
+
+// trunkSubject is the complaint subject of the call's source trunk.
+func trunkSubject(in Input) string { return keyComplaint + in.Source.String() }
 
 // reputationHit fires when the subject has at least limit complaints
 // within the window.
@@ -279,7 +280,7 @@ func (e *Engine) reputationHit(ctx context.Context, r *rule, in Input, now time.
 	}
 	subject := in.Caller
 	if r.Subject == "source" || subject == "" {
-		subject = keyComplaint + in.Source.String()
+		subject = trunkSubject(in)
 	}
 	n, err := e.store.Complaints().Count(ctx, subject, r.Window, now)
 	if err != nil {
@@ -295,21 +296,8 @@ func (e *Engine) reputationHit(ctx context.Context, r *rule, in Input, now time.
 // when that makes more than limit calls in progress. A rejecting hit gives
 // its slot back at once; otherwise the slot is held (d.Held) until Release.
 func (e *Engine) concurrentHit(ctx context.Context, r *rule, in Input, now time.Time, d *Decision) (Hit, bool) {
-	if e.store == nil || in.CallID == "" {
-		return Hit{}, false
-	}
-	var k string
-	switch r.Key {
-	case "source":
-		if in.Source.IsValid() {
-			k = in.Source.String()
-		}
-	case "customer":
-		k = in.Customer
-	case "realm":
-		k = in.Realm
-	}
-	if k == "" {
+	k := keyValue(r.Key, in)
+	if e.store == nil || in.CallID == "" || k == "" {
 		return Hit{}, false
 	}
 	slot := Slot{Key: "concurrent:" + r.Name + ":" + k, Member: in.CallID}

@@ -311,3 +311,47 @@ func TestConcurrentRule(t *testing.T) {
 		t.Fatal("a third call in progress was let through")
 	}
 }
+
+func TestStagesAndLearningAreSkippedWhenIdle(t *testing.T) {
+	list := baseFile().Rules[0]
+	reputation := RuleConfig{Name: "reputation", Type: "reputation", Action: ActionConfig{Type: "reject"}}
+	oneRing := RuleConfig{Name: "wangiri", Type: "one_ring", Action: ActionConfig{Type: "reject"}}
+	rang := ringCall("447012345678", "12025550001", 2*time.Second)
+	unwanted := Outcome{Input: Input{Realm: "outside", Caller: "14155550100"}, Status: 607, Downstream: true}
+	tests := []struct {
+		name                     string
+		rules                    []RuleConfig
+		verifiedStage, learnRing bool
+	}{
+		{"list rules only", []RuleConfig{list}, false, false},
+		{"a reputation rule", []RuleConfig{list, reputation}, true, false},
+		{"a one_ring rule", []RuleConfig{oneRing}, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := ruleEngine(t, tt.rules...)
+			if got := e.HasRules(PhaseVerified); got != tt.verifiedStage {
+				t.Errorf("HasRules(PhaseVerified) = %v, want %v", got, tt.verifiedStage)
+			}
+			if got := e.Learns(rang); got != tt.learnRing {
+				t.Errorf("Learns(a rung call) = %v, want %v", got, tt.learnRing)
+			}
+			if !e.Learns(unwanted) {
+				t.Error("a 607 from the callee is always a complaint to record")
+			}
+		})
+	}
+}
+
+func TestValidateEmergencyNumbers(t *testing.T) {
+	for _, tt := range []struct {
+		number string
+		ok     bool
+	}{{"112", true}, {"911", true}, {"+112", false}, {"11 2", false}, {"", false}, {"1234567890123456", false}} {
+		f := File{Emergency: []string{tt.number}}
+		f.ApplyDefaults()
+		if err := f.Validate(); (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "emergency[0]")) {
+			t.Errorf("emergency %q: error %v, want ok=%v", tt.number, err, tt.ok)
+		}
+	}
+}

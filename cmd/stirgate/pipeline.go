@@ -119,7 +119,7 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		svc := verify.New(vc, src, verify.TrustCredentials{Store: store}, sh.replay, nil)
 		g.chains.Outside = append(g.chains.Outside, verify.Handler{Service: svc, Config: vc, Metrics: sh.verifyMetrics})
 	}
-	if engine != nil {
+	if engine != nil && engine.HasRules(policy.PhaseVerified) {
 		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine, Phase: policy.PhaseVerified, Metrics: sh.policyMetrics, Log: sh.log})
 	}
 	return g, nil
