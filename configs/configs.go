@@ -59,8 +59,13 @@ type LogConfig struct {
 // AdminConfig is the `admin:` section.
 type AdminConfig struct {
 	Listen string `yaml:"listen"`
-	// Pprof serves Go's /debug/pprof/ profiles on the admin listener.
+	// Pprof serves Go's /debug/pprof/ profiles on the admin listener, to
+	// requests that carry the token ("Authorization: Bearer <token>").
 	Pprof bool `yaml:"pprof"`
+	// TokenFile holds the admin token (one line, not readable by group or
+	// others). Needed by everything on the admin listener beyond health,
+	// metrics and the x5u repository.
+	TokenFile string `yaml:"token_file"`
 }
 
 // ShutdownConfig is the `shutdown:` section.
@@ -110,6 +115,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.Admin.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("admin.listen: %q is not ip:port", c.Admin.Listen))
+	}
+	if c.Admin.Pprof && c.Admin.TokenFile == "" {
+		errs = append(errs, errors.New("admin.pprof: needs admin.token_file: profiles are served only to requests with the admin token"))
 	}
 	if c.Shutdown.DrainTimeout < 0 || c.Shutdown.DrainTimeout > time.Hour {
 		errs = append(errs, fmt.Errorf("shutdown.drain_timeout: %s out of range 0..1h", c.Shutdown.DrainTimeout))

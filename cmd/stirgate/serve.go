@@ -147,7 +147,12 @@ func serve(args []string) int {
 		log.Error("cannot publish the certificate chain", "err", err)
 		return 2
 	}
-	admin, err := startAdmin(log, cfg.Admin, edge, reg, repo)
+	token, err := readAdminToken(cfg.Resolve(cfg.Admin.TokenFile))
+	if err != nil {
+		log.Error("cannot read the admin token", "err", err)
+		return 2
+	}
+	admin, err := startAdmin(log, cfg.Admin, token, edge, reg, repo)
 	if err != nil {
 		log.Error("cannot start admin HTTP", "err", err)
 		return 1
@@ -272,7 +277,7 @@ func (a *adminServer) Close() {
 	})
 }
 
-func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *prometheus.Registry, repo *x5uRepository) (*adminServer, error) {
+func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *sip.Edge, reg *prometheus.Registry, repo *x5uRepository) (*adminServer, error) {
 	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsLoopback() {
 		log.Warn("admin HTTP listens beyond loopback", "listen", cfg.Listen)
 	}
@@ -291,11 +296,11 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, edge *sip.Edge, reg *
 	if p := repo.path(); p != "" {
 		mux.Handle(p, repo)
 	}
-	if cfg.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if cfg.Pprof && token != "" {
+		mux.Handle("/debug/pprof/", requireToken(token, http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", requireToken(token, http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", requireToken(token, http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", requireToken(token, http.HandlerFunc(pprof.Trace)))
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

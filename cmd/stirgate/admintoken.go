@@ -1,0 +1,65 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// minTokenLength keeps guessable tokens out.
+const minTokenLength = 16
+
+// readAdminToken reads admin.token_file ("" : no token, nothing beyond
+// health, metrics and x5u is served). The file must not be readable by
+// group or others; errors name the path, never the content.
+func readAdminToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("admin.token_file: %s is readable by group or others (mode %04o): chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < minTokenLength || strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("admin.token_file: %s: want one line of at least %d characters without spaces", path, minTokenLength)
+	}
+	return token, nil
+}
+
+// requireToken serves next only to requests with "Authorization: Bearer
+// <token>"; others get 401. The comparison takes the same time whatever the
+// guess.
+func requireToken(token string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := bearer(r)
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="stirgate admin"`)
+			http.Error(w, "admin token required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", false
+	}
+	return tok, true
+}
+

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/certs"
+)
+
+// bench runs the steps and fills results.
+type bench struct {
+	env     *env
+	o       options
+	res     *results
+	uasPort int // the callee: both proxies' next hop
+	signer  *attest.Signer
+	seq     int
+}
+
+// step is one SIPp run at one rate through one system (or direct).
+type step struct {
+	System     string  `json:"system"` // stirgate | kamailio | direct
+	Mode       string  `json:"mode"`
+	Target     int     `json:"target_cps"`
+	Try        int     `json:"try"`
+	Calls      int     `json:"calls"`
+	Successful int     `json:"successful"`
+	Failed     int     `json:"failed"`
+	FailedPct  float64 `json:"failed_pct"`
+	Achieved   float64 `json:"achieved_cps"`
+	Retrans    int     `json:"retransmissions"`
+	UDPDrops   int     `json:"udp_rcvbuf_drops"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	CPUus      float64 `json:"proxy_cpu_us_per_call"`
+	Mem        memory  `json:"proxy_memory"`
+	Clean      bool    `json:"clean"`
+	Why        string  `json:"why,omitempty"`
+}
+
+func (b *bench) runAll(ctx context.Context) error {
+	ports, err := freeUDPPorts(1)
+	if err != nil {
+		return err
+	}
+	b.uasPort = ports[0]
+	s, err := certs.LoadSigner(filepath.Join(b.env.pki, "sp.key"), filepath.Join(b.env.pki, "sp.pem"), time.Now())
+	if err != nil {
+		return err
+	}
+	if b.signer, err = attest.NewSigner(s.Key, b.env.x5u); err != nil {
+		return err
+	}
+
+	if b.o.only == "" {
+		log.Printf("harness ceiling: SIPp -> SIPp")
+		if err := b.ramp(ctx, "plain", []*proxy{nil}); err != nil {
+			return err
+		}
+	}
+	for _, mode := range b.o.modes {
+		var systems []*proxy
+		if b.o.only != "kamailio" {
+			p, err := b.env.startStirgate(ctx, mode, b.uasPort, b.o.workers)
+			if err != nil {
+				return err
+			}
+			defer p.stop()
+			systems = append(systems, p)
+		}
+		if b.o.only != "stirgate" {
+			p, err := b.env.startKamailio(ctx, mode, b.uasPort, b.o.workers)
+			if err != nil {
+				return err
+			}
+			defer p.stop()
+			systems = append(systems, p)
+		}
+		log.Printf("mode %s", mode)
+		if err := b.ramp(ctx, mode, systems); err != nil {
+			return err
+		}
+		for _, p := range systems {
+			p.stop()
+		}
+	}
+	if b.o.soak > 0 && b.o.only != "kamailio" {
+		if err := b.soakRun(ctx); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// ramp raises the rate for every system, alternating them at each rate
+// (and which goes first), until every system has failed a rate twice.
+func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
+	active := append([]*proxy(nil), systems...)
+	for i, rate := range b.o.rates {
+		if len(active) == 0 {
+			break
+		}
+		order := active
+		if i%2 == 1 && len(active) == 2 {
+			order = []*proxy{active[1], active[0]}
+		}
+		var still []*proxy
+		for _, p := range order {
+			clean := false
+			for try := 1; try <= 2 && !clean; try++ {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s, err := b.step(ctx, p, mode, rate, b.o.step, try)
+				if err != nil {
+					return err
+				}
+				b.res.Steps = append(b.res.Steps, s)
+				log.Printf("  %s", s)
+				clean = s.Clean
+			}
+			if clean {
+				still = append(still, p)
+			}
+		}
+		// Keep the original order for the alternation.
+		active = active[:0]
+		for _, p := range systems {
+			if contains2(still, p) {
+				active = append(active, p)
+			}
+		}
+	}
+	return nil
+}
+
+func contains2(ps []*proxy, p *proxy) bool {
+	for _, x := range ps {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func systemName(p *proxy) string {
+	if p == nil {
+		return "direct"
+	}
+	return p.system
+}
+
+// step runs rate*d calls through p (nil: straight to the callee).
+func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d time.Duration, try int) (step, error) {
+	if p != nil && !p.alive() {
+		return step{}, fmt.Errorf("%s (%s) died:\n%s", p.system, mode, tail(readFile(p.log), 30))
+	}
+	b.seq++
+	calls := rate * int(d/time.Second)
+	s := step{System: systemName(p), Mode: mode, Target: rate, Try: try, Calls: calls}
+	dir := filepath.Join(b.env.work, "steps", fmt.Sprintf("%03d-%s-%s-%d", b.seq, s.System, mode, rate))
+	remote := hostPort(b.uasPort)
+	if p != nil {
+		remote = p.addr
+	}
+	scenario, extra := b.env.scenario("uac.xml"), []string(nil)
+	if mode == "verify" && p != nil {
+		ids, err := b.identities(dir, calls)
+		if err != nil {
+			return s, err
+		}
+		scenario, extra = b.env.scenario("uac_signed.xml"), []string{"-inf", ids, "-key", "x5u", b.env.x5u}
+	}
+	// In sign mode the callee fails every call whose INVITE arrives
+	// without a signed Identity: both proxies must really sign.
+	callee := b.env.scenario("uas.xml")
+	if mode == "sign" && p != nil {
+		callee = b.env.scenario("uas_identity.xml")
+	}
+	bound := d + 30*time.Second
+	uas, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uas"), scenario: callee, port: b.uasPort, calls: calls, timeout: bound})
+	if err != nil {
+		return s, err
+	}
+	defer uas.stop()
+	if err := uas.waitBound(10 * time.Second); err != nil {
+		return s, err
+	}
+	uacPort, err := freeUDPPort()
+	if err != nil {
+		return s, err
+	}
+	var pids []int
+	var cpu0 time.Duration
+	if p != nil {
+		pids = p.pids()
+		if cpu0, err = cpuTime(pids); err != nil {
+			return s, err
+		}
+	}
+	drops := udpRcvbufErrors()
+	var profErr chan error
+	if b.o.profile != "" && p != nil && p.system == "stirgate" && d >= 4*time.Second {
+		profErr = make(chan error, 1)
+		path := filepath.Join(b.o.profile, fmt.Sprintf("%s-%s-%d-try%d.pprof", p.system, mode, rate, try))
+		go func() {
+			time.Sleep(time.Second)
+			profErr <- p.profile(ctx, d-2*time.Second, path)
+		}()
+	}
+	uac, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uac"), scenario: scenario, port: uacPort, remote: remote, calls: calls, rate: rate, timeout: bound, extra: extra})
+	if err != nil {
+		return s, err
+	}
+	ur := uac.wait()
+	if p != nil {
+		cpu1, err := cpuTime(pids)
+		if err != nil {
+			return s, err
+		}
+		s.CPUus = float64((cpu1-cpu0)/time.Microsecond) / float64(calls)
+		s.Mem = readMemory(pids)
+	}
+	// The callee has what it will get; give it its timewait, then stop it.
+	select {
+	case <-uas.done:
+	case <-time.After(3 * time.Second):
+		uas.stop()
+	}
+	sr := uas.wait()
+	if profErr != nil {
+		if err := <-profErr; err != nil {
+			log.Printf("profile: %v", err)
+		}
+	}
+	s.UDPDrops = udpRcvbufErrors() - drops
+	s.Successful = min(ur.successful, sr.successful)
+	s.Failed = calls - s.Successful
+	s.FailedPct = 100 * float64(s.Failed) / float64(calls)
+	s.Retrans = ur.retransmit + sr.retransmit
+	var why []string
+	// Achieved: the calls answered per second between the first INVITE
+	// sent and the last final response received (a call stuck until its
+	// timeout does not stretch it; a proxy that falls behind does).
+	if l, err := inviteLatency(filepath.Join(dir, "uac", "shortmsg.csv")); err == nil {
+		s.P50ms = float64(l.P50) / float64(time.Millisecond)
+		s.P99ms = float64(l.P99) / float64(time.Millisecond)
+		if l.Span > 0 && s.Successful > 1 {
+			s.Achieved = float64(s.Successful-1) / l.Span.Seconds()
+		}
+	} else {
+		why = append(why, err.Error())
+	}
+	if ur.err != nil {
+		why = append(why, ur.err.Error())
+	}
+	if s.Failed*1000 >= calls {
+		why = append(why, fmt.Sprintf("%.2f%% failed", s.FailedPct))
+		if e := firstLines(readFile(filepath.Join(dir, "uac", "errors.log")), 3); e != "" {
+			why = append(why, "caller: "+strings.ReplaceAll(e, "\n", " | "))
+		}
+	}
+	if s.Achieved < 0.98*float64(rate) {
+		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, rate))
+	}
+	s.Clean = len(why) == 0
+	s.Why = strings.Join(why, "; ")
+	if !b.o.keep {
+		os.RemoveAll(dir)
+	}
+	return s, nil
+}
+
+// identities writes a SIPp injection file with n fresh JWS, one per call,
+// signed with the SP key for the caller and callee of uac_signed.xml.
+func (b *bench) identities(dir string, n int) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	sb.WriteString("SEQUENTIAL\n")
+	now := time.Now().Unix()
+	for i := 0; i < n; i++ {
+		id, err := b.signer.Sign(attest.PASSporT{Attest: attest.LevelA, Orig: "15551230001", Dest: []string{strings.TrimPrefix(callee, "+")}, IAT: now, OrigID: uuid.NewString()})
+		if err != nil {
+			return "", err
+		}
+		jws, _, _ := strings.Cut(id, ";")
+		sb.WriteString(jws)
+		sb.WriteByte('\n')
+	}
+	path := filepath.Join(dir, "identities.csv")
+	return path, os.WriteFile(path, []byte(sb.String()), 0o644)
+}
+
+// soak is stirgate's memory after a long run at soakCPS with signing on.
+type soak struct {
+	Duration   string  `json:"duration"`
+	Rate       int     `json:"target_cps"`
+	Step       step    `json:"step"`
+	HeapInUse  float64 `json:"go_heap_inuse_mb"`
+	Goroutines int     `json:"goroutines"`
+}
+
+func (b *bench) soakRun(ctx context.Context) error {
+	log.Printf("soak: stirgate, sign mode, %d calls/s for %v", b.o.soakCPS, b.o.soak)
+	p, err := b.env.startStirgate(ctx, "sign", b.uasPort, b.o.workers)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	s, err := b.step(ctx, p, "sign", b.o.soakCPS, b.o.soak, 1)
+	if err != nil {
+		return err
+	}
+	log.Printf("  %s", s)
+	heap, g := goMemory(p)
+	b.res.Soak = &soak{Duration: b.o.soak.String(), Rate: b.o.soakCPS, Step: s, HeapInUse: heap, Goroutines: g}
+	return nil
+}
+
+func listenUDP(port int) (net.PacketConn, error) {
+	return net.ListenPacket("udp", hostPort(port))
+}
+
+func (s step) String() string {
+	mark := "clean"
+	if !s.Clean {
+		mark = "NOT clean: " + s.Why
+	}
+	return fmt.Sprintf("%-8s %-6s %5d cps (try %d): %7.1f achieved, %d/%d ok, %5d retrans, p50 %.2f ms, p99 %.2f ms, cpu %.0f µs/call, pss %.0f MB, %s",
+		s.System, s.Mode, s.Target, s.Try, s.Achieved, s.Successful, s.Calls, s.Retrans, s.P50ms, s.P99ms, s.CPUus, s.Mem.PSSMB, mark)
+}

@@ -1,0 +1,184 @@
+// Command bench measures stirgate side by side with Kamailio + secsipid, the
+// established STIR/SHAKEN edge proxy, on this machine, in one run:
+//
+//	go run ./integration/bench            # full run, ~25 minutes
+//	go run ./integration/bench -smoke     # one low rate per mode, ~1 minute (CI)
+//
+// It installs what it needs when run as root on Debian (sip-tester,
+// kamailio, kamailio-secsipid-modules), builds stirgate, creates a test STI
+// PKI and serves its certificate over HTTP on loopback, then:
+//
+//  1. ramps SIPp UAC -> SIPp UAS directly: the ceiling of the harness;
+//  2. for each mode (plain, sign, verify) starts one stirgate and one
+//     Kamailio and ramps the call rate, alternating the two systems at every
+//     step so that both see the same machine state;
+//  3. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
+//     signing on and reads its memory;
+//  4. prints a table with the ratios stirgate/Kamailio and writes it all as
+//     JSON (-out).
+//
+// A step is clean when fewer than 0.1% of its calls failed and the calls/s
+// achieved are within 2% of the target; a system's maximum is its highest
+// clean step. A system stops ramping after two unclean tries of one rate.
+// Both proxies get the same number of workers (-workers: GOMAXPROCS for
+// stirgate, children for Kamailio), the same key and certificate, and the
+// same SIPp scenario files (integration/sipp). Everything binds to
+// 127.0.0.1 and every process is stopped by its PID.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command line.
+type options struct {
+	step    time.Duration
+	rates   []int
+	modes   []string
+	soak    time.Duration
+	soakCPS int
+	workers int
+	out     string
+	keep    bool
+	smoke   bool
+	only    string // "", "stirgate" or "kamailio": skip the other system (profiling)
+	profile string // directory for stirgate CPU profiles, one per step ("": none)
+}
+
+var allModes = []string{"plain", "sign", "verify"}
+
+func parseFlags() (options, error) {
+	var o options
+	var rates, modes string
+	flag.DurationVar(&o.step, "step", 10*time.Second, "length of one rate step")
+	flag.StringVar(&rates, "rates", "500,1000,1500,2000,2500,3000,3500,4000,4500,5000,6000,7000,8000", "call rates of the ramp, calls/s, ascending")
+	flag.StringVar(&modes, "modes", strings.Join(allModes, ","), "modes to compare: plain, sign, verify")
+	flag.DurationVar(&o.soak, "soak", 5*time.Minute, "stirgate memory run at -soak-cps with signing on (0: skip)")
+	flag.IntVar(&o.soakCPS, "soak-cps", 1000, "call rate of the memory run")
+	flag.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker count of both proxies: stirgate GOMAXPROCS, Kamailio children")
+	flag.StringVar(&o.out, "out", "bench-results.json", "where the JSON results go")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, SIPp traces)")
+	flag.BoolVar(&o.smoke, "smoke", false, "smoke test: one step of 2 s at 200 calls/s per mode and system, no soak")
+	flag.StringVar(&o.only, "only", "", "run one system only: stirgate or kamailio (for profiling; no ratios)")
+	flag.StringVar(&o.profile, "profile", "", "directory: fetch a CPU profile of stirgate during each of its steps (via the admin port and its token)")
+	flag.Parse()
+	if o.smoke {
+		o.step, rates, o.soak = 2*time.Second, "200", 0
+	}
+	for _, f := range strings.Split(rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return o, fmt.Errorf("-rates: %q is not a positive integer", f)
+		}
+		if len(o.rates) > 0 && n <= o.rates[len(o.rates)-1] {
+			return o, fmt.Errorf("-rates: %d after %d: rates must ascend", n, o.rates[len(o.rates)-1])
+		}
+		o.rates = append(o.rates, n)
+	}
+	for _, m := range strings.Split(modes, ",") {
+		m = strings.TrimSpace(m)
+		if !contains(allModes, m) {
+			return o, fmt.Errorf("-modes: %q: want plain, sign or verify", m)
+		}
+		o.modes = append(o.modes, m)
+	}
+	if o.step < time.Second || o.step > 5*time.Minute {
+		return o, fmt.Errorf("-step %v: want 1s..5m", o.step)
+	}
+	if o.workers < 1 || o.workers > 64 {
+		return o, fmt.Errorf("-workers %d: want 1..64", o.workers)
+	}
+	if o.only != "" && o.only != "stirgate" && o.only != "kamailio" {
+		return o, fmt.Errorf("-only %q: want stirgate or kamailio", o.only)
+	}
+	return o, nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bench: ")
+	o, err := parseFlags()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if err := ensureTools(); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "stirgate-bench-")
+	if err != nil {
+		return fmt.Errorf("work dir: %w", err)
+	}
+	if o.keep {
+		log.Printf("work directory (kept): %s", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	env, err := setup(ctx, work)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+
+	res := &results{Machine: describeMachine(), Options: o.public(), Started: time.Now().UTC()}
+	b := &bench{env: env, o: o, res: res}
+	if err := b.runAll(ctx); err != nil {
+		return err
+	}
+	res.Finished = time.Now().UTC()
+	res.summarize()
+	fmt.Println(res.table())
+	if err := res.writeJSON(o.out); err != nil {
+		return err
+	}
+	log.Printf("results written to %s", o.out)
+	if o.smoke {
+		return res.smokeCheck()
+	}
+	return nil
+}
+
+// moduleRoot is the directory of stirgate's go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the current directory: run the bench from the stirgate checkout")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// results is everything one run measured; it is written as JSON.
+type results struct {
+	Machine  machine       `json:"machine"`
+	Options  publicOptions `json:"options"`
+	Started  time.Time     `json:"started"`
+	Finished time.Time     `json:"finished"`
+	Steps    []step        `json:"steps"`
+	Soak     *soak         `json:"soak,omitempty"`
+
+	// Summary, filled by summarize.
+	Ceiling int                      `json:"harness_ceiling_cps"`
+	Max     map[string]map[string]int `json:"max_clean_cps"` // mode -> system -> calls/s
+	// RampLimited lists "system/mode" whose highest rate was still clean:
+	// their maximum is at least that, the ramp did not go higher.
+	RampLimited []string                  `json:"ramp_limited,omitempty"`
+	Ratio       map[string]float64        `json:"ratio_stirgate_to_kamailio"` // mode -> max ratio
+	At          map[string]map[string]step `json:"at_reference_rate"`          // mode -> system -> first clean step at ReferenceCPS
+	ReferenceCPS int                      `json:"reference_cps"`
+	Targets      []target                 `json:"targets"`
+}
+
+type publicOptions struct {
+	Step    string   `json:"step"`
+	Rates   []int    `json:"rates"`
+	Modes   []string `json:"modes"`
+	Soak    string   `json:"soak"`
+	SoakCPS int      `json:"soak_cps"`
+	Workers int      `json:"workers"`
+	Smoke   bool     `json:"smoke"`
+	Command string   `json:"command"`
+}
+
+func (o options) public() publicOptions {
+	return publicOptions{Step: o.step.String(), Rates: o.rates, Modes: o.modes, Soak: o.soak.String(), SoakCPS: o.soakCPS,
+		Workers: o.workers, Smoke: o.smoke, Command: strings.Join(os.Args, " ")}
+}
+
+// target is one goal of issue 6 and whether this run met it.
+type target struct {
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+const referenceCPS = 1000
+
+func (r *results) summarize() {
+	r.Max = map[string]map[string]int{}
+	r.At = map[string]map[string]step{}
+	r.Ratio = map[string]float64{}
+	r.ReferenceCPS = referenceCPS
+	highest := map[string]int{}
+	for _, s := range r.Steps {
+		key := s.System + "/" + s.Mode
+		highest[key] = max(highest[key], s.Target)
+		if !s.Clean {
+			continue
+		}
+		if s.System == "direct" {
+			r.Ceiling = max(r.Ceiling, s.Target)
+			continue
+		}
+		if r.Max[s.Mode] == nil {
+			r.Max[s.Mode] = map[string]int{}
+			r.At[s.Mode] = map[string]step{}
+		}
+		r.Max[s.Mode][s.System] = max(r.Max[s.Mode][s.System], s.Target)
+		if _, ok := r.At[s.Mode][s.System]; !ok && s.Target == referenceCPS {
+			r.At[s.Mode][s.System] = s
+		}
+	}
+	for _, s := range r.Steps {
+		key := s.System + "/" + s.Mode
+		if s.Clean && s.Target == highest[key] && s.Target == r.Options.Rates[len(r.Options.Rates)-1] && !containsStr(r.RampLimited, key) {
+			r.RampLimited = append(r.RampLimited, key)
+		}
+	}
+	for mode, m := range r.Max {
+		if m["kamailio"] > 0 {
+			r.Ratio[mode] = float64(m["stirgate"]) / float64(m["kamailio"])
+		}
+	}
+	want := map[string]float64{"plain": 1.0, "sign": 1.5, "verify": 1.5}
+	for _, mode := range r.Options.Modes {
+		if ratio, ok := r.Ratio[mode]; ok {
+			r.Targets = append(r.Targets, target{
+				Name: "max clean calls/s, " + mode + ", stirgate/Kamailio",
+				Want: fmt.Sprintf(">= %.1f", want[mode]), Got: fmt.Sprintf("%.2f (%d / %d)", ratio, r.Max[mode]["stirgate"], r.Max[mode]["kamailio"]),
+				Met: ratio >= want[mode],
+			})
+		}
+		sg, ok1 := r.At[mode]["stirgate"]
+		km, ok2 := r.At[mode]["kamailio"]
+		if ok1 && ok2 && km.CPUus > 0 {
+			ratio := sg.CPUus / km.CPUus
+			r.Targets = append(r.Targets, target{
+				Name: fmt.Sprintf("CPU per call at %d calls/s, %s, stirgate/Kamailio", referenceCPS, mode),
+				Want: "<= 0.7", Got: fmt.Sprintf("%.2f (%.0f / %.0f µs)", ratio, sg.CPUus, km.CPUus), Met: ratio <= 0.7,
+			})
+		}
+		if ok1 {
+			r.Targets = append(r.Targets, target{
+				Name: fmt.Sprintf("p99 INVITE->final through stirgate at %d calls/s, %s", referenceCPS, mode),
+				Want: "<= 5 ms", Got: fmt.Sprintf("%.2f ms", sg.P99ms), Met: sg.P99ms <= 5,
+			})
+		}
+	}
+	if r.Soak != nil {
+		r.Targets = append(r.Targets, target{
+			Name: fmt.Sprintf("stirgate RSS after %s at %d calls/s (sign)", r.Soak.Duration, r.Soak.Rate),
+			Want: "<= 250 MB", Got: fmt.Sprintf("%.0f MB", r.Soak.Step.Mem.RSSMB), Met: r.Soak.Step.Mem.RSSMB <= 250 && r.Soak.Step.Clean,
+		})
+	}
+}
+
+func containsStr(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// table is the human summary.
+func (r *results) table() string {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "\nstirgate vs Kamailio + secsipid, %s .. %s\n", r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339))
+	fmt.Fprintf(&b, "machine: %s, %d cores, %d MB, Linux %s; %s; %s; libsecsipid %s; %s\n", m.CPU, m.Cores, m.MemoryMB, m.Kernel, m.Go, m.Kamailio, m.Secsipid, m.SIPp)
+	fmt.Fprintf(&b, "workers: %d (stirgate GOMAXPROCS, Kamailio children); steps of %s; clean = < 0.1%% failed and >= 98%% of the target rate\n", r.Options.Workers, r.Options.Step)
+	fmt.Fprintf(&b, "command: %s\n\n", r.Options.Command)
+	if r.Ceiling > 0 || hasSystem(r.Steps, "direct") {
+		fmt.Fprintf(&b, "harness ceiling (SIPp -> SIPp): %s calls/s\n\n", r.maxString("direct", "plain", r.Ceiling))
+	}
+	fmt.Fprintf(&b, "%-7s | %-16s | %-16s | %-6s | %-26s | %-26s\n", "mode", "stirgate max cps", "kamailio max cps", "ratio",
+		fmt.Sprintf("CPU µs/call @%d s / k", referenceCPS), fmt.Sprintf("p50/p99 ms @%d s | k", referenceCPS))
+	fmt.Fprintf(&b, "%s\n", strings.Repeat("-", 112))
+	for _, mode := range r.Options.Modes {
+		sg, km := r.At[mode]["stirgate"], r.At[mode]["kamailio"]
+		ratio := "n/a"
+		if v, ok := r.Ratio[mode]; ok {
+			ratio = fmt.Sprintf("%.2f", v)
+		}
+		cpu := fmt.Sprintf("%s / %s", usOrNA(sg), usOrNA(km))
+		if sg.CPUus > 0 && km.CPUus > 0 {
+			cpu += fmt.Sprintf(" (%.2f)", sg.CPUus/km.CPUus)
+		}
+		lat := fmt.Sprintf("%s | %s", latOrNA(sg), latOrNA(km))
+		fmt.Fprintf(&b, "%-7s | %-16s | %-16s | %-6s | %-26s | %-26s\n", mode,
+			r.maxString("stirgate", mode, r.Max[mode]["stirgate"]), r.maxString("kamailio", mode, r.Max[mode]["kamailio"]), ratio, cpu, lat)
+	}
+	if r.Soak != nil {
+		s := r.Soak
+		fmt.Fprintf(&b, "\nsoak: stirgate sign mode, %d calls/s for %s: %s; RSS %.0f MB, PSS %.0f MB, Go heap in use %.0f MB, %d goroutines\n",
+			s.Rate, s.Duration, cleanWord(s.Step), s.Step.Mem.RSSMB, s.Step.Mem.PSSMB, s.HeapInUse, s.Goroutines)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(&b, "\ntargets:\n")
+		for _, t := range r.Targets {
+			mark := "MET    "
+			if !t.Met {
+				mark = "NOT MET"
+			}
+			fmt.Fprintf(&b, "  %s %-62s want %-9s got %s\n", mark, t.Name, t.Want, t.Got)
+		}
+	}
+	fmt.Fprintf(&b, "\nsteps (memory: PSS summed over the proxy's processes, so Kamailio's shared memory counts once; RSS in the JSON):\n")
+	fmt.Fprintf(&b, "%-8s %-6s %6s %3s %9s %8s %7s %8s %8s %8s %9s %8s  %s\n", "system", "mode", "target", "try", "achieved", "failed%", "retrans", "p50 ms", "p99 ms", "µs/call", "PSS MB", "drops", "clean")
+	for _, s := range r.Steps {
+		fmt.Fprintf(&b, "%-8s %-6s %6d %3d %9.1f %8.3f %7d %8.2f %8.2f %8.0f %9.0f %8d  %s\n", s.System, s.Mode, s.Target, s.Try, s.Achieved, s.FailedPct, s.Retrans, s.P50ms, s.P99ms, s.CPUus, s.Mem.PSSMB, s.UDPDrops, cleanWord(s))
+	}
+	return b.String()
+}
+
+func (r *results) maxString(system, mode string, v int) string {
+	if v == 0 {
+		if hasRun(r.Steps, system, mode) {
+			return "none clean"
+		}
+		return "n/a"
+	}
+	if containsStr(r.RampLimited, system+"/"+mode) {
+		return ">= " + strconv.Itoa(v)
+	}
+	return strconv.Itoa(v)
+}
+
+func hasRun(steps []step, system, mode string) bool {
+	for _, s := range steps {
+		if s.System == system && s.Mode == mode {
+			return true
+		}
+	}
+	return false
+}
+
+func hasSystem(steps []step, system string) bool {
+	for _, s := range steps {
+		if s.System == system {
+			return true
+		}
+	}
+	return false
+}
+
+func usOrNA(s step) string {
+	if s.Calls == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f", s.CPUus)
+}
+
+func latOrNA(s step) string {
+	if s.Calls == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f/%.2f", s.P50ms, s.P99ms)
+}
+
+func cleanWord(s step) string {
+	if s.Clean {
+		return "clean"
+	}
+	return "NOT clean: " + s.Why
+}
+
+func (r *results) writeJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return nil
+}
+
+// smokeCheck fails the smoke run when a system could not carry its one low
+// rate: the bench itself is broken then (config, scenario, tool).
+func (r *results) smokeCheck() error {
+	var bad []string
+	for _, s := range r.Steps {
+		if s.Try == 1 && !s.Clean && !hasCleanStep(r.Steps, s.System, s.Mode) {
+			bad = append(bad, fmt.Sprintf("%s/%s: %s", s.System, s.Mode, s.Why))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("smoke run: not clean at %d calls/s: %s", r.Options.Rates[0], strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func hasCleanStep(steps []step, system, mode string) bool {
+	for _, s := range steps {
+		if s.System == system && s.Mode == mode && s.Clean {
+			return true
+		}
+	}
+	return false
+}
+
+// goMemory reads stirgate's Go heap in use (MB) and goroutines from its
+// /metrics.
+func goMemory(p *proxy) (heapMB float64, goroutines int) {
+	resp, err := http.Get(p.admin + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	for _, l := range strings.Split(string(body), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "go_memstats_heap_inuse_bytes":
+			heapMB = v / (1 << 20)
+		case "go_goroutines":
+			goroutines = int(v)
+		}
+	}
+	return heapMB, goroutines
+}

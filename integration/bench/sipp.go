@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// sippFlags let SIPp itself go as fast as it can: bigger socket buffers,
+// more messages and calls per event loop.
+// callPauseMS is the time between the caller's ACK and BYE. Real calls
+// last longer; without a pause a multi-process proxy (Kamailio's workers)
+// can deliver the BYE before the ACK, and the callee fails the call.
+const callPauseMS = 100
+
+var sippFlags = []string{"-buff_size", "4194304", "-max_recv_loops", "10000", "-max_sched_loops", "10000"}
+
+// sippRun is one SIPp process.
+type sippRun struct {
+	dir      string
+	scenario string
+	port     int    // -p
+	remote   string // UAC: where to call; "" for the UAS
+	calls    int
+	rate     int
+	timeout  time.Duration
+	extra    []string
+}
+
+// sippResult is a finished SIPp: its last cumulative statistics.
+type sippResult struct {
+	exit                                    int
+	successful, failed, created, retransmit int
+	err                                     error
+}
+
+func (r sippRun) command(ctx context.Context) *exec.Cmd {
+	args := []string{
+		"-sf", r.scenario, "-t", "u1", "-i", loopback, "-p", itoa(r.port), "-s", callee,
+		"-nostdin", "-timeout", fmt.Sprintf("%ds", int(r.timeout.Seconds())), "-timeout_error",
+		"-m", itoa(r.calls),
+		"-trace_stat", "-stf", "stat.csv", "-fd", "1",
+		"-trace_err", "-error_file", "errors.log",
+	}
+	args = append(args, sippFlags...)
+	if r.remote != "" {
+		// The caller logs one line per message with µs timestamps: the
+		// INVITE -> final response latency comes from there.
+		// A call whose next message does not come within 5 s fails
+		// instead of holding the step until the global timeout.
+		args = append(args, "-r", itoa(r.rate), "-l", itoa(r.rate*10), "-recv_timeout", "5000", "-d", itoa(callPauseMS),
+			"-trace_shortmsg", "-shortmessage_file", "shortmsg.csv")
+	}
+	args = append(args, r.extra...)
+	if r.remote != "" {
+		args = append(args, r.remote)
+	}
+	cmd := exec.CommandContext(ctx, "sipp", args...)
+	cmd.Dir = r.dir
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	_ = os.WriteFile(filepath.Join(r.dir, "command.txt"), []byte("sipp "+strings.Join(args, " ")+"\n"), 0o644)
+	return cmd
+}
+
+// sippProc is a started SIPp.
+type sippProc struct {
+	run  sippRun
+	cmd  *exec.Cmd
+	done chan struct{}
+	res  sippResult
+}
+
+func startSipp(ctx context.Context, r sippRun) (*sippProc, error) {
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return nil, err
+	}
+	// SIPp's own -timeout ends it; the context is the backstop.
+	ctx, cancel := context.WithTimeout(ctx, r.timeout+20*time.Second)
+	cmd := r.command(ctx)
+	out, err := os.Create(filepath.Join(r.dir, "stdout.log"))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		out.Close()
+		return nil, fmt.Errorf("sipp: %w", err)
+	}
+	p := &sippProc{run: r, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		defer cancel()
+		defer out.Close()
+		err := cmd.Wait()
+		p.res.exit = cmd.ProcessState.ExitCode()
+		if ctx.Err() != nil {
+			p.res.err = fmt.Errorf("sipp killed after %v: %w", r.timeout+20*time.Second, ctx.Err())
+		} else if err != nil && p.res.exit < 0 {
+			p.res.err = fmt.Errorf("sipp: %w", err)
+		}
+	}()
+	return p, nil
+}
+
+// waitBound waits until the UAS has bound its port (bounded).
+func (p *sippProc) waitBound(bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for i := 0; i < 400 && time.Now().Before(deadline); i++ {
+		select {
+		case <-p.done:
+			return fmt.Errorf("sipp UAS exited before binding :%d:\n%s", p.run.port, tail(readFile(filepath.Join(p.run.dir, "stdout.log")), 10))
+		default:
+		}
+		if udpPortBusy(p.run.port) {
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("sipp UAS did not bind :%d within %v", p.run.port, bound)
+}
+
+func (p *sippProc) wait() sippResult {
+	<-p.done
+	res := p.res
+	stats, err := readSippStats(filepath.Join(p.run.dir, "stat.csv"))
+	if err != nil {
+		if res.err == nil {
+			res.err = err
+		}
+		return res
+	}
+	res.successful = stats.int("SuccessfulCall(C)")
+	res.failed = stats.int("FailedCall(C)")
+	res.created = stats.int("TotalCallCreated")
+	res.retransmit = stats.int("Retransmissions(C)")
+	return res
+}
+
+// stop ends a SIPp that is still running (an aborted step), by its PID.
+func (p *sippProc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func udpPortBusy(port int) bool {
+	c, err := listenUDP(port)
+	if err != nil {
+		return true
+	}
+	c.Close()
+	return false
+}
+
+type sippStats map[string]string
+
+func (s sippStats) int(col string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s[col]))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// readSippStats reads the header and the last (cumulative) line of a
+// -trace_stat file.
+func readSippStats(path string) (sippStats, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sipp stats: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return nil, fmt.Errorf("sipp stats %s: %d lines, want a header and a data line", path, len(lines))
+	}
+	head := strings.Split(strings.TrimSpace(lines[0]), ";")
+	vals := strings.Split(strings.TrimSpace(lines[len(lines)-1]), ";")
+	s := sippStats{}
+	for i, h := range head {
+		if i < len(vals) && h != "" {
+			s[h] = vals[i]
+		}
+	}
+	return s, nil
+}
+
+// latency is INVITE -> final response as the caller saw it, and the span
+// from the first INVITE sent to the last final response received.
+type latency struct {
+	N        int
+	P50, P99 time.Duration
+	Span     time.Duration
+}
+
+// inviteLatency reads a -trace_shortmsg file: tab-separated date, time,
+// epoch seconds, S|R, Call-ID, "CSeq:N METHOD", first line.
+func inviteLatency(path string) (latency, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return latency{}, fmt.Errorf("latency: %w", err)
+	}
+	defer f.Close()
+	sent := map[string]float64{}
+	var ds []time.Duration
+	first, last := math.Inf(1), math.Inf(-1)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fs := strings.Split(sc.Text(), "\t")
+		if len(fs) < 7 || !strings.HasSuffix(fs[5], " INVITE") {
+			continue
+		}
+		ts, err := strconv.ParseFloat(fs[2], 64)
+		if err != nil {
+			continue
+		}
+		id, line := fs[4], fs[6]
+		switch {
+		case fs[3] == "S" && strings.HasPrefix(line, "INVITE "):
+			if _, ok := sent[id]; !ok {
+				sent[id] = ts
+				first = math.Min(first, ts)
+			}
+		case fs[3] == "R" && strings.HasPrefix(line, "SIP/2.0 "):
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			code, err := strconv.Atoi(f[1])
+			if err != nil || code < 200 {
+				continue
+			}
+			if t0, ok := sent[id]; ok {
+				ds = append(ds, time.Duration((ts-t0)*float64(time.Second)))
+				delete(sent, id)
+				last = math.Max(last, ts)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return latency{}, fmt.Errorf("latency: %s: %w", path, err)
+	}
+	if len(ds) == 0 {
+		return latency{}, fmt.Errorf("latency: %s: no INVITE with a final response", path)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return latency{N: len(ds), P50: percentile(ds, 0.50), P99: percentile(ds, 0.99), Span: time.Duration((last - first) * float64(time.Second))}, nil
+}
+
+// percentile of sorted ds, nearest rank.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+//go:embed kamailio.cfg
+var kamailioCfg string
+
+// proxy is one system under test, started for one mode.
+type proxy struct {
+	system string // "stirgate" | "kamailio"
+	mode   string
+	addr   string // host:port the caller sends to
+	admin  string // stirgate admin base URL
+	token  string // stirgate admin token
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    string
+}
+
+const callee = "+15559870002" // SIPp -s, the number every call goes to
+
+// startStirgate starts stirgate for mode, forwarding to nextHop.
+func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int) (*proxy, error) {
+	ports, err := freeUDPPorts(3)
+	if err != nil {
+		return nil, err
+	}
+	inside, outside, admin := ports[0], ports[1], ports[2]
+	dir := filepath.Join(e.work, "stirgate-"+mode)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	token := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	tokenFile := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# stirgate for the bench, mode %s\n", mode)
+	fmt.Fprintf(&b, "mode: production\n")
+	// Call records are off, as Kamailio logs nothing per call (debug=-1).
+	fmt.Fprintf(&b, "log: {level: warn, format: text}\n")
+	fmt.Fprintf(&b, "admin: {listen: %q, pprof: true, token_file: %q}\n", hostPort(admin), tokenFile)
+	fmt.Fprintf(&b, "shutdown: {drain_timeout: 2s}\n")
+	fmt.Fprintf(&b, "sip:\n  user_agent: stirgate-bench\n  max_message_size: 16384\n  invite_timeout: 30s\n  realms:\n")
+	for _, r := range []struct {
+		name string
+		port int
+	}{{"inside", inside}, {"outside", outside}} {
+		fmt.Fprintf(&b, "    %s:\n", r.name)
+		fmt.Fprintf(&b, "      listen: [{transport: udp, addr: %q}]\n", hostPort(r.port))
+		fmt.Fprintf(&b, "      next_hop: \"sip:%s;transport=udp\"\n", hostPort(nextHop))
+		fmt.Fprintf(&b, "      trusted: [\"127.0.0.0/8\"]\n")
+		fmt.Fprintf(&b, "      udp: {max_size: 4096, oversize: reject}\n")
+	}
+	target := inside
+	switch mode {
+	case "sign":
+		fmt.Fprintf(&b, `attest:
+  enabled: true
+  key: %q
+  cert: %q
+  x5u: %q
+  customers:
+    - name: bench-pbx
+      sources: ["127.0.0.0/8"]
+      numbers: ["+15551230001"]
+`, filepath.Join(e.pki, "sp.key"), filepath.Join(e.pki, "sp.pem"), e.x5u)
+	case "verify":
+		target = outside
+		fmt.Fprintf(&b, `verify:
+  enabled: true
+  trust_roots: [%q]
+  x5u:
+    allow_http: true
+    ports: [%d]
+    allow_addresses: ["127.0.0.0/8"]
+`, filepath.Join(e.pki, "root.pem"), e.certPort)
+	}
+	cfgPath := filepath.Join(dir, "stirgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
+	cmd := exec.Command(e.stirgate, "serve", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", workers))
+	if err := p.start(cmd, dir); err != nil {
+		return nil, err
+	}
+	if err := p.waitHTTP(ctx, p.admin+"/readyz", 15*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// startKamailio starts Kamailio for mode, forwarding to nextHop.
+func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers int) (*proxy, error) {
+	port, err := freeUDPPort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.work, "kamailio-"+mode)
+	cache := filepath.Join(dir, "cert-cache")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := strings.NewReplacer(
+		"__PORT__", itoa(port),
+		"__NEXT_HOP_PORT__", itoa(nextHop),
+		"__CHILDREN__", itoa(workers),
+		"__MODULES_DIR__", e.modulesDir,
+		"__X5U__", e.x5u,
+		"__KEY__", e.kamKey,
+		"__CACHE_DIR__", cache,
+		"__CA_FILE__", filepath.Join(e.pki, "root.pem"),
+	).Replace(kamailioCfg)
+	cfgPath := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	// -DD: stay in the foreground (children still fork), -E: log to
+	// stderr, -m/-M: shared and per-process memory in MB.
+	args := []string{"-f", cfgPath, "-DD", "-E", "-m", "512", "-M", "32", "-P", filepath.Join(dir, "kamailio.pid"), "-Y", dir}
+	switch mode {
+	case "sign":
+		args = append(args, "-A", "MODE_SIGN")
+	case "verify":
+		args = append(args, "-A", "MODE_VERIFY")
+	}
+	check := exec.CommandContext(ctx, e.kamailio, append([]string{"-c"}, args...)...)
+	if out, err := check.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("kamailio -c %s: %w\n%s", cfgPath, err, tail(string(out), 20))
+	}
+	p := &proxy{system: "kamailio", mode: mode, addr: hostPort(port), log: filepath.Join(dir, "stderr.log")}
+	if err := p.start(exec.Command(e.kamailio, args...), dir); err != nil {
+		return nil, err
+	}
+	// Ready when its workers exist and the port answers: send OPTIONS
+	// until a response comes back.
+	if err := p.waitSIP(ctx, 15*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *proxy) start(cmd *exec.Cmd, dir string) error {
+	f, err := os.Create(p.log)
+	if err != nil {
+		return err
+	}
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.system, err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return nil
+}
+
+func (p *proxy) name() string { return p.system }
+
+// alive reports whether the process is still running.
+func (p *proxy) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the process by its PID: SIGTERM, then SIGKILL after 10 s.
+// Kamailio's main process stops its children itself.
+func (p *proxy) stop() {
+	if p == nil || p.cmd == nil || !p.alive() {
+		return
+	}
+	children := p.pids()[1:]
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	for _, pid := range children {
+		if processAlive(pid) {
+			log.Printf("%s child %d outlived its parent: killing it", p.system, pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// pids are the process and its direct children (Kamailio's workers).
+func (p *proxy) pids() []int {
+	pid := p.cmd.Process.Pid
+	return append([]int{pid}, childrenOf(pid)...)
+}
+
+func (p *proxy) waitHTTP(ctx context.Context, url string, bound time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(bound)
+	var last error
+	for i := 0; i < 1000 && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+		if !p.alive() {
+			return fmt.Errorf("%s exited before ready:\n%s", p.system, tail(readFile(p.log), 20))
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready within %v: %v\n%s", p.system, bound, last, tail(readFile(p.log), 20))
+}
+
+// waitSIP sends OPTIONS until the proxy answers anything.
+func (p *proxy) waitSIP(ctx context.Context, bound time.Duration) error {
+	c, err := net.ListenPacket("udp", net.JoinHostPort(loopback, "0"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dst, err := net.ResolveUDPAddr("udp", p.addr)
+	if err != nil {
+		return err
+	}
+	local := c.LocalAddr().String()
+	deadline := time.Now().Add(bound)
+	buf := make([]byte, 4096)
+	for i := 0; i < 100 && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+		if !p.alive() {
+			return fmt.Errorf("%s exited before ready:\n%s", p.system, tail(readFile(p.log), 20))
+		}
+		msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-ready-%d\r\nMax-Forwards: 70\r\nFrom: <sip:bench@%s>;tag=ready\r\nTo: <sip:%s>\r\nCall-ID: ready-%d@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+			p.addr, local, i, local, p.addr, i)
+		if _, err := c.WriteTo([]byte(msg), dst); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, _, err := c.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 ") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no answer to OPTIONS on %s within %v\n%s", p.system, p.addr, bound, tail(readFile(p.log), 20))
+}
+
+// profile fetches a CPU profile of d from stirgate's admin port.
+func (p *proxy) profile(ctx context.Context, d time.Duration, path string) error {
+	if p.system != "stirgate" {
+		return errors.New("profiles come from stirgate only")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	resp, err := (&http.Client{Timeout: d + 30*time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+func hostPort(port int) string { return net.JoinHostPort(loopback, itoa(port)) }
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
