@@ -25,26 +25,36 @@ type dialogs struct {
 }
 
 type dialog struct {
-	since time.Time
-	acked chan struct{} // closed when the ACK of the 2xx was forwarded
-	ended func()        // the call's OnEnd functions; nil for none
+	since  time.Time
+	invite string        // inviteKey of the initial INVITE that was answered 2xx
+	acked  chan struct{} // closed when the ACK of the 2xx was forwarded
+	ended  func()        // the call's OnEnd functions; nil for none
 }
 
 func newDialogs(g prometheus.Gauge) *dialogs {
 	return &dialogs{m: make(map[string]*dialog), gauge: g}
 }
 
-// add records a confirmed dialog; ended (may be nil) runs when it is
-// removed or expires.
-func (d *dialogs) add(callID string, ended func()) {
+// add records a confirmed dialog set up by the initial INVITE with key
+// invite (inviteKey); ended (may be nil) runs when it is removed or expires.
+func (d *dialogs) add(callID, invite string, ended func()) {
 	d.mu.Lock()
 	old := d.m[callID]
-	d.m[callID] = &dialog{since: time.Now(), acked: make(chan struct{}), ended: ended}
+	d.m[callID] = &dialog{since: time.Now(), invite: invite, acked: make(chan struct{}), ended: ended}
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
 	if old != nil && old.ended != nil {
 		old.ended()
 	}
+}
+
+// answered reports whether the initial INVITE with this Call-ID and key
+// was already answered 2xx: a late retransmission of it.
+func (d *dialogs) answered(callID, invite string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dl, ok := d.m[callID]
+	return ok && dl.invite == invite
 }
 
 // acked records that the ACK of the dialog's 2xx was forwarded.

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,7 @@ type Edge struct {
 	inflight atomic.Int64
 	dialogs  *dialogs
 	acks     *ackFilter
+	parser   *sip.Parser // shared with sipgo; safe for concurrent use
 	serving  atomic.Bool
 	closing  sync.Once
 }
@@ -61,6 +63,7 @@ type Edge struct {
 type staticConfig struct {
 	userAgent      string
 	maxMessageSize int
+	linger         time.Duration
 	listen         [2][]ListenConfig
 }
 
@@ -110,6 +113,9 @@ type endpoint struct {
 
 var setGlobalsOnce sync.Once
 
+// acceptedLinger is how long INVITE transactions outlive their 2xx.
+const acceptedLinger = time.Second
+
 // setSipgoGlobals sets sipgo's process-wide knobs once, before any UA exists.
 func (e *Edge) setSipgoGlobals() {
 	setGlobalsOnce.Do(func() {
@@ -121,6 +127,17 @@ func (e *Edge) setSipgoGlobals() {
 		// its own udp.max_size before sending; responses are relayed as big
 		// as they came.
 		sip.UDPMTUSize = 65535 + 200
+		// Completed transactions linger this long, not 32 s (see
+		// Config.TransactionLinger). Timer K and I are T4 (5 s) already.
+		sip.Timer_D = e.static.linger
+		sip.Timer_J = e.static.linger
+		// After a 2xx (RFC 6026 Accepted) the proxy core does the INVITE
+		// transactions' remaining job: a retransmitted 2xx is relayed as a
+		// stray response, a retransmitted INVITE is dropped by
+		// dialogs.answered. Each holds the INVITE and its responses, the
+		// largest messages of a call: free them soon.
+		sip.Timer_L = min(e.static.linger, acceptedLinger)
+		sip.Timer_M = min(e.static.linger, acceptedLinger)
 	})
 }
 
@@ -142,6 +159,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 		static: staticConfig{
 			userAgent:      cfg.UserAgent,
 			maxMessageSize: cfg.MaxMessageSize,
+			linger:         cfg.TransactionLinger,
 			listen:         [2][]ListenConfig{cfg.Realms.Inside.Listen, cfg.Realms.Outside.Listen},
 		},
 	}
@@ -156,6 +174,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 
 	parser := sip.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageSize
+	e.parser = parser
 	for i, rc := range []RealmConfig{cfg.Realms.Inside, cfg.Realms.Outside} {
 		r, err := e.newRealm(i, rc, parser)
 		if err != nil {
@@ -229,6 +248,9 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 			}
 			r.udp = append(r.udp, c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
+			// Best effort: the kernel caps both at its rmem_max/wmem_max.
+			_ = c.SetReadBuffer(rc.UDP.SocketBuffer)
+			_ = c.SetWriteBuffer(rc.UDP.SocketBuffer)
 		case "tcp":
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 			if err != nil {
@@ -327,6 +349,9 @@ func (e *Edge) Apply(cfg Config, chains Chains) (needRestart []string, err error
 	if cfg.MaxMessageSize != e.static.maxMessageSize {
 		needRestart = append(needRestart, "sip.max_message_size")
 	}
+	if cfg.TransactionLinger != e.static.linger {
+		needRestart = append(needRestart, "sip.transaction_linger")
+	}
 	if !slices.Equal(cfg.Realms.Inside.Listen, e.static.listen[inside]) {
 		needRestart = append(needRestart, "sip.realms.inside.listen")
 	}
@@ -383,12 +408,50 @@ func (e *Edge) Close() {
 func (e *Edge) readFilter(r *realm) sip.TransportReadFilter {
 	max := e.static.maxMessageSize
 	return func(p sip.TransportReadProps, data []byte) ([]byte, error) {
-		if p.Transport == "UDP" && len(data) > max {
+		if p.Transport != "UDP" {
+			return data, nil // TCP reads are stream chunks, not messages
+		}
+		if len(data) > max {
 			e.m.dropped.WithLabelValues(r.name, "oversize").Inc()
+			return nil, nil
+		}
+		if bytes.HasPrefix(data, ackPrefix) && e.fastAck(r, p.RemoteAddr, data) {
 			return nil, nil
 		}
 		return data, nil
 	}
+}
+
+var ackPrefix = []byte("ACK ")
+
+// fastAck forwards the ACK of a 2xx to an initial INVITE straight from the
+// socket reader: it is its own end-to-end transaction, and sipgo would
+// build (and at once discard) a server transaction and a goroutine for it,
+// ~10% of the CPU of a call. It reports false for anything else (ACKs of
+// non-2xx finals belong to sipgo's INVITE transaction; re-INVITE ACKs and
+// unparsable datagrams take the normal path, which answers and counts them).
+func (e *Edge) fastAck(r *realm, from net.Addr, data []byte) bool {
+	msg, err := e.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || !req.IsAck() || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil ||
+		req.CSeq().MethodName != sip.ACK {
+		return false
+	}
+	if !e.dialogs.answered(req.CallID().Value(), inviteKey(req)) {
+		return false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(from.String())
+	e.m.requests.WithLabelValues(r.name, "ACK").Inc()
+	if !e.gen.Load().realms[r.idx].trusts(parseSource(req.Source()).Addr()) {
+		e.m.dropped.WithLabelValues(r.name, "untrusted").Inc()
+		return true
+	}
+	e.forwardAck(r, req)
+	return true
 }
 
 func (e *Edge) peer(r *realm) *realm { return e.realms[1-r.idx] }

@@ -112,6 +112,11 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 	switch {
 	case inDialog:
 		e.forwardInDialog(r, req, tx)
+	case req.IsInvite() && e.dialogs.answered(req.CallID().Value(), inviteKey(req)):
+		// A retransmission of an INVITE already answered 2xx, after its
+		// server transaction ended (sip.transaction_linger): RFC 6026
+		// Accepted absorbs it, and so do we.
+		e.m.dropped.WithLabelValues(r.name, "retransmission").Inc()
 	case req.IsInvite():
 		e.handleInitialInvite(r, g, req, tx)
 	default:
@@ -198,21 +203,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	// A stateful proxy answers 100 at once so the caller stops retransmitting.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 
-	call := &Call{
-		CallID:     req.CallID().Value(),
-		Realm:      r.name,
-		Dir:        r.dir,
-		Source:     parseSource(req.Source()),
-		FromTN:     fromNumber(req),
-		PAITN:      paiNumber(req),
-		ToTN:       Number(&req.To().Address),
-		Dest:       Number(&req.Recipient),
-		Identities: headerValues(req, "Identity"),
-	}
-	call.Orig = call.PAITN
-	if call.Orig == "" {
-		call.Orig = call.FromTN
-	}
+	call := newCall(r.name, r.dir, req)
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	err := g.chains[r.idx].Run(ctx, call, func(stage, decision string, _ time.Duration) {
@@ -252,6 +243,26 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		call.end()
 	}
 	g.chains[r.idx].finish(rec)
+}
+
+// newCall is the stages' view of an initial INVITE that arrived in realm.
+func newCall(realm string, dir Direction, req *sip.Request) *Call {
+	call := &Call{
+		CallID:     req.CallID().Value(),
+		Realm:      realm,
+		Dir:        dir,
+		Source:     parseSource(req.Source()),
+		FromTN:     fromNumber(req),
+		PAITN:      paiNumber(req),
+		ToTN:       Number(&req.To().Address),
+		Dest:       Number(&req.Recipient),
+		Identities: headerValues(req, "Identity"),
+	}
+	call.Orig = call.PAITN
+	if call.Orig == "" {
+		call.Orig = call.FromTN
+	}
+	return call
 }
 
 // txContext is a context that ends with the server transaction (or when
@@ -515,11 +526,17 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 					if call != nil {
 						ended = call.end
 					}
-					e.dialogs.add(req.CallID().Value(), ended)
+					e.dialogs.add(req.CallID().Value(), inviteKey(req), ended)
 				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
-				ctx.OnRetransmission(func(r *sip.Response) { _ = tx.Respond(e.upstream(req, r)) })
+				// Once the server transaction has ended (it lingers less
+				// than the client one), relay them statelessly.
+				ctx.OnRetransmission(func(r *sip.Response) {
+					if err := tx.Respond(e.upstream(req, r)); err != nil {
+						e.strayResponse(out, r)
+					}
+				})
 			}
 			up := e.upstream(req, res)
 			if call != nil && call.ResponseReason != "" {
@@ -562,6 +579,13 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			return code, StageEdge
 		}
 	}
+}
+
+// inviteKey tells an initial INVITE from another with the same Call-ID:
+// From tag and CSeq number.
+func inviteKey(req *sip.Request) string {
+	tag, _ := req.From().Params.Get("tag")
+	return tag + " " + strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)
 }
 
 func hasToTag(req *sip.Request) bool {
@@ -753,8 +777,9 @@ func (e *Edge) forwardAck(r *realm, req *sip.Request) {
 		return // hop-by-hop ACK of a non-2xx whose transaction sipgo already ended
 	}
 	out := e.peer(r)
-	routed := req.Clone()
-	fwd, err := e.prepare(r, out, routed, e.inDialogTarget(routed, &e.gen.Load().realms[out.idx]))
+	// No transaction keeps this ACK: pop our Route entries in place;
+	// prepare makes the one copy that is sent.
+	fwd, err := e.prepare(r, out, req, e.inDialogTarget(req, &e.gen.Load().realms[out.idx]))
 	if err != nil {
 		e.m.dropped.WithLabelValues(r.name, "ack_unroutable").Inc()
 		return

@@ -19,6 +19,9 @@ commands:
                            print one SHAKEN Identity header value
   verify --identity VALUE --orig TN --dest TN --trust FILE... [--at UNIX] [--cert FILE]
                            verify one Identity header value; JSON verdict, exit 0 only when it passed
+  explain [--config FILE] [--realm inside|outside] [--from IP:PORT] INVITE-FILE
+                           dry run: what the pipeline does with one INVITE (exit 0 forwarded,
+                           3 rejected); policy counters start empty
 `
 
 func main() {
@@ -39,6 +42,8 @@ func run(args []string) int {
 		return signCommand(args[1:])
 	case "verify":
 		return verifyCommand(args[1:])
+	case "explain":
+		return explainCommand(args[1:])
 	case "policy":
 		if len(args) >= 2 && args[1] == "check" {
 			return policyCheck(args[2:])

@@ -69,7 +69,7 @@ func (b *bench) runAll(ctx context.Context) error {
 	for _, mode := range b.o.modes {
 		var systems []*proxy
 		if b.o.only != "kamailio" {
-			p, err := b.env.startStirgate(ctx, mode, b.uasPort, b.o.workers)
+			p, err := b.env.startStirgate(ctx, mode, b.uasPort, b.o.workers, b.o.env)
 			if err != nil {
 				return err
 			}
@@ -210,10 +210,10 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	var profErr chan error
 	if b.o.profile != "" && p != nil && p.system == "stirgate" && d >= 4*time.Second {
 		profErr = make(chan error, 1)
-		path := filepath.Join(b.o.profile, fmt.Sprintf("%s-%s-%d-try%d.pprof", p.system, mode, rate, try))
+		path := filepath.Join(b.o.profile, fmt.Sprintf("%s-%s-%d-try%d", p.system, mode, rate, try))
 		go func() {
 			time.Sleep(time.Second)
-			profErr <- p.profile(ctx, d-2*time.Second, path)
+			profErr <- p.profile(ctx, d-3*time.Second, path)
 		}()
 	}
 	uac, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uac"), scenario: scenario, port: uacPort, remote: remote, calls: calls, rate: rate, timeout: bound, extra: extra})
@@ -312,7 +312,7 @@ type soak struct {
 
 func (b *bench) soakRun(ctx context.Context) error {
 	log.Printf("soak: stirgate, sign mode, %d calls/s for %v", b.o.soakCPS, b.o.soak)
-	p, err := b.env.startStirgate(ctx, "sign", b.uasPort, b.o.workers)
+	p, err := b.env.startStirgate(ctx, "sign", b.uasPort, b.o.workers, b.o.env)
 	if err != nil {
 		return err
 	}

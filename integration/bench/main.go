@@ -54,6 +54,7 @@ type options struct {
 	smoke   bool
 	only    string // "", "stirgate" or "kamailio": skip the other system (profiling)
 	profile string // directory for stirgate CPU profiles, one per step ("": none)
+	env     []string // extra environment for stirgate (experiments: GOGC=...)
 }
 
 var allModes = []string{"plain", "sign", "verify"}
@@ -72,7 +73,12 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.smoke, "smoke", false, "smoke test: one step of 2 s at 200 calls/s per mode and system, no soak")
 	flag.StringVar(&o.only, "only", "", "run one system only: stirgate or kamailio (for profiling; no ratios)")
 	flag.StringVar(&o.profile, "profile", "", "directory: fetch a CPU profile of stirgate during each of its steps (via the admin port and its token)")
+	var env string
+	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
+	if env != "" {
+		o.env = strings.Split(env, ",")
+	}
 	if o.smoke {
 		o.step, rates, o.soak = 2*time.Second, "200", 0
 	}

@@ -35,7 +35,7 @@ type proxy struct {
 const callee = "+15559870002" // SIPp -s, the number every call goes to
 
 // startStirgate starts stirgate for mode, forwarding to nextHop.
-func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int) (*proxy, error) {
+func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string) (*proxy, error) {
 	ports, err := freeUDPPorts(3)
 	if err != nil {
 		return nil, err
@@ -98,7 +98,7 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 	}
 	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
 	cmd := exec.Command(e.stirgate, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", workers))
+	cmd.Env = append(append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", workers)), extraEnv...)
 	if err := p.start(cmd, dir); err != nil {
 		return nil, err
 	}
@@ -274,12 +274,21 @@ func (p *proxy) waitSIP(ctx context.Context, bound time.Duration) error {
 	return fmt.Errorf("%s: no answer to OPTIONS on %s within %v\n%s", p.system, p.addr, bound, tail(readFile(p.log), 20))
 }
 
-// profile fetches a CPU profile of d from stirgate's admin port.
+// profile fetches a CPU profile of d, then a heap profile (in use at that
+// moment, under load), from stirgate's admin port: path.cpu.pprof and
+// path.heap.pprof.
 func (p *proxy) profile(ctx context.Context, d time.Duration, path string) error {
+	if err := p.fetchProfile(ctx, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())), d, path+".cpu.pprof"); err != nil {
+		return err
+	}
+	return p.fetchProfile(ctx, "heap?gc=1", 0, path+".heap.pprof")
+}
+
+func (p *proxy) fetchProfile(ctx context.Context, query string, d time.Duration, path string) error {
 	if p.system != "stirgate" {
 		return errors.New("profiles come from stirgate only")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds())), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.admin+"/debug/pprof/"+query, nil)
 	if err != nil {
 		return err
 	}
