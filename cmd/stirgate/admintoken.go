@@ -62,4 +62,3 @@ func bearer(r *http.Request) (string, bool) {
 	}
 	return tok, true
 }
-

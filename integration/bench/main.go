@@ -52,8 +52,8 @@ type options struct {
 	out     string
 	keep    bool
 	smoke   bool
-	only    string // "", "stirgate" or "kamailio": skip the other system (profiling)
-	profile string // directory for stirgate CPU profiles, one per step ("": none)
+	only    string   // "", "stirgate" or "kamailio": skip the other system (profiling)
+	profile string   // directory for stirgate CPU profiles, one per step ("": none)
 	env     []string // extra environment for stirgate (experiments: GOGC=...)
 }
 

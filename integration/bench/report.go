@@ -21,15 +21,15 @@ type results struct {
 	Soak     *soak         `json:"soak,omitempty"`
 
 	// Summary, filled by summarize.
-	Ceiling int                      `json:"harness_ceiling_cps"`
+	Ceiling int                       `json:"harness_ceiling_cps"`
 	Max     map[string]map[string]int `json:"max_clean_cps"` // mode -> system -> calls/s
 	// RampLimited lists "system/mode" whose highest rate was still clean:
 	// their maximum is at least that, the ramp did not go higher.
-	RampLimited []string                  `json:"ramp_limited,omitempty"`
-	Ratio       map[string]float64        `json:"ratio_stirgate_to_kamailio"` // mode -> max ratio
-	At          map[string]map[string]step `json:"at_reference_rate"`          // mode -> system -> first clean step at ReferenceCPS
-	ReferenceCPS int                      `json:"reference_cps"`
-	Targets      []target                 `json:"targets"`
+	RampLimited  []string                   `json:"ramp_limited,omitempty"`
+	Ratio        map[string]float64         `json:"ratio_stirgate_to_kamailio"` // mode -> max ratio
+	At           map[string]map[string]step `json:"at_reference_rate"`          // mode -> system -> first clean step at ReferenceCPS
+	ReferenceCPS int                        `json:"reference_cps"`
+	Targets      []target                   `json:"targets"`
 }
 
 type publicOptions struct {

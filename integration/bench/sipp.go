@@ -22,7 +22,6 @@ import (
 // can deliver the BYE before the ACK, and the callee fails the call.
 const callPauseMS = 100
 
-//
 // -default_behaviors all,-abortunexp: a message the scenario does not
 // expect at that point (a 180 that arrives after the 200, a BYE before the
 // ACK: UDP does not keep order, and Kamailio's worker processes reorder
