@@ -318,7 +318,7 @@ func (e *Edge) prepare(in, out *realm, req *sip.Request, rt route) (*sip.Request
 	if !ok {
 		return nil, fmt.Errorf("realm %s has no %s listener", out.name, transport)
 	}
-	fwd := req.Clone()
+	fwd := forwardCopy(req)
 	fwd.SetDestination(rt.dest)
 	fwd.SetTransport(transport)
 	fwd.Laddr = sip.Addr{}
@@ -394,7 +394,7 @@ func (e *Edge) build(in, out *realm, pol *realmPolicy, req *sip.Request, rt rout
 	if err == nil {
 		err = applyCall(fwd, call)
 	}
-	if err != nil || rt.transport != "UDP" || len(fwd.String()) <= pol.udpMax {
+	if err != nil || rt.transport != "UDP" || wireSize(fwd) <= pol.udpMax {
 		return fwd, err
 	}
 	if !pol.oversizeTCP {
@@ -697,8 +697,7 @@ func (e *Edge) ackAndBye(out *realm, fwd *sip.Request, res *sip.Response) {
 // upstream turns a downstream response into the one we send upstream: our
 // Via removed, sent back to where the request came from.
 func (e *Edge) upstream(req *sip.Request, res *sip.Response) *sip.Response {
-	up := res.Clone()
-	up.RemoveHeader("Via")
+	up := upstreamCopy(res)
 	up.SetTransport(req.Transport())
 	up.SetDestination(responseAddr(req))
 	return up

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,19 @@ import (
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
 )
+
+// applyRuntime sets the garbage collector from runtime: unless GOGC or
+// GOMEMLIMIT are set in the environment (they win, as Go users expect).
+// It is read at start only.
+func applyRuntime(rc configs.RuntimeConfig, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(rc.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && rc.MemoryLimitMB > 0 {
+		debug.SetMemoryLimit(int64(rc.MemoryLimitMB) << 20)
+	}
+	log.Debug("go runtime", "gc_percent", rc.GCPercent, "memory_limit_mb", rc.MemoryLimitMB, "env_gogc", os.Getenv("GOGC"), "env_gomemlimit", os.Getenv("GOMEMLIMIT"))
+}
 
 // loadConfig reads the file, or the embedded default when path is "".
 func loadConfig(path string) (*configs.Config, error) {
@@ -121,6 +135,7 @@ func serve(args []string) int {
 		source = configs.DefaultName
 	}
 
+	applyRuntime(cfg.Runtime, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reloads := newReloadMetrics(reg)
@@ -245,7 +260,10 @@ func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Co
 		log.Error("certificate repository not updated", "err", err)
 	}
 	if cfg.Admin != old.Admin {
-		restart = append(restart, "admin.listen")
+		restart = append(restart, "admin")
+	}
+	if cfg.Runtime != old.Runtime {
+		restart = append(restart, "runtime")
 	}
 	l, _ := configs.ParseLevel(cfg.Log.Level)
 	level.Set(l)
