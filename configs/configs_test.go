@@ -56,6 +56,14 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 			[]want{{"transport: sctp", `sip.realms.outside.listen[1].transport: "sctp" is not one of udp, tcp`}},
 		},
 		{
+			"runtime and admin",
+			func(s string) string {
+				s = strings.Replace(s, "gc_percent: 200", "gc_percent: 5", 1)
+				return strings.Replace(s, "pprof: false", "pprof: true", 1)
+			},
+			[]want{{"gc_percent: 5", "runtime.gc_percent: 5 out of range 25..2000"}, {"pprof: true", "admin.pprof: needs admin.token_file"}},
+		},
+		{
 			"several problems at once",
 			func(s string) string {
 				s = strings.Replace(s, "level: info", "level: loud", 1)

@@ -3,6 +3,10 @@ package sip
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -24,6 +28,11 @@ func TestConfigValidate(t *testing.T) {
 		{"oversize tcp needs tcp", func(c *Config) { c.Realms.Inside.Listen = c.Realms.Inside.Listen[:1] }, "realms.inside.udp.oversize:"},
 		{"oversize value", func(c *Config) { c.Realms.Inside.UDP.Oversize = "drop" }, "realms.inside.udp.oversize:"},
 		{"user agent CRLF", func(c *Config) { c.UserAgent = "x\r\ny" }, "user_agent:"},
+		{"linger below 1s", func(c *Config) { c.TransactionLinger = 500 * time.Millisecond }, "transaction_linger:"},
+		{"linger above 32s", func(c *Config) { c.TransactionLinger = time.Minute }, "transaction_linger:"},
+		{"linger 32s", func(c *Config) { c.TransactionLinger = 32 * time.Second }, ""},
+		{"socket buffer too small", func(c *Config) { c.Realms.Outside.UDP.SocketBuffer = 1024 }, "realms.outside.udp.socket_buffer:"},
+		{"socket buffer 16 MiB", func(c *Config) { c.Realms.Outside.UDP.SocketBuffer = 16 << 20 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,9 +53,78 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// TestDialogsAnswered: a late retransmission of an INVITE answered 2xx is
+// recognised by Call-ID, From tag and CSeq number; a new INVITE reusing the
+// Call-ID with another From tag or CSeq is not.
+func TestDialogsAnswered(t *testing.T) {
+	d := newDialogs(prometheusGauge())
+	d.add("c1@test", "tagA 1", nil)
+	for _, tt := range []struct {
+		callID, key string
+		want        bool
+	}{
+		{"c1@test", "tagA 1", true},
+		{"c1@test", "tagA 2", false},
+		{"c1@test", "tagB 1", false},
+		{"c2@test", "tagA 1", false},
+	} {
+		if got := d.answered(tt.callID, tt.key); got != tt.want {
+			t.Errorf("answered(%q, %q) = %v, want %v", tt.callID, tt.key, got, tt.want)
+		}
+	}
+	d.remove("c1@test")
+	if d.answered("c1@test", "tagA 1") {
+		t.Error("answered after the dialog ended")
+	}
+}
+
+func TestInviteKey(t *testing.T) {
+	req := parseBench(t)
+	if got := inviteKey(req); got != "5729SIPpTag001 1" {
+		t.Fatalf("inviteKey = %q", got)
+	}
+}
+
+func TestForwardCopySharesNothingItChanges(t *testing.T) {
+	req := parseBench(t)
+	before := req.String()
+	fwd := forwardCopy(req)
+	markReceived(fwd.Via(), req)
+	mf := sip.MaxForwardsHeader(69)
+	fwd.ReplaceHeader(&mf)
+	fwd.PrependHeader(recordRouteHeader(dryOutside, "UDP"))
+	ours := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.2", Port: 5060, Params: sip.NewParams()}
+	fwd.PrependHeader(ours)
+	removeHeaders(fwd, "P-Asserted-Identity")
+	if err := setVerstat(fwd, VerstatPassed); err != nil {
+		t.Fatal(err)
+	}
+	if req.String() != before {
+		t.Fatalf("the original changed:\n%s\nwas:\n%s", req.String(), before)
+	}
+	if !strings.Contains(fwd.String(), "received=127.0.0.1") || !strings.Contains(fwd.String(), "verstat=TN-Validation-Passed") {
+		t.Fatalf("forwarded copy lacks its changes:\n%s", fwd.String())
+	}
+	if wireSize(fwd) != len(fwd.String()) {
+		t.Fatalf("wireSize %d, String %d", wireSize(fwd), len(fwd.String()))
+	}
+	res := sip.NewResponseFromRequest(fwd, 180, "Ringing", nil)
+	up := upstreamCopy(res)
+	if up.Via() == nil || up.Via().Host != "127.0.0.1" || len(up.GetHeaders("Via")) != len(res.GetHeaders("Via"))-1 {
+		t.Fatalf("upstream copy Vias: %v", up.GetHeaders("Via"))
+	}
+	if len(res.GetHeaders("Via")) != 2 {
+		t.Fatalf("response changed: %v", res.GetHeaders("Via"))
+	}
+}
+
 func TestParseNextHop(t *testing.T) {
 	n, err := ParseNextHop("sip:192.0.2.1;transport=TCP")
 	if err != nil || n.Addr() != "192.0.2.1:5060" || n.Transport != "TCP" {
 		t.Fatalf("got %+v, %v", n, err)
 	}
+}
+
+func prometheusGauge() prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_dialogs"})
 }

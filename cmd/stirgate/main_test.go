@@ -1,6 +1,10 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -85,5 +89,68 @@ func TestVerifyCommandWithLocalCert(t *testing.T) {
 	v, err = verifyOnce(id, "12025550199", "12025550100", trust, time.Now().Add(time.Hour).Unix(), cert, time.Minute, x)
 	if err != nil || v.Passed || v.Code != 403 {
 		t.Fatalf("an hour later: %+v, %v", v, err)
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const secret = "s3cret-token-0123456789"
+	for _, tt := range []struct {
+		name, path, want string
+	}{
+		{"none configured", "", ""},
+		{"good", write("good", secret+"\n", 0o600), ""},
+		{"world readable", write("open", secret, 0o644), "readable by group or others"},
+		{"too short", write("short", "abc", 0o600), "at least 16"},
+		{"two words", write("words", "abcdefgh ijklmnopq", 0o600), "without spaces"},
+		{"missing", filepath.Join(dir, "nope"), "no such file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := readAdminToken(tt.path)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.path != "" && tok != secret {
+					t.Fatalf("token %q", tok)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "abcdefgh") {
+				t.Fatalf("error shows the token: %v", err)
+			}
+		})
+	}
+
+	h := requireToken(secret, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "profile") }))
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer wrong-token-0123456789", http.StatusUnauthorized},
+		{"Basic " + secret, http.StatusUnauthorized},
+		{"Bearer " + secret, http.StatusOK},
+		{"bearer " + secret, http.StatusOK},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/debug/pprof/heap", nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("Authorization %q: %d, want %d", tt.auth, rec.Code, tt.want)
+		}
 	}
 }

@@ -20,7 +20,7 @@ type bench struct {
 	env     *env
 	o       options
 	res     *results
-	uasPort int // the callee: both proxies' next hop
+	uasPort int // the callee of direct steps
 	signer  *attest.Signer
 	seq     int
 }
@@ -67,29 +67,31 @@ func (b *bench) runAll(ctx context.Context) error {
 		}
 	}
 	for _, mode := range b.o.modes {
+		// Each system has its own callee port: a proxy still
+		// retransmitting after an overloaded step must not feed calls to
+		// the other system's callee.
 		var systems []*proxy
 		if b.o.only != "kamailio" {
-			p, err := b.env.startStirgate(ctx, mode, b.uasPort, b.o.workers, b.o.env)
+			p, err := b.startSystem(ctx, "stirgate", mode)
 			if err != nil {
 				return err
 			}
-			defer p.stop()
 			systems = append(systems, p)
 		}
 		if b.o.only != "stirgate" {
-			p, err := b.env.startKamailio(ctx, mode, b.uasPort, b.o.workers)
+			p, err := b.startSystem(ctx, "kamailio", mode)
 			if err != nil {
 				return err
 			}
-			defer p.stop()
 			systems = append(systems, p)
 		}
 		log.Printf("mode %s", mode)
-		if err := b.ramp(ctx, mode, systems); err != nil {
-			return err
-		}
+		err := b.ramp(ctx, mode, systems)
 		for _, p := range systems {
 			p.stop()
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if b.o.soak > 0 && b.o.only != "kamailio" {
@@ -126,6 +128,13 @@ func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
 				b.res.Steps = append(b.res.Steps, s)
 				log.Printf("  %s", s)
 				clean = s.Clean
+				if !clean && p != nil && try == 1 {
+					// An overloaded proxy keeps retransmitting for up
+					// to 32 s: the retry starts from a fresh process.
+					if err := b.restart(ctx, p); err != nil {
+						return err
+					}
+				}
 			}
 			if clean {
 				still = append(still, p)
@@ -139,6 +148,45 @@ func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startSystem starts stirgate or Kamailio for mode with a callee port of
+// its own.
+func (b *bench) startSystem(ctx context.Context, system, mode string) (*proxy, error) {
+	ports, err := freeUDPPorts(1)
+	if err != nil {
+		return nil, err
+	}
+	var p *proxy
+	if system == "stirgate" {
+		p, err = b.env.startStirgate(ctx, mode, ports[0], b.o.workers, b.o.env)
+	} else {
+		p, err = b.env.startKamailio(ctx, mode, ports[0], b.o.workers)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.nextHop = ports[0]
+	return p, nil
+}
+
+// restart replaces p's process with a fresh one (same mode, same callee
+// port); p keeps its identity in the ramp.
+func (b *bench) restart(ctx context.Context, p *proxy) error {
+	p.stop()
+	var q *proxy
+	var err error
+	if p.system == "stirgate" {
+		q, err = b.env.startStirgate(ctx, p.mode, p.nextHop, b.o.workers, b.o.env)
+	} else {
+		q, err = b.env.startKamailio(ctx, p.mode, p.nextHop, b.o.workers)
+	}
+	if err != nil {
+		return err
+	}
+	q.nextHop = p.nextHop
+	*p = *q
 	return nil
 }
 
@@ -167,9 +215,9 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	calls := rate * int(d/time.Second)
 	s := step{System: systemName(p), Mode: mode, Target: rate, Try: try, Calls: calls}
 	dir := filepath.Join(b.env.work, "steps", fmt.Sprintf("%03d-%s-%s-%d", b.seq, s.System, mode, rate))
-	remote := hostPort(b.uasPort)
+	remote, uasPort := hostPort(b.uasPort), b.uasPort
 	if p != nil {
-		remote = p.addr
+		remote, uasPort = p.addr, p.nextHop
 	}
 	scenario, extra := b.env.scenario("uac.xml"), []string(nil)
 	if mode == "verify" && p != nil {
@@ -186,7 +234,7 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		callee = b.env.scenario("uas_identity.xml")
 	}
 	bound := d + 30*time.Second
-	uas, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uas"), scenario: callee, port: b.uasPort, calls: calls, timeout: bound})
+	uas, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uas"), scenario: callee, port: uasPort, calls: calls, timeout: bound})
 	if err != nil {
 		return s, err
 	}
@@ -312,7 +360,7 @@ type soak struct {
 
 func (b *bench) soakRun(ctx context.Context) error {
 	log.Printf("soak: stirgate, sign mode, %d calls/s for %v", b.o.soakCPS, b.o.soak)
-	p, err := b.env.startStirgate(ctx, "sign", b.uasPort, b.o.workers, b.o.env)
+	p, err := b.startSystem(ctx, "stirgate", "sign")
 	if err != nil {
 		return err
 	}

@@ -22,14 +22,15 @@ var kamailioCfg string
 
 // proxy is one system under test, started for one mode.
 type proxy struct {
-	system string // "stirgate" | "kamailio"
-	mode   string
-	addr   string // host:port the caller sends to
-	admin  string // stirgate admin base URL
-	token  string // stirgate admin token
-	cmd    *exec.Cmd
-	done   chan struct{}
-	log    string
+	system  string // "stirgate" | "kamailio"
+	mode    string
+	addr    string // host:port the caller sends to
+	nextHop int    // the callee port it forwards to
+	admin   string // stirgate admin base URL
+	token   string // stirgate admin token
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     string
 }
 
 const callee = "+15559870002" // SIPp -s, the number every call goes to
