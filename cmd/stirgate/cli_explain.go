@@ -49,6 +49,11 @@ func explainCommand(args []string) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// As serve does: the development defaults create their test PKI.
+	if err := ensureDevPKI(cfg, log); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot create the development PKI:", err)
+		return 1
+	}
 	gen, err := build(cfg, newShared(log, prometheus.NewRegistry()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)

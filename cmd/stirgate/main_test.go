@@ -154,3 +154,43 @@ func TestAdminToken(t *testing.T) {
 		}
 	}
 }
+
+// TestExplain: the dry run says which stage rejects a call and forwards
+// the others (exit 3 and 0), with the policy files of the config.
+func TestExplain(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("policy.yaml", "lists:\n  - name: dnc\n    numbers: [\"+1 202 555 0199\"]\nrules:\n  - name: dnc\n    type: dnc\n    lists: [dnc]\n    action: {type: reject}\n")
+	cfg := write("stirgate.yaml", `mode: production
+sip:
+  realms:
+    inside: {listen: [{transport: udp, addr: "127.0.0.1:0"}], next_hop: "sip:127.0.0.1:5090", trusted: ["127.0.0.0/8"], udp: {oversize: reject}}
+    outside: {listen: [{transport: udp, addr: "127.0.0.1:0"}], next_hop: "sip:127.0.0.1:5080", trusted: ["127.0.0.0/8"], udp: {oversize: reject}}
+attest: {enabled: false}
+policy: {files: [policy.yaml]}
+`)
+	inviteTo := func(name, callee string) string {
+		return write(name, "INVITE sip:"+callee+"@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\n"+
+			"From: <sip:+12025550100@127.0.0.1>;tag=1\nTo: <sip:"+callee+"@127.0.0.1>\nCall-ID: x@test\nCSeq: 1 INVITE\nContent-Length: 0\n\n")
+	}
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"explain", "--config", cfg, inviteTo("dnc.sip", "+12025550199")}, 3},
+		{[]string{"explain", "--config", cfg, inviteTo("ok.sip", "+12025550142")}, 0},
+		{[]string{"explain", "--config", cfg, "--realm", "outside", inviteTo("in.sip", "+12025550142")}, 0},
+		{[]string{"explain", "--config", cfg, "--from", "nowhere", inviteTo("x.sip", "+12025550142")}, 2},
+		{[]string{"explain", "--config", cfg, filepath.Join(dir, "missing.sip")}, 1},
+	} {
+		if got := run(tt.args); got != tt.want {
+			t.Errorf("stirgate %s = %d, want %d", strings.Join(tt.args, " "), got, tt.want)
+		}
+	}
+}
