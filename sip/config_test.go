@@ -58,22 +58,26 @@ func TestConfigValidate(t *testing.T) {
 // Call-ID with another From tag or CSeq is not.
 func TestDialogsAnswered(t *testing.T) {
 	d := newDialogs(prometheusGauge())
-	d.add("c1@test", "tagA 1", nil)
+	d.add("c1@test", "tagA 1", "z9hG4bK-a", nil)
 	for _, tt := range []struct {
-		callID, key string
-		want        bool
+		callID, key, branch string
+		acked, retrans      bool
 	}{
-		{"c1@test", "tagA 1", true},
-		{"c1@test", "tagA 2", false},
-		{"c1@test", "tagB 1", false},
-		{"c2@test", "tagA 1", false},
+		{"c1@test", "tagA 1", "z9hG4bK-a", true, true},
+		{"c1@test", "tagA 1", "z9hG4bK-other", true, false}, // the ACK, or a new INVITE
+		{"c1@test", "tagA 2", "z9hG4bK-a", false, false},
+		{"c1@test", "tagB 1", "z9hG4bK-a", false, false},
+		{"c2@test", "tagA 1", "z9hG4bK-a", false, false},
 	} {
-		if got := d.answered(tt.callID, tt.key); got != tt.want {
-			t.Errorf("answered(%q, %q) = %v, want %v", tt.callID, tt.key, got, tt.want)
+		if got := d.answered(tt.callID, tt.key); got != tt.acked {
+			t.Errorf("answered(%q, %q) = %v, want %v", tt.callID, tt.key, got, tt.acked)
+		}
+		if got := d.retransmission(tt.callID, tt.key, tt.branch); got != tt.retrans {
+			t.Errorf("retransmission(%q, %q, %q) = %v, want %v", tt.callID, tt.key, tt.branch, got, tt.retrans)
 		}
 	}
 	d.remove("c1@test")
-	if d.answered("c1@test", "tagA 1") {
+	if d.answered("c1@test", "tagA 1") || d.retransmission("c1@test", "tagA 1", "z9hG4bK-a") {
 		t.Error("answered after the dialog ended")
 	}
 }

@@ -27,6 +27,7 @@ type dialogs struct {
 type dialog struct {
 	since  time.Time
 	invite string        // inviteKey of the initial INVITE that was answered 2xx
+	branch string        // its top Via branch: a retransmission carries the same
 	acked  chan struct{} // closed when the ACK of the 2xx was forwarded
 	ended  func()        // the call's OnEnd functions; nil for none
 }
@@ -36,11 +37,12 @@ func newDialogs(g prometheus.Gauge) *dialogs {
 }
 
 // add records a confirmed dialog set up by the initial INVITE with key
-// invite (inviteKey); ended (may be nil) runs when it is removed or expires.
-func (d *dialogs) add(callID, invite string, ended func()) {
+// invite (inviteKey) and top Via branch; ended (may be nil) runs when it is
+// removed or expires.
+func (d *dialogs) add(callID, invite, branch string, ended func()) {
 	d.mu.Lock()
 	old := d.m[callID]
-	d.m[callID] = &dialog{since: time.Now(), invite: invite, acked: make(chan struct{}), ended: ended}
+	d.m[callID] = &dialog{since: time.Now(), invite: invite, branch: branch, acked: make(chan struct{}), ended: ended}
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
 	if old != nil && old.ended != nil {
@@ -49,12 +51,21 @@ func (d *dialogs) add(callID, invite string, ended func()) {
 }
 
 // answered reports whether the initial INVITE with this Call-ID and key
-// was already answered 2xx: a late retransmission of it.
+// was answered 2xx: an ACK with them acknowledges that 2xx.
 func (d *dialogs) answered(callID, invite string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dl, ok := d.m[callID]
 	return ok && dl.invite == invite
+}
+
+// retransmission reports whether an initial INVITE is a retransmission of
+// one already answered 2xx: same Call-ID, key and top Via branch.
+func (d *dialogs) retransmission(callID, invite, branch string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dl, ok := d.m[callID]
+	return ok && dl.invite == invite && dl.branch == branch
 }
 
 // acked records that the ACK of the dialog's 2xx was forwarded.

@@ -112,7 +112,7 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 	switch {
 	case inDialog:
 		e.forwardInDialog(r, req, tx)
-	case req.IsInvite() && e.dialogs.answered(req.CallID().Value(), inviteKey(req)):
+	case req.IsInvite() && e.dialogs.retransmission(req.CallID().Value(), inviteKey(req), topBranch(req)):
 		// A retransmission of an INVITE already answered 2xx, after its
 		// server transaction ended (sip.transaction_linger): RFC 6026
 		// Accepted absorbs it, and so do we.
@@ -526,7 +526,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 					if call != nil {
 						ended = call.end
 					}
-					e.dialogs.add(req.CallID().Value(), inviteKey(req), ended)
+					e.dialogs.add(req.CallID().Value(), inviteKey(req), topBranch(req), ended)
 				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
@@ -586,6 +586,15 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 func inviteKey(req *sip.Request) string {
 	tag, _ := req.From().Params.Get("tag")
 	return tag + " " + strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)
+}
+
+// topBranch is the branch of the request's top Via ("" without one).
+func topBranch(req *sip.Request) string {
+	if v := req.Via(); v != nil {
+		b, _ := v.Params.Get("branch")
+		return b
+	}
+	return ""
 }
 
 func hasToTag(req *sip.Request) bool {

@@ -181,8 +181,6 @@ func (p *proxy) start(cmd *exec.Cmd, dir string) error {
 	return nil
 }
 
-func (p *proxy) name() string { return p.system }
-
 // alive reports whether the process is still running.
 func (p *proxy) alive() bool {
 	select {
