@@ -6,7 +6,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -184,32 +186,49 @@ func (e *env) scenario(name string) string {
 	return filepath.Join(e.root, "integration", "sipp", name)
 }
 
-// freeUDPPort returns a loopback UDP port that was free a moment ago.
+// Ports come from below the kernel's ephemeral range (32768-60999 on
+// Linux): a port the bench picked, released and hands to a proxy or SIPp
+// later cannot meanwhile be given to some process's bind(":0").
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+// freeUDPPort returns a loopback port that was free (UDP and TCP) a moment
+// ago.
 func freeUDPPort() (int, error) {
-	c, err := net.ListenPacket("udp", net.JoinHostPort(loopback, "0"))
+	ps, err := freeUDPPorts(1)
 	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+		return 0, err
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port, nil
+	return ps[0], nil
 }
 
-// freeUDPPorts returns n distinct free ports.
+// freeUDPPorts returns n distinct loopback ports, each free for UDP and TCP.
 func freeUDPPorts(n int) ([]int, error) {
-	var conns []net.PacketConn
+	var held []io.Closer
 	defer func() {
-		for _, c := range conns {
+		for _, c := range held {
 			c.Close()
 		}
 	}()
 	var ports []int
-	for i := 0; i < n; i++ {
-		c, err := net.ListenPacket("udp", net.JoinHostPort(loopback, "0"))
+	for tries := 0; len(ports) < n && tries < 1000; tries++ {
+		port := portLow + rand.IntN(portHigh-portLow)
+		u, err := net.ListenPacket("udp", hostPort(port))
 		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
+			continue
 		}
-		conns = append(conns, c)
-		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+		t, err := net.Listen("tcp", hostPort(port))
+		if err != nil {
+			u.Close()
+			continue
+		}
+		held = append(held, u, t)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("free port: only %d of %d free in %d..%d", len(ports), n, portLow, portHigh)
 	}
 	return ports, nil
 }
