@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
 
 // loopback is the only address the tests use.
@@ -807,18 +809,18 @@ func (p *sippProc) Wait(t testing.TB) sippResult {
 	<-p.done
 	res := p.res
 	res.Stdout = readFile(filepath.Join(p.dir, "stdout.log"))
-	stats, err := readSippStats(filepath.Join(p.dir, "stat.csv"))
+	stats, err := sippfiles.ReadStats(filepath.Join(p.dir, "stat.csv"))
 	if err != nil {
 		if res.Err == nil {
 			res.Err = err
 		}
 	} else {
 		res.Stats = stats
-		res.Successful = stats.int("SuccessfulCall(C)")
-		res.Failed = stats.int("FailedCall(C)")
-		res.Created = stats.int("TotalCallCreated")
-		res.Retransmissions = stats.int("Retransmissions(C)")
-		res.Stray = stats.int("OutOfCallMsgs(C)") + stats.int("DeadCallMsgs(C)")
+		res.Successful = stats.Int("SuccessfulCall(C)")
+		res.Failed = stats.Int("FailedCall(C)")
+		res.Created = stats.Int("TotalCallCreated")
+		res.Retransmissions = stats.Int("Retransmissions(C)")
+		res.Stray = stats.Int("OutOfCallMsgs(C)") + stats.Int("DeadCallMsgs(C)")
 	}
 	return res
 }
@@ -827,38 +829,6 @@ func (p *sippProc) Wait(t testing.TB) sippResult {
 func runSipp(t testing.TB, r sippRun) sippResult {
 	t.Helper()
 	return startSipp(t, r).Wait(t)
-}
-
-type sippStats map[string]string
-
-func (s sippStats) int(col string) int {
-	n, err := strconv.Atoi(strings.TrimSpace(s[col]))
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// readSippStats reads the header and the last line of a -trace_stat file
-// (';'-separated; the last line is the final, cumulative one).
-func readSippStats(path string) (sippStats, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("sipp stats: %w", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) < 2 {
-		return nil, fmt.Errorf("sipp stats %s: %d lines, want a header and a data line", path, len(lines))
-	}
-	head := strings.Split(strings.TrimSpace(lines[0]), ";")
-	vals := strings.Split(strings.TrimSpace(lines[len(lines)-1]), ";")
-	s := sippStats{}
-	for i, h := range head {
-		if i < len(vals) && h != "" {
-			s[h] = vals[i]
-		}
-	}
-	return s, nil
 }
 
 // require asserts that sipp exited 0 with exactly want successful calls and
@@ -957,22 +927,9 @@ func sippExitMeaning(code int) string {
 // sipp showed, the final ones last.
 func lastScreen(s string) string { return tail(s, 90) }
 
-func readFile(p string) string {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
+func readFile(p string) string { return sippfiles.ReadFile(p) }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return sippfiles.Tail(s, n) }
 
 // ---------------------------------------------------------------------------
 // A sink standing in for a callee that must see nothing

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
 
 // direction says which realm a call enters and which peer answers it.
@@ -437,12 +439,12 @@ func TestReadSippStats(t *testing.T) {
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := readSippStats(p)
+	s, err := sippfiles.ReadStats(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for col, want := range map[string]int{"TotalCallCreated": 1000, "SuccessfulCall(C)": 998, "FailedCall(C)": 2, "Retransmissions(C)": 5} {
-		if got := s.int(col); got != want {
+		if got := s.Int(col); got != want {
 			t.Errorf("%s = %d, want %d", col, got, want)
 		}
 	}

@@ -62,17 +62,15 @@ func BenchmarkForwardInvite(b *testing.B) {
 	req := parseBench(b)
 	call := newCall("inside", Outbound, req)
 	call.AddIdentity = strings.Repeat("x", 600) + ";info=<https://cert.example.com/sp.pem>;alg=ES256;ppt=shaken"
-	e := &Edge{ours: map[string]bool{}}
-	in := &realm{idx: inside, name: "inside", ep: map[string]endpoint{"UDP": dryInside}}
-	out := &realm{idx: outside, name: "outside", ep: map[string]endpoint{"UDP": dryOutside}}
+	in, out, err := dryRealms("inside")
+	if err != nil {
+		b.Fatal(err)
+	}
 	var wire bytes.Buffer // sipgo writes into a pooled buffer like this one
 	b.ReportAllocs()
 	for b.Loop() {
-		fwd, err := e.prepare(in, out, req, route{dest: dryNextHop, transport: "UDP", recordRoute: true})
+		fwd, err := dryForward(in, out, req, call)
 		if err != nil {
-			b.Fatal(err)
-		}
-		if err := applyCall(fwd, call); err != nil {
 			b.Fatal(err)
 		}
 		if wireSize(fwd) > 4096 {

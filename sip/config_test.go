@@ -54,38 +54,47 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestDialogsAnswered: a late retransmission of an INVITE answered 2xx is
-// recognised by Call-ID, From tag and CSeq number; a new INVITE reusing the
-// Call-ID with another From tag or CSeq is not.
+// recognised by Call-ID, From tag, CSeq and top Via branch; its ACK by
+// Call-ID, From tag and CSeq; a new INVITE reusing the Call-ID with another
+// From tag or CSeq is neither.
 func TestDialogsAnswered(t *testing.T) {
 	d := newDialogs(prometheusGauge())
-	d.add("c1@test", "tagA 1", "z9hG4bK-a", nil)
-	for _, tt := range []struct {
-		callID, key, branch string
-		acked, retrans      bool
-	}{
-		{"c1@test", "tagA 1", "z9hG4bK-a", true, true},
-		{"c1@test", "tagA 1", "z9hG4bK-other", true, false}, // the ACK, or a new INVITE
-		{"c1@test", "tagA 2", "z9hG4bK-a", false, false},
-		{"c1@test", "tagB 1", "z9hG4bK-a", false, false},
-		{"c2@test", "tagA 1", "z9hG4bK-a", false, false},
-	} {
-		if got := d.answered(tt.callID, tt.key); got != tt.acked {
-			t.Errorf("answered(%q, %q) = %v, want %v", tt.callID, tt.key, got, tt.acked)
+	d.add("1-5729@127.0.0.1", inviteIDOf(parseBench(t)), nil)
+	variant := func(old, new string) *sip.Request {
+		msg, err := sip.NewParser().ParseSIP([]byte(strings.Replace(benchInvite, old, new, 1)))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if got := d.retransmission(tt.callID, tt.key, tt.branch); got != tt.retrans {
-			t.Errorf("retransmission(%q, %q, %q) = %v, want %v", tt.callID, tt.key, tt.branch, got, tt.retrans)
+		return msg.(*sip.Request)
+	}
+	for _, tt := range []struct {
+		name           string
+		req            *sip.Request
+		acked, retrans bool
+	}{
+		{"same INVITE", parseBench(t), true, true},
+		{"other branch (the ACK, or a new INVITE)", variant("z9hG4bK-5729-1-0", "z9hG4bK-other"), true, false},
+		{"other CSeq", variant("CSeq: 1 INVITE", "CSeq: 2 INVITE"), false, false},
+		{"other From tag", variant("tag=5729SIPpTag001", "tag=B"), false, false},
+		{"other Call-ID", variant("Call-ID: 1-5729@127.0.0.1", "Call-ID: 2-5729@127.0.0.1"), false, false},
+	} {
+		id, ok := d.answered(tt.req.CallID().Value())
+		if got := ok && id.acknowledgedBy(tt.req); got != tt.acked {
+			t.Errorf("%s: acknowledged = %v, want %v", tt.name, got, tt.acked)
+		}
+		if got := ok && id.retransmits(tt.req); got != tt.retrans {
+			t.Errorf("%s: retransmission = %v, want %v", tt.name, got, tt.retrans)
 		}
 	}
-	d.remove("c1@test")
-	if d.answered("c1@test", "tagA 1") || d.retransmission("c1@test", "tagA 1", "z9hG4bK-a") {
+	d.remove("1-5729@127.0.0.1")
+	if _, ok := d.answered("1-5729@127.0.0.1"); ok {
 		t.Error("answered after the dialog ended")
 	}
 }
 
-func TestInviteKey(t *testing.T) {
-	req := parseBench(t)
-	if got := inviteKey(req); got != "5729SIPpTag001 1" {
-		t.Fatalf("inviteKey = %q", got)
+func TestInviteID(t *testing.T) {
+	if got, want := inviteIDOf(parseBench(t)), (inviteID{fromTag: "5729SIPpTag001", seq: 1, branch: "z9hG4bK-5729-1-0"}); got != want {
+		t.Fatalf("inviteIDOf = %+v, want %+v", got, want)
 	}
 }
 

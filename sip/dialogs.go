@@ -2,9 +2,11 @@ package sip
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,23 +28,50 @@ type dialogs struct {
 
 type dialog struct {
 	since  time.Time
-	invite string        // inviteKey of the initial INVITE that was answered 2xx
-	branch string        // its top Via branch: a retransmission carries the same
+	invite inviteID      // the initial INVITE that was answered 2xx
 	acked  chan struct{} // closed when the ACK of the 2xx was forwarded
 	ended  func()        // the call's OnEnd functions; nil for none
+}
+
+// inviteID identifies an initial INVITE within its Call-ID.
+type inviteID struct {
+	fromTag string
+	seq     uint32
+	branch  string // top Via branch: a retransmission has the same, its 2xx ACK another
+}
+
+// inviteIDOf reads the identity of an INVITE or ACK (From, CSeq present).
+func inviteIDOf(req *sip.Request) inviteID {
+	id := inviteID{seq: req.CSeq().SeqNo}
+	id.fromTag, _ = req.From().Params.Get("tag")
+	if v := req.Via(); v != nil {
+		id.branch, _ = v.Params.Get("branch")
+	}
+	return id
+}
+
+// retransmits reports whether req is a retransmission of the INVITE id.
+func (id inviteID) retransmits(req *sip.Request) bool { return id == inviteIDOf(req) }
+
+// acknowledgedBy reports whether ack is the ACK of the 2xx to the INVITE
+// id: same From tag and CSeq number (RFC 3261 13.2.2.4), its own branch.
+func (id inviteID) acknowledgedBy(ack *sip.Request) bool {
+	a := inviteIDOf(ack)
+	return a.fromTag == id.fromTag && a.seq == id.seq
 }
 
 func newDialogs(g prometheus.Gauge) *dialogs {
 	return &dialogs{m: make(map[string]*dialog), gauge: g}
 }
 
-// add records a confirmed dialog set up by the initial INVITE with key
-// invite (inviteKey) and top Via branch; ended (may be nil) runs when it is
-// removed or expires.
-func (d *dialogs) add(callID, invite, branch string, ended func()) {
+// add records a confirmed dialog set up by the initial INVITE invite;
+// ended (may be nil) runs when it is removed or expires.
+func (d *dialogs) add(callID string, invite inviteID, ended func()) {
+	// Own copies: the parsed values may be slices of the whole message.
+	invite.fromTag, invite.branch = strings.Clone(invite.fromTag), strings.Clone(invite.branch)
 	d.mu.Lock()
 	old := d.m[callID]
-	d.m[callID] = &dialog{since: time.Now(), invite: invite, branch: branch, acked: make(chan struct{}), ended: ended}
+	d.m[callID] = &dialog{since: time.Now(), invite: invite, acked: make(chan struct{}), ended: ended}
 	d.gauge.Set(float64(len(d.m)))
 	d.mu.Unlock()
 	if old != nil && old.ended != nil {
@@ -50,22 +79,15 @@ func (d *dialogs) add(callID, invite, branch string, ended func()) {
 	}
 }
 
-// answered reports whether the initial INVITE with this Call-ID and key
-// was answered 2xx: an ACK with them acknowledges that 2xx.
-func (d *dialogs) answered(callID, invite string) bool {
+// answered returns the initial INVITE answered 2xx in the dialog of callID.
+func (d *dialogs) answered(callID string) (inviteID, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dl, ok := d.m[callID]
-	return ok && dl.invite == invite
-}
-
-// retransmission reports whether an initial INVITE is a retransmission of
-// one already answered 2xx: same Call-ID, key and top Via branch.
-func (d *dialogs) retransmission(callID, invite, branch string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	dl, ok := d.m[callID]
-	return ok && dl.invite == invite && dl.branch == branch
+	if !ok {
+		return inviteID{}, false
+	}
+	return dl.invite, true
 }
 
 // acked records that the ACK of the dialog's 2xx was forwarded.

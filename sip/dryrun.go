@@ -32,16 +32,9 @@ func DryRun(ctx context.Context, chain Chain, realmName string, src netip.AddrPo
 	if parser == nil {
 		parser = sip.NewParser()
 	}
-	var in, out *realm
-	switch realmName {
-	case "inside":
-		in = &realm{idx: inside, name: "inside", dir: Outbound, ep: map[string]endpoint{"UDP": dryInside}}
-		out = &realm{idx: outside, name: "outside", dir: Inbound, ep: map[string]endpoint{"UDP": dryOutside}}
-	case "outside":
-		in = &realm{idx: outside, name: "outside", dir: Inbound, ep: map[string]endpoint{"UDP": dryOutside}}
-		out = &realm{idx: inside, name: "inside", dir: Outbound, ep: map[string]endpoint{"UDP": dryInside}}
-	default:
-		return nil, nil, fmt.Errorf("dry run: realm %q: want inside or outside", realmName)
+	in, out, err := dryRealms(realmName)
+	if err != nil {
+		return nil, nil, err
 	}
 	msg, err := parser.ParseSIP(raw)
 	if err != nil {
@@ -57,13 +50,34 @@ func DryRun(ctx context.Context, chain Chain, realmName string, src netip.AddrPo
 	if err := chain.Run(ctx, call, nil); err != nil {
 		return call, nil, err
 	}
-	e := &Edge{ours: map[string]bool{}}
-	fwd, err := e.prepare(in, out, req, route{dest: dryNextHop, transport: "UDP", recordRoute: true})
-	if err == nil {
-		err = applyCall(fwd, call)
-	}
+	fwd, err := dryForward(in, out, req, call)
 	if err != nil {
 		return call, nil, fmt.Errorf("dry run: build the forwarded INVITE: %w", err)
 	}
 	return call, []byte(fwd.String()), nil
+}
+
+// dryRealms are the realm a dry-run INVITE arrives in and its peer, with
+// the documentation addresses as listeners.
+func dryRealms(realmName string) (in, out *realm, err error) {
+	ins := &realm{idx: inside, name: "inside", dir: Outbound, ep: map[string]endpoint{"UDP": dryInside}}
+	outs := &realm{idx: outside, name: "outside", dir: Inbound, ep: map[string]endpoint{"UDP": dryOutside}}
+	switch realmName {
+	case "inside":
+		return ins, outs, nil
+	case "outside":
+		return outs, ins, nil
+	}
+	return nil, nil, fmt.Errorf("dry run: realm %q: want inside or outside", realmName)
+}
+
+// dryForward builds the INVITE the edge would forward for call, to the
+// documentation next hop.
+func dryForward(in, out *realm, req *sip.Request, call *Call) (*sip.Request, error) {
+	e := &Edge{ours: map[string]bool{}}
+	fwd, err := e.prepare(in, out, req, route{dest: dryNextHop, transport: "UDP", recordRoute: true})
+	if err != nil {
+		return nil, err
+	}
+	return fwd, applyCall(fwd, call)
 }

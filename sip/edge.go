@@ -133,8 +133,8 @@ func (e *Edge) setSipgoGlobals() {
 		sip.Timer_J = e.static.linger
 		// After a 2xx (RFC 6026 Accepted) the proxy core does the INVITE
 		// transactions' remaining job: a retransmitted 2xx is relayed as a
-		// stray response, a retransmitted INVITE is dropped by
-		// dialogs.answered. Each holds the INVITE and its responses, the
+		// stray response, a retransmitted INVITE is dropped
+		// (Edge.answeredBefore). Each holds the INVITE and its responses, the
 		// largest messages of a call: free them soon.
 		sip.Timer_L = min(e.static.linger, acceptedLinger)
 		sip.Timer_M = min(e.static.linger, acceptedLinger)
@@ -426,10 +426,12 @@ var ackPrefix = []byte("ACK ")
 
 // fastAck forwards the ACK of a 2xx to an initial INVITE straight from the
 // socket reader: it is its own end-to-end transaction, and sipgo would
-// build (and at once discard) a server transaction and a goroutine for it,
-// ~10% of the CPU of a call. It reports false for anything else (ACKs of
-// non-2xx finals belong to sipgo's INVITE transaction; re-INVITE ACKs and
-// unparsable datagrams take the normal path, which answers and counts them).
+// build (and at once discard) a server transaction and a goroutine for it
+// (~15% of the CPU at 1,000 calls/s, ../shared/SIPGO-NOTES.md 10). It
+// reports false for anything else (ACKs of non-2xx finals belong to sipgo's
+// INVITE transaction; re-INVITE ACKs and unparsable datagrams take the
+// normal path, which answers and counts them); sipgo then parses those
+// again, a cost paid only off the common path.
 func (e *Edge) fastAck(r *realm, from net.Addr, data []byte) bool {
 	msg, err := e.parser.ParseSIP(data)
 	if err != nil {
@@ -440,7 +442,7 @@ func (e *Edge) fastAck(r *realm, from net.Addr, data []byte) bool {
 		req.CSeq().MethodName != sip.ACK {
 		return false
 	}
-	if !e.dialogs.answered(req.CallID().Value(), inviteKey(req)) {
+	if id, ok := e.dialogs.answered(req.CallID().Value()); !ok || !id.acknowledgedBy(req) {
 		return false
 	}
 	req.SetTransport("UDP")

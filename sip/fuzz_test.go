@@ -44,8 +44,7 @@ func FuzzEdgeServe(f *testing.F) {
 		tx := siptest.NewServerTxRecorder(req)
 		// The same INVITE again after its 2xx (the fuzzer re-runs inputs)
 		// is a retransmission: RFC 6026 absorbs it without an answer.
-		retrans := req.IsInvite() && req.CallID() != nil && req.From() != nil &&
-			e.dialogs.retransmission(req.CallID().Value(), inviteKey(req), topBranch(req))
+		retrans := req.IsInvite() && req.CallID() != nil && req.From() != nil && e.answeredBefore(req)
 		e.serve(e.realms[inside], req, tx)
 		if req.IsAck() || retrans {
 			return

@@ -112,7 +112,7 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 	switch {
 	case inDialog:
 		e.forwardInDialog(r, req, tx)
-	case req.IsInvite() && e.dialogs.retransmission(req.CallID().Value(), inviteKey(req), topBranch(req)):
+	case req.IsInvite() && e.answeredBefore(req):
 		// A retransmission of an INVITE already answered 2xx, after its
 		// server transaction ended (sip.transaction_linger): RFC 6026
 		// Accepted absorbs it, and so do we.
@@ -526,7 +526,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 					if call != nil {
 						ended = call.end
 					}
-					e.dialogs.add(req.CallID().Value(), inviteKey(req), topBranch(req), ended)
+					e.dialogs.add(req.CallID().Value(), inviteIDOf(req), ended)
 				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
@@ -581,20 +581,11 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 	}
 }
 
-// inviteKey tells an initial INVITE from another with the same Call-ID:
-// From tag and CSeq number.
-func inviteKey(req *sip.Request) string {
-	tag, _ := req.From().Params.Get("tag")
-	return tag + " " + strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)
-}
-
-// topBranch is the branch of the request's top Via ("" without one).
-func topBranch(req *sip.Request) string {
-	if v := req.Via(); v != nil {
-		b, _ := v.Params.Get("branch")
-		return b
-	}
-	return ""
+// answeredBefore reports whether the initial INVITE req is a
+// retransmission of one already answered 2xx.
+func (e *Edge) answeredBefore(req *sip.Request) bool {
+	id, ok := e.dialogs.answered(req.CallID().Value())
+	return ok && id.retransmits(req)
 }
 
 func hasToTag(req *sip.Request) bool {

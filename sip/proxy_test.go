@@ -355,7 +355,7 @@ func TestEdgeRoutesInDialogByRoute(t *testing.T) {
 		"Call-ID: call-1@test\r\n" +
 		"CSeq: 2 BYE\r\n" +
 		"Content-Length: 0\r\n\r\n"
-	e.dialogs.add("call-1@test", "tag 1", "z9hG4bK-1", nil)
+	e.dialogs.add("call-1@test", inviteID{fromTag: "tag", seq: 1, branch: "z9hG4bK-1"}, nil)
 	up, down := run(t, e, d, inside, parseReq(t, bye, "127.0.0.1:5090"))
 	if len(down) != 1 {
 		t.Fatalf("forwarded %d, want 1", len(down))

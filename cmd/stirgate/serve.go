@@ -315,10 +315,12 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 		mux.Handle(p, repo)
 	}
 	if cfg.Pprof && token != "" {
-		mux.Handle("/debug/pprof/", requireToken(token, http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/profile", requireToken(token, http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/symbol", requireToken(token, http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("/debug/pprof/trace", requireToken(token, http.HandlerFunc(pprof.Trace)))
+		for path, h := range map[string]http.HandlerFunc{
+			"/debug/pprof/": pprof.Index, "/debug/pprof/profile": pprof.Profile,
+			"/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace,
+		} {
+			mux.Handle(path, requireToken(token, h))
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

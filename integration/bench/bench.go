@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
 	"github.com/stirgate/stirgate/attest"
 	"github.com/stirgate/stirgate/certs"
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
 
 // bench runs the steps and fills results.
@@ -72,14 +75,14 @@ func (b *bench) runAll(ctx context.Context) error {
 		// the other system's callee.
 		var systems []*proxy
 		if b.o.only != "kamailio" {
-			p, err := b.startSystem(ctx, "stirgate", mode)
+			p, err := b.startSystem(ctx, "stirgate", mode, 0)
 			if err != nil {
 				return err
 			}
 			systems = append(systems, p)
 		}
 		if b.o.only != "stirgate" {
-			p, err := b.startSystem(ctx, "kamailio", mode)
+			p, err := b.startSystem(ctx, "kamailio", mode, 0)
 			if err != nil {
 				return err
 			}
@@ -143,7 +146,7 @@ func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
 		// Keep the original order for the alternation.
 		active = active[:0]
 		for _, p := range systems {
-			if contains2(still, p) {
+			if slices.Contains(still, p) {
 				active = append(active, p)
 			}
 		}
@@ -151,52 +154,32 @@ func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
 	return nil
 }
 
-// startSystem starts stirgate or Kamailio for mode with a callee port of
-// its own.
-func (b *bench) startSystem(ctx context.Context, system, mode string) (*proxy, error) {
-	ports, err := freeUDPPorts(1)
-	if err != nil {
-		return nil, err
+// startSystem starts stirgate or Kamailio for mode, forwarding to the
+// callee port nextHop (0: a fresh port of its own).
+func (b *bench) startSystem(ctx context.Context, system, mode string, nextHop int) (*proxy, error) {
+	if nextHop == 0 {
+		port, err := freeUDPPort()
+		if err != nil {
+			return nil, err
+		}
+		nextHop = port
 	}
-	var p *proxy
 	if system == "stirgate" {
-		p, err = b.env.startStirgate(ctx, mode, ports[0], b.o.workers, b.o.env)
-	} else {
-		p, err = b.env.startKamailio(ctx, mode, ports[0], b.o.workers)
+		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env)
 	}
-	if err != nil {
-		return nil, err
-	}
-	p.nextHop = ports[0]
-	return p, nil
+	return b.env.startKamailio(ctx, mode, nextHop, b.o.workers)
 }
 
 // restart replaces p's process with a fresh one (same mode, same callee
 // port); p keeps its identity in the ramp.
 func (b *bench) restart(ctx context.Context, p *proxy) error {
 	p.stop()
-	var q *proxy
-	var err error
-	if p.system == "stirgate" {
-		q, err = b.env.startStirgate(ctx, p.mode, p.nextHop, b.o.workers, b.o.env)
-	} else {
-		q, err = b.env.startKamailio(ctx, p.mode, p.nextHop, b.o.workers)
-	}
+	q, err := b.startSystem(ctx, p.system, p.mode, p.nextHop)
 	if err != nil {
 		return err
 	}
-	q.nextHop = p.nextHop
 	*p = *q
 	return nil
-}
-
-func contains2(ps []*proxy, p *proxy) bool {
-	for _, x := range ps {
-		if x == p {
-			return true
-		}
-	}
-	return false
 }
 
 func systemName(p *proxy) string {
@@ -209,7 +192,7 @@ func systemName(p *proxy) string {
 // step runs rate*d calls through p (nil: straight to the callee).
 func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d time.Duration, try int) (step, error) {
 	if p != nil && !p.alive() {
-		return step{}, fmt.Errorf("%s (%s) died:\n%s", p.system, mode, tail(readFile(p.log), 30))
+		return step{}, fmt.Errorf("%s (%s) died:\n%s", p.system, mode, p.logTail())
 	}
 	b.seq++
 	calls := rate * int(d/time.Second)
@@ -312,7 +295,7 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	}
 	if s.Failed*1000 >= calls {
 		why = append(why, fmt.Sprintf("%.2f%% failed", s.FailedPct))
-		if e := firstLines(readFile(filepath.Join(dir, "uac", "errors.log")), 3); e != "" {
+		if e := firstLines(sippfiles.ReadFile(filepath.Join(dir, "uac", "errors.log")), 3); e != "" {
 			why = append(why, "caller: "+strings.ReplaceAll(e, "\n", " | "))
 		}
 	}
@@ -360,7 +343,7 @@ type soak struct {
 
 func (b *bench) soakRun(ctx context.Context) error {
 	log.Printf("soak: stirgate, sign mode, %d calls/s for %v", b.o.soakCPS, b.o.soak)
-	p, err := b.startSystem(ctx, "stirgate", "sign")
+	p, err := b.startSystem(ctx, "stirgate", "sign", 0)
 	if err != nil {
 		return err
 	}

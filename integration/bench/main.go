@@ -35,6 +35,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -94,7 +95,7 @@ func parseFlags() (options, error) {
 	}
 	for _, m := range strings.Split(modes, ",") {
 		m = strings.TrimSpace(m)
-		if !contains(allModes, m) {
+		if !slices.Contains(allModes, m) {
 			return o, fmt.Errorf("-modes: %q: want plain, sign or verify", m)
 		}
 		o.modes = append(o.modes, m)
@@ -109,15 +110,6 @@ func parseFlags() (options, error) {
 		return o, fmt.Errorf("-only %q: want stirgate or kamailio", o.only)
 	}
 	return o, nil
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func main() {

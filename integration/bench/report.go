@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +86,7 @@ func (r *results) summarize() {
 	}
 	for _, s := range r.Steps {
 		key := s.System + "/" + s.Mode
-		if s.Clean && s.Target == highest[key] && s.Target == r.Options.Rates[len(r.Options.Rates)-1] && !containsStr(r.RampLimited, key) {
+		if s.Clean && s.Target == highest[key] && s.Target == r.Options.Rates[len(r.Options.Rates)-1] && !slices.Contains(r.RampLimited, key) {
 			r.RampLimited = append(r.RampLimited, key)
 		}
 	}
@@ -127,15 +128,6 @@ func (r *results) summarize() {
 	}
 }
 
-func containsStr(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // table is the human summary.
 func (r *results) table() string {
 	var b strings.Builder
@@ -144,7 +136,7 @@ func (r *results) table() string {
 	fmt.Fprintf(&b, "machine: %s, %d cores, %d MB, Linux %s; %s; %s; libsecsipid %s; %s\n", m.CPU, m.Cores, m.MemoryMB, m.Kernel, m.Go, m.Kamailio, m.Secsipid, m.SIPp)
 	fmt.Fprintf(&b, "workers: %d (stirgate GOMAXPROCS, Kamailio children); steps of %s; clean = < 0.1%% failed and >= 98%% of the target rate\n", r.Options.Workers, r.Options.Step)
 	fmt.Fprintf(&b, "command: %s\n\n", r.Options.Command)
-	if r.Ceiling > 0 || hasSystem(r.Steps, "direct") {
+	if r.Ceiling > 0 || slices.ContainsFunc(r.Steps, func(s step) bool { return s.System == "direct" }) {
 		fmt.Fprintf(&b, "harness ceiling (SIPp -> SIPp): %s calls/s\n\n", r.maxString("direct", "plain", r.Ceiling))
 	}
 	fmt.Fprintf(&b, "%-7s | %-16s | %-16s | %-6s | %-26s | %-26s\n", "mode", "stirgate max cps", "kamailio max cps", "ratio",
@@ -189,33 +181,15 @@ func (r *results) table() string {
 
 func (r *results) maxString(system, mode string, v int) string {
 	if v == 0 {
-		if hasRun(r.Steps, system, mode) {
+		if slices.ContainsFunc(r.Steps, func(s step) bool { return s.System == system && s.Mode == mode }) {
 			return "none clean"
 		}
 		return "n/a"
 	}
-	if containsStr(r.RampLimited, system+"/"+mode) {
+	if slices.Contains(r.RampLimited, system+"/"+mode) {
 		return ">= " + strconv.Itoa(v)
 	}
 	return strconv.Itoa(v)
-}
-
-func hasRun(steps []step, system, mode string) bool {
-	for _, s := range steps {
-		if s.System == system && s.Mode == mode {
-			return true
-		}
-	}
-	return false
-}
-
-func hasSystem(steps []step, system string) bool {
-	for _, s := range steps {
-		if s.System == system {
-			return true
-		}
-	}
-	return false
 }
 
 func usOrNA(s step) string {
@@ -255,7 +229,7 @@ func (r *results) writeJSON(path string) error {
 func (r *results) smokeCheck() error {
 	var bad []string
 	for _, s := range r.Steps {
-		if s.Try == 1 && !s.Clean && !hasCleanStep(r.Steps, s.System, s.Mode) {
+		if s.Try == 1 && !s.Clean && !slices.ContainsFunc(r.Steps, func(o step) bool { return o.System == s.System && o.Mode == s.Mode && o.Clean }) {
 			bad = append(bad, fmt.Sprintf("%s/%s: %s", s.System, s.Mode, s.Why))
 		}
 	}
@@ -263,15 +237,6 @@ func (r *results) smokeCheck() error {
 		return fmt.Errorf("smoke run: not clean at %d calls/s: %s", r.Options.Rates[0], strings.Join(bad, "; "))
 	}
 	return nil
-}
-
-func hasCleanStep(steps []step, system, mode string) bool {
-	for _, s := range steps {
-		if s.System == system && s.Mode == mode && s.Clean {
-			return true
-		}
-	}
-	return false
 }
 
 // goMemory reads stirgate's Go heap in use (MB) and goroutines from its

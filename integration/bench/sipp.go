@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
 
 // sippFlags let SIPp itself go as fast as it can: bigger socket buffers,
@@ -125,7 +127,7 @@ func (p *sippProc) waitBound(bound time.Duration) error {
 	for i := 0; i < 400 && time.Now().Before(deadline); i++ {
 		select {
 		case <-p.done:
-			return fmt.Errorf("sipp UAS exited before binding :%d:\n%s", p.run.port, tail(readFile(filepath.Join(p.run.dir, "stdout.log")), 10))
+			return fmt.Errorf("sipp UAS exited before binding :%d:\n%s", p.run.port, sippfiles.Tail(sippfiles.ReadFile(filepath.Join(p.run.dir, "stdout.log")), 10))
 		default:
 		}
 		if udpPortBusy(p.run.port) {
@@ -139,17 +141,18 @@ func (p *sippProc) waitBound(bound time.Duration) error {
 func (p *sippProc) wait() sippResult {
 	<-p.done
 	res := p.res
-	stats, err := readSippStats(filepath.Join(p.run.dir, "stat.csv"))
+	stats, err := sippfiles.ReadStats(filepath.Join(p.run.dir, "stat.csv"))
 	if err != nil {
 		if res.err == nil {
 			res.err = err
 		}
 		return res
 	}
-	res.successful = stats.int("SuccessfulCall(C)")
-	res.failed = stats.int("FailedCall(C)")
-	res.created = stats.int("TotalCallCreated")
-	res.retransmit = stats.int("Retransmissions(C)")
+	// A missing column (-1) counts as 0.
+	res.successful = max(stats.Int("SuccessfulCall(C)"), 0)
+	res.failed = max(stats.Int("FailedCall(C)"), 0)
+	res.created = max(stats.Int("TotalCallCreated"), 0)
+	res.retransmit = max(stats.Int("Retransmissions(C)"), 0)
 	return res
 }
 
@@ -160,13 +163,7 @@ func (p *sippProc) stop() {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	terminate(p.cmd, p.done, 5*time.Second)
 }
 
 func udpPortBusy(port int) bool {
@@ -176,38 +173,6 @@ func udpPortBusy(port int) bool {
 	}
 	c.Close()
 	return false
-}
-
-type sippStats map[string]string
-
-func (s sippStats) int(col string) int {
-	n, err := strconv.Atoi(strings.TrimSpace(s[col]))
-	if err != nil {
-		return 0
-	}
-	return n
-}
-
-// readSippStats reads the header and the last (cumulative) line of a
-// -trace_stat file.
-func readSippStats(path string) (sippStats, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("sipp stats: %w", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) < 2 {
-		return nil, fmt.Errorf("sipp stats %s: %d lines, want a header and a data line", path, len(lines))
-	}
-	head := strings.Split(strings.TrimSpace(lines[0]), ";")
-	vals := strings.Split(strings.TrimSpace(lines[len(lines)-1]), ";")
-	s := sippStats{}
-	for i, h := range head {
-		if i < len(vals) && h != "" {
-			s[h] = vals[i]
-		}
-	}
-	return s, nil
 }
 
 // latency is INVITE -> final response as the caller saw it, and the span

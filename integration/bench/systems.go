@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
 
 //go:embed kamailio.cfg
@@ -97,7 +99,7 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
+	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), nextHop: nextHop, admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
 	cmd := exec.Command(e.stirgate, "serve", "--config", cfgPath)
 	cmd.Env = append(append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", workers)), extraEnv...)
 	if err := p.start(cmd, dir); err != nil {
@@ -146,9 +148,9 @@ func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers i
 	}
 	check := exec.CommandContext(ctx, e.kamailio, append([]string{"-c"}, args...)...)
 	if out, err := check.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("kamailio -c %s: %w\n%s", cfgPath, err, tail(string(out), 20))
+		return nil, fmt.Errorf("kamailio -c %s: %w\n%s", cfgPath, err, sippfiles.Tail(string(out), 20))
 	}
-	p := &proxy{system: "kamailio", mode: mode, addr: hostPort(port), log: filepath.Join(dir, "stderr.log")}
+	p := &proxy{system: "kamailio", mode: mode, addr: hostPort(port), nextHop: nextHop, log: filepath.Join(dir, "stderr.log")}
 	if err := p.start(exec.Command(e.kamailio, args...), dir); err != nil {
 		return nil, err
 	}
@@ -198,18 +200,24 @@ func (p *proxy) stop() {
 		return
 	}
 	children := p.pids()[1:]
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	terminate(p.cmd, p.done, 10*time.Second)
 	for _, pid := range children {
 		if processAlive(pid) {
 			log.Printf("%s child %d outlived its parent: killing it", p.system, pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+}
+
+// terminate stops cmd by its PID: SIGTERM, then SIGKILL after grace; done
+// closes when it has exited.
+func terminate(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -225,7 +233,7 @@ func (p *proxy) waitHTTP(ctx context.Context, url string, bound time.Duration) e
 	var last error
 	for i := 0; i < 1000 && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		if !p.alive() {
-			return fmt.Errorf("%s exited before ready:\n%s", p.system, tail(readFile(p.log), 20))
+			return fmt.Errorf("%s exited before ready:\n%s", p.system, p.logTail())
 		}
 		resp, err := client.Get(url)
 		if err == nil {
@@ -239,7 +247,7 @@ func (p *proxy) waitHTTP(ctx context.Context, url string, bound time.Duration) e
 		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready within %v: %v\n%s", p.system, bound, last, tail(readFile(p.log), 20))
+	return fmt.Errorf("%s not ready within %v: %v\n%s", p.system, bound, last, p.logTail())
 }
 
 // waitSIP sends OPTIONS until the proxy answers anything.
@@ -258,7 +266,7 @@ func (p *proxy) waitSIP(ctx context.Context, bound time.Duration) error {
 	buf := make([]byte, 4096)
 	for i := 0; i < 100 && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 		if !p.alive() {
-			return fmt.Errorf("%s exited before ready:\n%s", p.system, tail(readFile(p.log), 20))
+			return fmt.Errorf("%s exited before ready:\n%s", p.system, p.logTail())
 		}
 		msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-ready-%d\r\nMax-Forwards: 70\r\nFrom: <sip:bench@%s>;tag=ready\r\nTo: <sip:%s>\r\nCall-ID: ready-%d@bench\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
 			p.addr, local, i, local, p.addr, i)
@@ -270,7 +278,7 @@ func (p *proxy) waitSIP(ctx context.Context, bound time.Duration) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: no answer to OPTIONS on %s within %v\n%s", p.system, p.addr, bound, tail(readFile(p.log), 20))
+	return fmt.Errorf("%s: no answer to OPTIONS on %s within %v\n%s", p.system, p.addr, bound, p.logTail())
 }
 
 // profile fetches a CPU profile of d, then a heap profile (in use at that
@@ -311,15 +319,5 @@ func (p *proxy) fetchProfile(ctx context.Context, query string, d time.Duration,
 
 func hostPort(port int) string { return net.JoinHostPort(loopback, itoa(port)) }
 
-func readFile(p string) string {
-	b, _ := os.ReadFile(p)
-	return string(b)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// logTail is the end of the proxy's stderr, for error messages.
+func (p *proxy) logTail() string { return sippfiles.Tail(sippfiles.ReadFile(p.log), 20) }
