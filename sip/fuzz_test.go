@@ -20,11 +20,18 @@ func FuzzEdgeServe(f *testing.F) {
 	f.Add([]byte(testInvite))
 	f.Add([]byte("BYE sip:a@127.0.0.1:1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\nRoute: <sip:127.0.0.1;lr>\r\nFrom: <sip:1@x>;tag=1\r\nTo: <sip:2@y>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"))
 	f.Add([]byte("ACK sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-2\r\nFrom: <sip:1@x>;tag=1\r\nTo: <sip:2@y>;tag=2\r\nCall-ID: c\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
-	torture, _ := filepath.Glob("../integration/testdata/rfc4475/*.dat")
+	// The RFC 4475 torture messages seed the corpus; a moved directory must
+	// fail here instead of silently fuzzing from three seeds.
+	torture, err := filepath.Glob("../integration/testdata/rfc4475/*.dat")
+	if err != nil || len(torture) != 49 {
+		f.Fatalf("seed corpus: %d RFC 4475 messages in ../integration/testdata/rfc4475 (err %v), want 49", len(torture), err)
+	}
 	for _, p := range torture {
-		if b, err := os.ReadFile(p); err == nil {
-			f.Add(b)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatalf("seed corpus: %v", err)
 		}
+		f.Add(b)
 	}
 	e, _ := newTestEdge(f, testConfig(), Chains{})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -597,16 +597,42 @@ func TestEdgeRetargetsAndMarksVia(t *testing.T) {
 	}
 }
 
+// TestPipelineContextLivesWithTheTransaction: a stage's context is live
+// while the stage runs (sipgo v1.7.3's ServerTransactionContext is done at
+// once) and ends when the server transaction ends, e.g. the caller's
+// transaction terminates while a stage waits. Each case counts that its
+// stage ran: a chain that never runs must not pass.
 func TestPipelineContextLivesWithTheTransaction(t *testing.T) {
-	var ctxErr error
-	chains := Chains{Inside: Chain{HandlerFunc{"probe", func(ctx context.Context, _ *Call) error {
-		ctxErr = ctx.Err()
-		return nil
-	}}}}
-	e, d := newTestEdge(t, testConfig(), chains)
-	run(t, e, d, inside, parseReq(t, testInvite, "127.0.0.1:5090"))
-	if ctxErr != nil {
-		t.Fatalf("stage context already done: %v", ctxErr)
+	for _, tt := range []struct {
+		name       string
+		terminate  bool // the stage terminates the server transaction first
+		wantCtxErr error
+	}{
+		{"live while the stage runs", false, nil},
+		{"done once the transaction ended", true, context.Canceled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := parseReq(t, testInvite, "127.0.0.1:5090")
+			tx := siptest.NewServerTxRecorder(req)
+			ran := 0
+			var ctxErr error
+			chains := Chains{Inside: Chain{HandlerFunc{"probe", func(ctx context.Context, _ *Call) error {
+				ran++
+				if tt.terminate {
+					tx.Terminate() // runs OnTerminate synchronously
+				}
+				ctxErr = ctx.Err()
+				return nil
+			}}}}
+			e, _ := newTestEdge(t, testConfig(), chains)
+			e.serve(e.realms[inside], req, tx)
+			if ran != 1 {
+				t.Fatalf("the stage ran %d times, want 1", ran)
+			}
+			if !errors.Is(ctxErr, tt.wantCtxErr) {
+				t.Fatalf("stage context error = %v, want %v", ctxErr, tt.wantCtxErr)
+			}
+		})
 	}
 }
 
