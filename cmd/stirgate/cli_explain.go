@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,15 +21,16 @@ import (
 // stage decided, the rule hits and the INVITE it would forward. Policy state
 // (rates, complaints, one-ring flags) starts empty, as after a restart.
 func explainCommand(args []string) int {
-	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fs := newFlags("explain", "stirgate explain [--config FILE] [--realm inside|outside] [--from IP:PORT] INVITE-FILE")
 	cfgPath := fs.String("config", "", "configuration file (default: the embedded one)")
 	realm := fs.String("realm", "inside", "realm the INVITE arrives in: inside (from the PBX) or outside (from the trunk)")
 	from := fs.String("from", "127.0.0.1:5060", "source ip:port of the INVITE")
-	if err := fs.Parse(args); err != nil {
+	if !parseFlags(fs, args, 1, 1) {
 		return 2
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: stirgate explain [--config FILE] [--realm inside|outside] [--from IP:PORT] INVITE-FILE")
+	if *realm != "inside" && *realm != "outside" {
+		fmt.Fprintf(os.Stderr, "stirgate explain: --realm %q: want inside or outside\n", *realm)
+		fs.Usage()
 		return 2
 	}
 	src, err := netip.ParseAddrPort(*from)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -22,17 +21,18 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // certsCommand runs `stirgate certs init`.
 func certsCommand(args []string) int {
+	const synopsis = "stirgate certs init --dir DIR [--spc CODE] [--x5u-base URL] [--tn PREFIX...]"
 	if len(args) == 0 || args[0] != "init" {
-		fmt.Fprintln(os.Stderr, "usage: stirgate certs init --dir DIR [--spc CODE] [--x5u-base URL] [--tn PREFIX...]")
+		fmt.Fprintln(os.Stderr, "usage: "+synopsis)
 		return 2
 	}
-	fs := flag.NewFlagSet("certs init", flag.ContinueOnError)
+	fs := newFlags("certs init", synopsis)
 	dir := fs.String("dir", "", "directory to write root.pem root.key ca.pem ca.key sp.pem sp.key into")
 	spc := fs.String("spc", "", "service provider code in the SP certificate's TNAuthList")
 	x5uBase := fs.String("x5u-base", "", "base URL where sp.pem will be published (printed as the x5u to configure)")
 	var tns stringList
 	fs.Var(&tns, "tn", "telephone number or prefix to add to the TNAuthList (repeatable)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if !parseFlags(fs, args[1:], 0, 0) {
 		return 2
 	}
 	if *dir == "" {
@@ -52,7 +52,7 @@ func certsCommand(args []string) int {
 
 // signCommand runs `stirgate sign`: one Identity header value on stdout.
 func signCommand(args []string) int {
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	fs := newFlags("sign", "stirgate sign --key FILE --x5u URL --attest A|B|C --orig TN --dest TN [--origid UUID] [--iat UNIX]")
 	keyFile := fs.String("key", "", "SP private key (PEM, SEC1 or PKCS#8, P-256)")
 	x5u := fs.String("x5u", "", "URL of the SP certificate chain")
 	level := fs.String("attest", "", "attestation: A, B or C")
@@ -60,7 +60,7 @@ func signCommand(args []string) int {
 	dest := fs.String("dest", "", "called number")
 	origID := fs.String("origid", "", "origid UUID (default: a new one)")
 	iat := fs.Int64("iat", 0, "issued-at, Unix seconds (default: now)")
-	if err := fs.Parse(args); err != nil {
+	if !parseFlags(fs, args, 0, 0) {
 		return 2
 	}
 	out, err := sign(*keyFile, *x5u, *level, *orig, *dest, *origID, *iat)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -32,7 +31,7 @@ type verdictJSON struct {
 // verifyCommand runs `stirgate verify`: the same checks as the outside
 // realm, on one Identity value; exit 0 only when it passed.
 func verifyCommand(args []string) int {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs := newFlags("verify", "stirgate verify --identity VALUE --orig TN --dest TN --trust FILE... [--at UNIX] [--cert FILE]")
 	identity := fs.String("identity", "", "Identity header value")
 	orig := fs.String("orig", "", "calling number")
 	dest := fs.String("dest", "", "called number")
@@ -45,7 +44,7 @@ func verifyCommand(args []string) int {
 	var allowAddrs, ports stringList
 	fs.Var(&allowAddrs, "allow-address", "special-purpose address range x5u may resolve to (repeatable, labs)")
 	fs.Var(&ports, "allow-port", "x5u port to allow besides 443 and 8443 (repeatable)")
-	if err := fs.Parse(args); err != nil {
+	if !parseFlags(fs, args, 0, 0) {
 		return 2
 	}
 	x5u := verify.X5UConfig{AllowHTTP: *allowHTTP, AllowAddresses: allowAddrs, Ports: []int{443, 8443}}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -48,13 +47,13 @@ func loadConfig(path string) (*configs.Config, error) {
 	return configs.Load(path)
 }
 
-func configCheck(files []string) int {
-	if len(files) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: stirgate config check FILE...")
+func configCheck(args []string) int {
+	fs := newFlags("config check", "stirgate config check FILE...")
+	if !parseFlags(fs, args, 1, -1) {
 		return 2
 	}
 	rc := 0
-	for _, f := range files {
+	for _, f := range fs.Args() {
 		if _, err := configs.Load(f); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			rc = 1
@@ -65,13 +64,13 @@ func configCheck(files []string) int {
 	return rc
 }
 
-func policyCheck(files []string) int {
-	if len(files) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: stirgate policy check FILE...")
+func policyCheck(args []string) int {
+	fs := newFlags("policy check", "stirgate policy check FILE...")
+	if !parseFlags(fs, args, 1, -1) {
 		return 2
 	}
 	rc := 0
-	for _, f := range files {
+	for _, f := range fs.Args() {
 		if _, err := loadPolicy([]string{f}, func(p string) string { return p }, nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			rc = 1
@@ -117,9 +116,9 @@ func newReloadMetrics(reg prometheus.Registerer) reloadMetrics {
 }
 
 func serve(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlags("serve", "stirgate serve [--config FILE]")
 	cfgPath := fs.String("config", "", "configuration file (default: the embedded configs/stirgate.yaml)")
-	if err := fs.Parse(args); err != nil {
+	if !parseFlags(fs, args, 0, 0) {
 		return 2
 	}
 	cfg, err := loadConfig(*cfgPath)
