@@ -88,21 +88,31 @@ func sendUDP(t *testing.T, addr string, msg []byte, wait time.Duration) string {
 // Trying is skipped; the first other status line is returned.
 func sendUDPFrom(t *testing.T, local, addr string, msg []byte, wait time.Duration) string {
 	t.Helper()
-	laddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(local, "0"))
+	got, err := exchangeUDP(local, addr, msg, wait)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return got
+}
+
+// exchangeUDP is sendUDPFrom for goroutines: a socket error is returned,
+// not a t.Fatal (which must run on the test's goroutine).
+func exchangeUDP(local, addr string, msg []byte, wait time.Duration) (string, error) {
+	laddr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(local, "0"))
+	if err != nil {
+		return "", fmt.Errorf("udp to %s: %w", addr, err)
 	}
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("udp to %s: %w", addr, err)
 	}
 	c, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("udp to %s: %w", addr, err)
 	}
 	defer c.Close()
 	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("udp to %s: %w", addr, err)
 	}
 	buf := make([]byte, 65535)
 	deadline := time.Now().Add(wait)
@@ -110,40 +120,51 @@ func sendUDPFrom(t *testing.T, local, addr string, msg []byte, wait time.Duratio
 		_ = c.SetReadDeadline(deadline)
 		n, err := c.Read(buf)
 		if err != nil {
-			return ""
+			return "", nil // nothing within wait: the message was dropped
 		}
 		if s := statusLine(buf[:n]); s != "" && !strings.HasPrefix(s, "SIP/2.0 100 ") {
-			return s
+			return s, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // sendTCP writes msg on a fresh connection and returns the first final
 // status line within wait ("" if none, or the connection was closed).
 func sendTCP(t *testing.T, addr string, msg []byte, wait time.Duration) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	got, err := exchangeTCP(addr, msg, wait)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return got
+}
+
+// exchangeTCP is sendTCP for goroutines: a failed connect is returned as
+// an error. A write refused by stirgate (it closed the connection) is an
+// answer, returned as "write: ...".
+func exchangeTCP(addr string, msg []byte, wait time.Duration) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("tcp to %s: %w", addr, err)
+	}
 	defer c.Close()
 	if _, err := c.Write(msg); err != nil {
-		return "write: " + err.Error()
+		return "write: " + err.Error(), nil
 	}
 	_ = c.SetReadDeadline(time.Now().Add(wait))
 	r := bufio.NewReader(c)
 	for i := 0; i < 10; i++ {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			return ""
+			return "", nil
 		}
 		line = strings.TrimRight(line, "\r\n")
 		if strings.HasPrefix(line, "SIP/2.0 ") && !strings.HasPrefix(line, "SIP/2.0 100 ") {
-			return line
+			return line, nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 func optionsTo(addr, transport string, n int) []byte {
@@ -169,11 +190,13 @@ func TestTortureMessagesDoNotHurt(t *testing.T) {
 	}
 	transports := []struct {
 		name string
-		send func(t *testing.T, addr string, msg []byte, wait time.Duration) string
+		send func(addr string, msg []byte, wait time.Duration) (string, error)
 		prep func([]byte) []byte
 	}{
-		{"UDP", sendUDP, withRport},
-		{"TCP", sendTCP, func(b []byte) []byte { return b }},
+		{"UDP", func(addr string, msg []byte, wait time.Duration) (string, error) {
+			return exchangeUDP(loopback, addr, msg, wait)
+		}, withRport},
+		{"TCP", exchangeTCP, func(b []byte) []byte { return b }},
 	}
 	for _, tp := range transports {
 		t.Run(tp.name, func(t *testing.T) {
@@ -185,7 +208,13 @@ func TestTortureMessagesDoNotHurt(t *testing.T) {
 			p := startProxy(t, cfg)
 			addrs := []string{cfg.InsideAddr(), cfg.OutsideAddr()}
 
-			replies := make(map[string]string)
+			// The senders run concurrently; they only record what happened.
+			// Failures are reported below, on the test's goroutine.
+			type reply struct {
+				status string
+				err    error
+			}
+			replies := make(map[string]reply)
 			var mu sync.Mutex
 			var wg sync.WaitGroup
 			for _, addr := range addrs {
@@ -193,9 +222,9 @@ func TestTortureMessagesDoNotHurt(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						got := tp.send(t, addr, tp.prep(m.data), 500*time.Millisecond)
+						got, err := tp.send(addr, tp.prep(m.data), 500*time.Millisecond)
 						mu.Lock()
-						replies[addr+" "+m.name] = got
+						replies[addr+" "+m.name] = reply{got, err}
 						mu.Unlock()
 					}()
 				}
@@ -205,7 +234,12 @@ func TestTortureMessagesDoNotHurt(t *testing.T) {
 			var table strings.Builder
 			for _, addr := range addrs {
 				for _, m := range msgs {
-					got := replies[addr+" "+m.name]
+					r, ok := replies[addr+" "+m.name]
+					if !ok || r.err != nil {
+						t.Errorf("%s to %s over %s: not sent: %v", m.name, addr, tp.name, r.err)
+						continue
+					}
+					got := r.status
 					fmt.Fprintf(&table, "%-21s %-10s %-11s %-36q rfc: %s\n", addr, m.name, m.class, got, m.expect)
 					if want, ok := mustAnswer[m.name]; ok && !strings.HasPrefix(got, want) {
 						t.Errorf("%s to %s over %s: got %q, want %q", m.name, addr, tp.name, got, want)
@@ -219,8 +253,9 @@ func TestTortureMessagesDoNotHurt(t *testing.T) {
 			}
 			for i, addr := range addrs {
 				probe := optionsTo(addr, tp.name, i)
-				if got := tp.send(t, addr, probe, 2*time.Second); !strings.HasPrefix(got, "SIP/2.0 200 ") {
-					t.Errorf("OPTIONS over %s to %s after the torture run: %q, want 200", tp.name, addr, got)
+				got, err := tp.send(addr, probe, 2*time.Second)
+				if err != nil || !strings.HasPrefix(got, "SIP/2.0 200 ") {
+					t.Errorf("OPTIONS over %s to %s after the torture run: %q (%v), want 200", tp.name, addr, got, err)
 				}
 			}
 			if strings.Contains(p.Log(), "panic") {
