@@ -129,8 +129,25 @@ type RuleConfig struct {
 	// complaints within Window.
 	Subject string `yaml:"subject"`
 
+	// OnStoreError is what a rule that keeps state in policy/store does
+	// when the store fails (ErrFull at the key cap, an unreachable Redis):
+	// open (default) lets the call through; closed rejects it with the
+	// rule's rejection, or 503 Service Unavailable with Retry-After (retry_after,
+	// default 5 s) when the rule tags. Either way the error is counted and
+	// recorded as a store_error hit. Only for rate, concurrent, bombing,
+	// protect, one_ring, callback and reputation rules.
+	OnStoreError string `yaml:"on_store_error"`
+
 	Action ActionConfig `yaml:"action"`
 }
+
+// usesStore are the rule types that keep state in policy/store, for which
+// on_store_error applies.
+var usesStore = map[string]bool{"rate": true, "concurrent": true, "bombing": true, "protect": true, "one_ring": true, "callback": true, "reputation": true}
+
+// storeErrorRetryAfter is the Retry-After (seconds) of the 503 a tag rule
+// with on_store_error: closed rejects a call with when the store fails.
+const storeErrorRetryAfter = 5
 
 // lateTypes run after verification on inbound calls: they need its result
 // (attestation, protect) or answer for a verified identity (reputation).
@@ -198,6 +215,9 @@ func (f *File) ApplyDefaults() {
 			r.Match.Realm = realmOf[r.Type]
 		}
 		r.applyTypeDefaults()
+		if usesStore[r.Type] && r.OnStoreError == "" {
+			r.OnStoreError = "open"
+		}
 		if r.Action.Type == "reject" && r.Action.Code == 0 {
 			r.Action.Code = map[string]int{"dnc": 603, "window": 603, "rate": 503, "concurrent": 503, "bombing": 486, "protect": 486, "hygiene": 608}[r.Type]
 			if r.Action.Code == 0 {
@@ -375,6 +395,11 @@ func (f *File) Validate() error {
 			if !lists[l] {
 				add(fmt.Errorf("%sconsent[%d]: no list named %q", p, j, l))
 			}
+		}
+		if usesStore[r.Type] {
+			add(oneOf(p+"on_store_error", r.OnStoreError, "open", "closed"))
+		} else if r.OnStoreError != "" {
+			add(fmt.Errorf("%son_store_error: %s rules keep no state", p, r.Type))
 		}
 		if r.Type != "dnc" && len(r.Consent) > 0 {
 			add(errors.New(p + "consent: only dnc rules have consent lists"))

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -37,6 +38,9 @@ type rule struct {
 	window  *callingWindow // window rules
 	phase   Phase
 	allower bool // an enforce-mode allow list rule: evaluated first, in both phases
+	// closed is the rejection when the store fails (on_store_error:
+	// closed): the rule's own, or 503 for a tag rule. nil: fail open.
+	closed *ActionConfig
 }
 
 // Phase says which of the two policy stages a rule runs in.
@@ -67,14 +71,19 @@ type Input struct {
 	Attest   string
 }
 
-// Hit is one rule that matched a call.
+// Hit is one rule that matched a call, or whose store failed.
 type Hit struct {
 	Rule   string
 	Mode   string // enforce | report
-	Action string // allow | reject | tag
+	Action string // allow | reject | tag | store_error (ActionStoreError)
 	List   string // the list that matched
 	Entry  string // the entry that matched (a number, or a prefix with *)
 }
+
+// ActionStoreError is the action of a hit that records a store failure:
+// the rule could not decide, and its on_store_error let the call through
+// (open) or rejected it (closed).
+const ActionStoreError = "store_error"
 
 // Decision is the engine's answer for one call.
 type Decision struct {
@@ -180,6 +189,9 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 			}
 			r.consent = append(r.consent, l)
 		}
+		if rc.OnStoreError == "closed" {
+			r.closed = closedAction(rc.Action)
+		}
 		if rc.Type == "list" && rc.Action.Type == "allow" && rc.Mode == "enforce" {
 			r.allower = true
 			e.allowers = append(e.allowers, len(e.rules))
@@ -189,6 +201,16 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 		e.rules = append(e.rules, r)
 	}
 	return e, nil
+}
+
+// closedAction is how a rule with on_store_error: closed rejects a call
+// when the store fails: with the rule's rejection, or (a tag rule, which
+// has none) 503 Service Unavailable asking the caller to retry.
+func closedAction(a ActionConfig) *ActionConfig {
+	if a.Type == "reject" {
+		return &a
+	}
+	return &ActionConfig{Type: "reject", Code: 503, Reason: "Service Unavailable", RetryAfter: cmp.Or(a.RetryAfter, storeErrorRetryAfter)}
 }
 
 func inlineList(l ListConfig) (*numbers.List, error) {
@@ -284,7 +306,7 @@ func listed(lists []*numbers.List, tn string, now time.Time) (list, entry string
 }
 
 // rateHit counts the call for a rate rule and reports whether it is over
-// the limit. A store error lets the call through (fail open) and is noted.
+// the limit.
 func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
 	k := keyValue(r.Key, in)
 	if e.store == nil || k == "" {
@@ -292,7 +314,7 @@ func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) 
 	}
 	n, err := e.store.Counter().Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
 	if err != nil {
-		return r.storeError(k)
+		return r.storeError(r.Key, k, err)
 	}
 	if n <= r.Limit {
 		return Hit{}, false
@@ -331,7 +353,7 @@ func (e *Engine) bombingHit(ctx context.Context, r *rule, in Input, now time.Tim
 		key := "bomb:" + r.Name + ":" + strconv.Itoa(i) + ":" + in.Caller + ">" + in.Callee
 		n, err := e.store.Counter().Add(ctx, key, 1, th.Window, now)
 		if err != nil {
-			return r.storeError(in.Caller + ">" + in.Callee)
+			return r.storeError("caller>callee", in.Caller+">"+in.Callee, err)
 		}
 		if n > th.Limit && over == nil {
 			over = &Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: "caller>callee",
@@ -438,6 +460,13 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 		}
 		d.Hits = append(d.Hits, h)
 		if r.Mode == "report" {
+			continue
+		}
+		if h.Action == ActionStoreError {
+			if r.closed != nil {
+				d.Reject = r.closed
+				return d
+			}
 			continue
 		}
 		switch r.Action.Type {

@@ -67,7 +67,12 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 		return nil
 	}
 	last := d.Hits[len(d.Hits)-1]
-	err := sip.Reject(d.Reject.Code, d.Reject.Reason, fmt.Errorf("rule %s: %s on list %s", last.Rule, last.Entry, last.List)).(*sip.Rejection)
+	cause := fmt.Errorf("rule %s: %s on list %s", last.Rule, last.Entry, last.List)
+	if last.Action == ActionStoreError {
+		// The error text stays in the call record: it may name our servers.
+		cause = fmt.Errorf("rule %s: policy store unavailable", last.Rule)
+	}
+	err := sip.Reject(d.Reject.Code, d.Reject.Reason, cause).(*sip.Rejection)
 	err.RetryAfter = d.Reject.RetryAfter
 	if d.Reject.CallInfo != "" {
 		err.Headers = map[string]string{"Call-Info": "<" + d.Reject.CallInfo + ">;purpose=jwscard"}

@@ -33,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"subject"}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stirgate_policy_store_errors_total",
-			Help: "Policy store operations that failed; the call went on (fail open).",
+			Help: "Policy store operations that failed: on the call path (also a store_error hit; the rule's on_store_error let the call through or rejected it), releasing a concurrent-call slot, or learning from how a call ended.",
 		}),
 	}
 	if reg != nil {
@@ -47,7 +47,7 @@ func (m *Metrics) observe(h Hit) {
 		return
 	}
 	m.hits.WithLabelValues(h.Rule, h.Mode, h.Action).Inc()
-	if h.Action == "store_error" {
+	if h.Action == ActionStoreError {
 		m.storeErrors.Inc()
 	}
 }

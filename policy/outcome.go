@@ -99,7 +99,9 @@ func (e *Engine) CallEnded(ctx context.Context, o Outcome, now time.Time) Learne
 		if short < r.Callees || short*100 < r.Percent*all {
 			continue
 		}
-		if _, on, err := e.store.Flags().Get(ctx, keyOneRing+o.Caller, now); err == nil && on {
+		if _, on, err := e.store.Flags().Get(ctx, keyOneRing+o.Caller, now); err != nil {
+			l.StoreErrors++ // go on: marking again is better than not at all
+		} else if on {
 			continue // already marked: the first mark's expiry stands
 		}
 		if r.Mode == "report" {

@@ -174,8 +174,11 @@ func (r *rule) hitf(list, format string, a ...any) Hit {
 	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: list, Entry: fmt.Sprintf(format, a...)}
 }
 
-func (r *rule) storeError(entry string) (Hit, bool) {
-	return Hit{Rule: r.Name, Mode: r.Mode, Action: "store_error", Entry: entry}, false
+// storeError is the hit of a store operation that failed: it always goes
+// to the call record and the metrics; Evaluate applies on_store_error.
+func (r *rule) storeError(list, entry string, err error) (Hit, bool) {
+	return Hit{Rule: r.Name, Mode: r.Mode, Action: ActionStoreError, List: list,
+		Entry: fmt.Sprintf("%s on_store_error=%s error=%v", entry, r.OnStoreError, err)}, true
 }
 
 // attestRank orders attestation levels: A 3, B 2, C 1, none 0.
@@ -223,15 +226,15 @@ func (e *Engine) protectHit(ctx context.Context, r *rule, in Input, now time.Tim
 	}
 	n, err := e.store.Distinct().Add(ctx, key, caller, r.Window, now)
 	if err != nil {
-		return r.storeError(in.Callee)
+		return r.storeError("protect", in.Callee, err)
 	}
 	until, on, err := e.store.Flags().Get(ctx, key, now)
 	if err != nil {
-		return r.storeError(in.Callee)
+		return r.storeError("protect", in.Callee, err)
 	}
 	if !on && n > r.Distinct {
 		if err := e.store.Flags().Set(ctx, key, r.FlagFor, now); err != nil {
-			return r.storeError(in.Callee)
+			return r.storeError("protect", in.Callee, err)
 		}
 		until, on = now.Add(r.FlagFor), true
 	}
@@ -251,7 +254,7 @@ func (e *Engine) flagHit(ctx context.Context, r *rule, number string, now time.T
 	}
 	until, on, err := e.store.Flags().Get(ctx, keyOneRing+number, now)
 	if err != nil {
-		return r.storeError(number)
+		return r.storeError("one_ring", number, err)
 	}
 	if !on {
 		return Hit{}, false
@@ -284,7 +287,7 @@ func (e *Engine) reputationHit(ctx context.Context, r *rule, in Input, now time.
 	}
 	n, err := e.store.Complaints().Count(ctx, subject, r.Window, now)
 	if err != nil {
-		return r.storeError(subject)
+		return r.storeError("complaints", subject, err)
 	}
 	if n < r.Limit {
 		return Hit{}, false
@@ -303,14 +306,18 @@ func (e *Engine) concurrentHit(ctx context.Context, r *rule, in Input, now time.
 	slot := Slot{Key: "concurrent:" + r.Name + ":" + k, Member: in.CallID}
 	n, err := e.store.Concurrency().Acquire(ctx, slot.Key, slot.Member, r.MaxDuration, now)
 	if err != nil {
-		return r.storeError(k)
+		return r.storeError(r.Key, k, err)
 	}
 	if n <= r.Limit {
 		d.Held = append(d.Held, slot)
 		return Hit{}, false
 	}
 	if r.Mode == "enforce" && r.Action.Type == "reject" {
-		_ = e.store.Concurrency().Release(ctx, slot.Key, slot.Member)
+		if err := e.store.Concurrency().Release(ctx, slot.Key, slot.Member); err != nil {
+			// The slot frees itself after max_duration; record the error.
+			h, _ := r.storeError(r.Key, k, err)
+			d.Hits = append(d.Hits, h)
+		}
 	} else {
 		d.Held = append(d.Held, slot)
 	}

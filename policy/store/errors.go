@@ -3,8 +3,9 @@ package store
 import "errors"
 
 // Sentinel errors. Methods wrap them with the key concerned; callers test
-// with errors.Is. Callers treat any error as "store unavailable" and apply
-// their configured fail-open or fail-closed choice.
+// with errors.Is. Callers treat any error as "store unavailable": a policy
+// rule applies its on_store_error (open: the call goes on; closed: it is
+// rejected), and the error is counted and recorded with the call.
 var (
 	// ErrFull: a structure holds its maximum number of keys (WithMaxKeys)
 	// even after dropping idle ones, so a new key was refused. Existing keys
