@@ -1023,3 +1023,29 @@ func (s *sink) close() {
 	s.mu.Unlock()
 	s.wg.Wait()
 }
+
+// callIDOf returns the Call-ID of a raw SIP message.
+func callIDOf(t testing.TB, msg []byte) string {
+	t.Helper()
+	for _, line := range strings.Split(string(msg), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "Call-ID: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Call-ID in %q", msg)
+	return ""
+}
+
+// waitCallID waits (bounded: 2 s of polling) until a message of the call
+// callID has arrived and returns the first one ("" if none did).
+func (s *sink) waitCallID(callID string) string {
+	for range 40 {
+		for _, m := range s.Messages() {
+			if strings.Contains(m, "Call-ID: "+callID+"\r\n") {
+				return m
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ""
+}
