@@ -14,6 +14,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 const testX5U = "https://cr.example.net/sp.pem"
@@ -79,31 +81,31 @@ func TestDecide(t *testing.T) {
 		name       string
 		mutate     func(*Config)
 		call       Call
-		wantAttest Level // "" = unsigned
+		wantAttest passport.Level // "" = unsigned
 		wantOrig   string
 		wantCode   int // refusal code, 0 = none
 		wantCust   string
 		wantKeep   bool
 	}{
-		{"A: customer's exact number", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
-		{"A: prefix", nil, Call{Source: src("192.0.2.10"), FromTN: "12025561234", RURITN: "12025550199"}, LevelA, "12025561234", 0, "acme", false},
-		{"A: range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570042", RURITN: "12025550199"}, LevelA, "12025570042", 0, "acme", false},
-		{"B: just past the range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570100", RURITN: "12025550199"}, LevelB, "12025570100", 0, "acme", false},
-		{"B: number not theirs", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, LevelB, "14155550100", 0, "acme", false},
-		{"A via trusted PAI", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
-		{"PAI of an untrusted source ignored", func(c *Config) { c.Customers[0].TrustPAI = false }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, LevelB, "14155550100", 0, "acme", false},
-		{"C: gateway customer", nil, Call{Source: src("198.51.100.7"), FromTN: "12025550100", RURITN: "12025550199"}, LevelC, "12025550100", 0, "relay", false},
-		{"C: unknown source, never A", nil, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199"}, LevelC, "12025550100", 0, "", false},
+		{"A: customer's exact number", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, passport.LevelA, "12025550100", 0, "acme", false},
+		{"A: prefix", nil, Call{Source: src("192.0.2.10"), FromTN: "12025561234", RURITN: "12025550199"}, passport.LevelA, "12025561234", 0, "acme", false},
+		{"A: range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570042", RURITN: "12025550199"}, passport.LevelA, "12025570042", 0, "acme", false},
+		{"B: just past the range", nil, Call{Source: src("192.0.2.10"), FromTN: "12025570100", RURITN: "12025550199"}, passport.LevelB, "12025570100", 0, "acme", false},
+		{"B: number not theirs", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, passport.LevelB, "14155550100", 0, "acme", false},
+		{"A via trusted PAI", nil, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, passport.LevelA, "12025550100", 0, "acme", false},
+		{"PAI of an untrusted source ignored", func(c *Config) { c.Customers[0].TrustPAI = false }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", PAITN: "12025550100", RURITN: "12025550199"}, passport.LevelB, "14155550100", 0, "acme", false},
+		{"C: gateway customer", nil, Call{Source: src("198.51.100.7"), FromTN: "12025550100", RURITN: "12025550199"}, passport.LevelC, "12025550100", 0, "relay", false},
+		{"C: unknown source, never A", nil, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199"}, passport.LevelC, "12025550100", 0, "", false},
 		{"unknown source rejected", func(c *Config) { c.UnknownSource = "reject" }, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199"}, "", "", 403, "", false},
 		{"unknown number rejected", nil, Call{Source: src("203.0.113.5"), FromTN: "12025550100", RURITN: "12025550199"}, "", "", 403, "strict", false},
-		{"unknown number C", func(c *Config) { c.Customers[0].UnknownNumber = "C" }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, LevelC, "14155550100", 0, "acme", false},
+		{"unknown number C", func(c *Config) { c.Customers[0].UnknownNumber = "C" }, Call{Source: src("192.0.2.10"), FromTN: "14155550100", RURITN: "12025550199"}, passport.LevelC, "14155550100", 0, "acme", false},
 		{"anonymous caller: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "", RURITN: "12025550199"}, "", "", 0, "acme", false},
 		{"anonymous caller: rejected", func(c *Config) { c.NoNumber = "reject" }, Call{Source: src("192.0.2.10"), RURITN: "12025550199"}, "", "", 403, "acme", false},
 		{"no called number: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100"}, "", "", 0, "acme", false},
 		{"too long to be E.164: unsigned", nil, Call{Source: src("192.0.2.10"), FromTN: "1202555010012345", RURITN: "12025550199"}, "", "", 0, "acme", false},
-		{"called number from To", func(c *Config) { c.CalledNumber = "to" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "", ToTN: "12025550199"}, LevelA, "12025550100", 0, "acme", false},
+		{"called number from To", func(c *Config) { c.CalledNumber = "to" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "", ToTN: "12025550199"}, passport.LevelA, "12025550100", 0, "acme", false},
 		{"Identity from inside refused", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 403, "acme", false},
-		{"Identity from inside replaced", func(c *Config) { c.IdentityFromInside = "replace" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, LevelA, "12025550100", 0, "acme", false},
+		{"Identity from inside replaced", func(c *Config) { c.IdentityFromInside = "replace" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, passport.LevelA, "12025550100", 0, "acme", false},
 		{"pass: a customer that signs itself", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("203.0.114.1"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 0, "selfsigner", true},
 		{"pass: anyone else refused", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 403, "acme", false},
 	}
@@ -174,8 +176,8 @@ func TestOrigIDPerCustomerOrPerCall(t *testing.T) {
 }
 
 func TestClaimsAreCanonicalJSON(t *testing.T) {
-	p := PASSporT{Attest: LevelA, Orig: "12025550100", Dest: []string{"12025550199", "12025550198"}, IAT: 1700000000, OrigID: "9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10"}
-	b, err := p.appendJSON(nil)
+	p := passport.Claims{Attest: passport.LevelA, Orig: "12025550100", Dest: []string{"12025550199", "12025550198"}, IAT: 1700000000, OrigID: "9f2a7c1e-6b1d-4e8a-9a55-0c3f5e2d7b10"}
+	b, err := appendClaims(nil, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,15 +188,15 @@ func TestClaimsAreCanonicalJSON(t *testing.T) {
 	if !json.Valid(b) {
 		t.Fatal("invalid JSON")
 	}
-	bad := []PASSporT{
+	bad := []passport.Claims{
 		{Attest: "D", Orig: "1", Dest: []string{"2"}, OrigID: p.OrigID},
-		{Attest: LevelA, Orig: "1\"x", Dest: []string{"2"}, OrigID: p.OrigID},
-		{Attest: LevelA, Orig: "1", Dest: []string{"2\\"}, OrigID: p.OrigID},
-		{Attest: LevelA, Orig: "1", Dest: nil, OrigID: p.OrigID},
-		{Attest: LevelA, Orig: "1", Dest: []string{"2"}, OrigID: "not-a-uuid"},
+		{Attest: passport.LevelA, Orig: "1\"x", Dest: []string{"2"}, OrigID: p.OrigID},
+		{Attest: passport.LevelA, Orig: "1", Dest: []string{"2\\"}, OrigID: p.OrigID},
+		{Attest: passport.LevelA, Orig: "1", Dest: nil, OrigID: p.OrigID},
+		{Attest: passport.LevelA, Orig: "1", Dest: []string{"2"}, OrigID: "not-a-uuid"},
 	}
 	for _, bp := range bad {
-		if _, err := bp.appendJSON(nil); !errors.Is(err, ErrClaims) {
+		if _, err := appendClaims(nil, bp); !errors.Is(err, ErrClaims) {
 			t.Errorf("%+v: err = %v, want ErrClaims", bp, err)
 		}
 	}
@@ -207,26 +209,6 @@ func TestSignerRefusesOtherKeys(t *testing.T) {
 	}
 	if _, err := NewSigner(testKey(t), "ftp://x/y.pem"); err == nil {
 		t.Fatal("accepted a non-http x5u")
-	}
-}
-
-func TestCanonical(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"+1 (202) 555-0100", "12025550100", true},
-		{"1.202.555.0100", "12025550100", true},
-		{"anonymous", "", false},
-		{"1+202", "", false},
-		{"", "", false},
-		{"1234567890123456", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := Canonical(tt.in)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("Canonical(%q) = %q, %v", tt.in, got, ok)
-		}
 	}
 }
 
@@ -271,7 +253,7 @@ func BenchmarkSign(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := PASSporT{Attest: LevelA, Orig: "12025550100", Dest: []string{"12025550199"}, IAT: time.Now().Unix(), OrigID: uuid.NewString()}
+	p := passport.Claims{Attest: passport.LevelA, Orig: "12025550100", Dest: []string{"12025550199"}, IAT: time.Now().Unix(), OrigID: uuid.NewString()}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := s.Sign(p); err != nil {

@@ -3,29 +3,9 @@ package attest
 import (
 	"fmt"
 	"strings"
-)
 
-// Canonical returns a telephone number as PASSporT carries it (RFC 8224
-// 8.3): digits only, visual separators and a leading "+" removed. ok is
-// false when s is not a number.
-func Canonical(s string) (tn string, ok bool) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			b.WriteByte(c)
-		case c == '+' && b.Len() == 0 && i == strings.IndexByte(s, '+'):
-		case c == '-' || c == '.' || c == '(' || c == ')' || c == ' ':
-		default:
-			return "", false
-		}
-	}
-	if b.Len() == 0 || b.Len() > 15 {
-		return "", false
-	}
-	return b.String(), true
-}
+	"github.com/stirgate/stirgate/attest/passport"
+)
 
 // numberRule is one entry of a customer's numbers.
 type numberRule struct {
@@ -35,21 +15,21 @@ type numberRule struct {
 
 func parseNumberRule(s string) (numberRule, error) {
 	if lo, hi, ok := strings.Cut(s, ".."); ok {
-		a, okA := Canonical(lo)
-		b, okB := Canonical(hi)
+		a, okA := passport.Canonical(lo)
+		b, okB := passport.Canonical(hi)
 		if !okA || !okB || len(a) != len(b) || a > b {
 			return numberRule{}, fmt.Errorf("%q is not a range of two numbers of the same length, low to high", s)
 		}
 		return numberRule{lo: a, hi: b}, nil
 	}
 	if p, ok := strings.CutSuffix(s, "*"); ok {
-		c, ok := Canonical(p)
+		c, ok := passport.Canonical(p)
 		if !ok {
 			return numberRule{}, fmt.Errorf("%q is not a number prefix", s)
 		}
 		return numberRule{prefix: c}, nil
 	}
-	c, ok := Canonical(s)
+	c, ok := passport.Canonical(s)
 	if !ok {
 		return numberRule{}, fmt.Errorf("%q is not a number, a prefix ending in * or a range low..high", s)
 	}

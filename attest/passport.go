@@ -11,25 +11,30 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
-// Level is a SHAKEN attestation level (ATIS-1000074 5.2.3).
-type Level string
+// Level is the attestation level.
+//
+// Deprecated: use passport.Level; this alias stays until the last callers
+// outside attest have moved.
+type Level = passport.Level
 
+// The attestation levels.
+//
+// Deprecated: use passport.LevelA, LevelB and LevelC.
 const (
-	LevelA Level = "A" // full: known customer, number it owns
-	LevelB Level = "B" // partial: known customer, number not provably theirs
-	LevelC Level = "C" // gateway: we know where the call entered, nothing more
+	LevelA = passport.LevelA
+	LevelB = passport.LevelB
+	LevelC = passport.LevelC
 )
 
-// PASSporT is what one SHAKEN PASSporT asserts (RFC 8225, RFC 8588).
-type PASSporT struct {
-	Attest Level
-	Orig   string   // canonical calling number
-	Dest   []string // canonical called numbers
-	IAT    int64    // issued at, Unix seconds
-	OrigID string   // UUID (RFC 8588 origid)
-}
+// PASSporT is the claims of one SHAKEN PASSporT.
+//
+// Deprecated: use passport.Claims; this alias stays until the last callers
+// outside attest have moved.
+type PASSporT = passport.Claims
 
 // Signer makes Identity header values with one key and one x5u. The JOSE
 // header and the header parameters are constant for it: they are encoded
@@ -71,9 +76,9 @@ func NewSigner(key *ecdsa.PrivateKey, x5u string) (*Signer, error) {
 	}, nil
 }
 
-// Sign returns the Identity header value (full form, RFC 8224 4.1) for p.
-func (s *Signer) Sign(p PASSporT) (string, error) {
-	claims, err := p.appendJSON(make([]byte, 0, 160))
+// Sign returns the Identity header value (full form, RFC 8224 4.1) for c.
+func (s *Signer) Sign(c passport.Claims) (string, error) {
+	claims, err := appendClaims(make([]byte, 0, 160), c)
 	if err != nil {
 		return "", err
 	}
@@ -90,28 +95,20 @@ func (s *Signer) Sign(p PASSporT) (string, error) {
 	return string(buf), nil
 }
 
-// appendJSON writes the claims with their keys in lexicographic order (RFC
-// 8225 9, RFC 8588 6). Every value is checked, so nothing needs escaping.
-func (p PASSporT) appendJSON(b []byte) ([]byte, error) {
-	if p.Attest != LevelA && p.Attest != LevelB && p.Attest != LevelC {
-		return nil, fmt.Errorf("%w: attest %q", ErrClaims, p.Attest)
+// appendClaims writes c with its keys in lexicographic order (RFC 8225 9,
+// RFC 8588 6). Every value is checked first (canonical numbers, a UUID
+// origid), so nothing needs escaping.
+func appendClaims(b []byte, c passport.Claims) ([]byte, error) {
+	if err := c.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrClaims, err)
 	}
-	if !IsTN(p.Orig) {
-		return nil, fmt.Errorf("%w: orig %q", ErrClaims, p.Orig)
-	}
-	if len(p.Dest) == 0 {
-		return nil, fmt.Errorf("%w: no dest", ErrClaims)
-	}
-	if _, err := uuid.Parse(p.OrigID); err != nil || len(p.OrigID) != 36 {
-		return nil, fmt.Errorf("%w: origid %q", ErrClaims, p.OrigID)
+	if _, err := uuid.Parse(c.OrigID); err != nil || len(c.OrigID) != 36 {
+		return nil, fmt.Errorf("%w: origid %q is not a UUID", ErrClaims, c.OrigID)
 	}
 	b = append(b, `{"attest":"`...)
-	b = append(b, p.Attest...)
+	b = append(b, c.Attest...)
 	b = append(b, `","dest":{"tn":[`...)
-	for i, d := range p.Dest {
-		if !IsTN(d) {
-			return nil, fmt.Errorf("%w: dest %q", ErrClaims, d)
-		}
+	for i, d := range c.Dest {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -120,25 +117,11 @@ func (p PASSporT) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, '"')
 	}
 	b = append(b, `]},"iat":`...)
-	b = strconv.AppendInt(b, p.IAT, 10)
+	b = strconv.AppendInt(b, c.IAT, 10)
 	b = append(b, `,"orig":{"tn":"`...)
-	b = append(b, p.Orig...)
+	b = append(b, c.Orig...)
 	b = append(b, `"},"origid":"`...)
-	b = append(b, p.OrigID...)
+	b = append(b, c.OrigID...)
 	b = append(b, `"}`...)
 	return b, nil
-}
-
-// IsTN reports whether s is a canonical telephone number as PASSporT
-// carries it (RFC 8224 8.3): 1 to 15 digits.
-func IsTN(s string) bool {
-	if s == "" || len(s) > 15 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // Service is the authentication service of one configuration generation:
@@ -37,8 +39,8 @@ type Call struct {
 // Decision is the outcome for one call.
 type Decision struct {
 	Customer string
-	Attest   Level  // "" when the call goes unsigned
-	Orig     string // the calling number signed for
+	Attest   passport.Level // "" when the call goes unsigned
+	Orig     string         // the calling number signed for
 	Dest     string
 	OrigID   string
 	Identity string // the Identity header value to add; "" = add none
@@ -133,7 +135,7 @@ func (s *Service) Decide(c Call) (Decision, error) {
 	if s.cfg.CalledNumber == "to" {
 		d.Dest = c.ToTN
 	}
-	if !IsTN(d.Orig) || !IsTN(d.Dest) {
+	if !passport.IsTN(d.Orig) || !passport.IsTN(d.Dest) {
 		if s.cfg.NoNumber == "reject" {
 			return refuse(403, "Forbidden", "no calling or called telephone number to sign")
 		}
@@ -145,19 +147,19 @@ func (s *Service) Decide(c Call) (Decision, error) {
 		if s.cfg.UnknownSource == "reject" {
 			return refuse(403, "Forbidden", "source is no customer's")
 		}
-		d.Attest = LevelC
+		d.Attest = passport.LevelC
 	case cu.Gateway:
-		d.Attest = LevelC
+		d.Attest = passport.LevelC
 	case cu.numbers.has(d.Orig):
-		d.Attest = LevelA
+		d.Attest = passport.LevelA
 	default:
 		switch cu.UnknownNumber {
 		case "reject":
 			return refuse(403, "Forbidden", "calling number is not the customer's")
 		case "C":
-			d.Attest = LevelC
+			d.Attest = passport.LevelC
 		default:
-			d.Attest = LevelB
+			d.Attest = passport.LevelB
 		}
 	}
 
@@ -165,7 +167,7 @@ func (s *Service) Decide(c Call) (Decision, error) {
 	if cu != nil && cu.OrigID != "" {
 		d.OrigID = cu.OrigID
 	}
-	id, err := s.signer.Sign(PASSporT{Attest: d.Attest, Orig: d.Orig, Dest: []string{d.Dest}, IAT: s.now().Unix(), OrigID: d.OrigID})
+	id, err := s.signer.Sign(passport.Claims{Attest: d.Attest, Orig: d.Orig, Dest: []string{d.Dest}, IAT: s.now().Unix(), OrigID: d.OrigID})
 	if err != nil {
 		return Decision{}, err
 	}

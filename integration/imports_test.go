@@ -12,44 +12,68 @@ import (
 
 const module = "github.com/stirgate/stirgate"
 
+// passportPkg is the leaf every package may import (DESIGN.md, layout).
+const passportPkg = module + "/attest/passport"
+
+func ours(imp string) bool { return strings.HasPrefix(imp, module+"/") }
+
+// importRule is one boundary of DESIGN.md: bad reports whether file (path
+// from the repository root) of top-level package pkg breaks it by
+// importing imp.
+type importRule struct {
+	name string
+	bad  func(pkg, file, imp string) bool
+}
+
+var importRules = []importRule{
+	{"only sip and integration import sipgo", func(pkg, _, imp string) bool {
+		return strings.HasPrefix(imp, "github.com/emiago/sipgo") && pkg != "sip" && pkg != "integration"
+	}},
+	{"only configs imports yaml", func(pkg, _, imp string) bool {
+		return strings.Contains(imp, "yaml") && pkg != "configs"
+	}},
+	{"certs imports nothing of ours", func(pkg, _, imp string) bool {
+		return pkg == "certs" && ours(imp)
+	}},
+	{"attest/passport imports nothing of ours", func(_, file, imp string) bool {
+		return strings.HasPrefix(filepath.ToSlash(file), "attest/passport/") && ours(imp)
+	}},
+	{"sip imports nothing of ours but attest/passport", func(pkg, _, imp string) bool {
+		return pkg == "sip" && ours(imp) && imp != passportPkg
+	}},
+	{"attest, verify, policy import sip only from handler.go", func(pkg, file, imp string) bool {
+		domain := pkg == "attest" || pkg == "verify" || pkg == "policy"
+		return domain && imp == module+"/sip" && filepath.Base(file) != "handler.go" && !strings.HasSuffix(file, "_test.go")
+	}},
+	{"domain cores import only sip, certs, attest/passport and attest of ours", func(pkg, _, imp string) bool {
+		domain := pkg == "attest" || pkg == "verify" || pkg == "policy"
+		if !domain || !ours(imp) || imp == passportPkg {
+			return false
+		}
+		rel := strings.TrimPrefix(imp, module+"/")
+		top := strings.SplitN(rel, "/", 2)[0]
+		return top != "sip" && top != "certs" && top != pkg && !(pkg == "verify" && top == "attest")
+	}},
+}
+
+// broken names the rules file breaks by importing imp.
+func broken(file, imp string) []string {
+	pkg := strings.SplitN(filepath.ToSlash(file), "/", 2)[0]
+	var out []string
+	for _, r := range importRules {
+		if r.bad(pkg, file, imp) {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
 // TestImportRules keeps the package boundaries of DESIGN.md true: only sip
-// (and integration) import sipgo, only configs imports YAML, certs imports
-// nothing of ours, the domain cores import sip only from handler.go.
+// (and integration) import sipgo, only configs imports YAML, certs and
+// attest/passport import nothing of ours, anyone may import
+// attest/passport, the domain cores import sip only from handler.go.
 func TestImportRules(t *testing.T) {
 	root := ".."
-	ours := func(imp string) bool { return strings.HasPrefix(imp, module+"/") }
-	sipgo := func(imp string) bool { return strings.HasPrefix(imp, "github.com/emiago/sipgo") }
-	yaml := func(imp string) bool { return strings.Contains(imp, "yaml") }
-	checks := []struct {
-		name string
-		bad  func(pkg, file, imp string) bool
-	}{
-		{"only sip and integration import sipgo", func(pkg, _, imp string) bool {
-			return sipgo(imp) && pkg != "sip" && pkg != "integration"
-		}},
-		{"only configs imports yaml", func(pkg, _, imp string) bool {
-			return yaml(imp) && pkg != "configs"
-		}},
-		{"certs imports nothing of ours", func(pkg, _, imp string) bool {
-			return pkg == "certs" && ours(imp)
-		}},
-		{"sip imports nothing of ours", func(pkg, _, imp string) bool {
-			return pkg == "sip" && ours(imp)
-		}},
-		{"attest, verify, policy import sip only from handler.go", func(pkg, file, imp string) bool {
-			domain := pkg == "attest" || pkg == "verify" || pkg == "policy"
-			return domain && imp == module+"/sip" && filepath.Base(file) != "handler.go" && !strings.HasSuffix(file, "_test.go")
-		}},
-		{"domain cores import only sip, certs and attest of ours", func(pkg, _, imp string) bool {
-			domain := pkg == "attest" || pkg == "verify" || pkg == "policy"
-			if !domain || !ours(imp) {
-				return false
-			}
-			rel := strings.TrimPrefix(imp, module+"/")
-			top := strings.SplitN(rel, "/", 2)[0]
-			return top != "sip" && top != "certs" && top != pkg && !(pkg == "verify" && top == "attest")
-		}},
-	}
 	files := 0
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -62,7 +86,6 @@ func TestImportRules(t *testing.T) {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, path)
-		pkg := strings.SplitN(filepath.ToSlash(rel), "/", 2)[0]
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
 		if err != nil {
 			return err
@@ -70,10 +93,8 @@ func TestImportRules(t *testing.T) {
 		files++
 		for _, is := range f.Imports {
 			imp, _ := strconv.Unquote(is.Path.Value)
-			for _, c := range checks {
-				if c.bad(pkg, rel, imp) {
-					t.Errorf("%s imports %s: breaks %q", rel, imp, c.name)
-				}
+			for _, name := range broken(rel, imp) {
+				t.Errorf("%s imports %s: breaks %q", rel, imp, name)
 			}
 		}
 		return nil
@@ -83,5 +104,40 @@ func TestImportRules(t *testing.T) {
 	}
 	if files < 10 {
 		t.Fatalf("checked only %d Go files: wrong root?", files)
+	}
+}
+
+// TestImportRulesCatch: each rule refuses the import it exists for and lets
+// the allowed ones through, so a rule that can no longer fail is noticed.
+func TestImportRulesCatch(t *testing.T) {
+	tests := []struct {
+		file, imp, want string // want "": allowed
+	}{
+		{"attest/passport/passport.go", module + "/certs", "attest/passport imports nothing of ours"},
+		{"attest/passport/passport.go", module + "/attest", "attest/passport imports nothing of ours"},
+		{"attest/passport/passport.go", "errors", ""},
+		{"sip/headers.go", passportPkg, ""},
+		{"sip/headers.go", module + "/attest", "sip imports nothing of ours but attest/passport"},
+		{"policy/numbers/numbers.go", passportPkg, ""},
+		{"policy/engine.go", passportPkg, ""},
+		{"policy/engine.go", module + "/attest", "domain cores import only sip, certs, attest/passport and attest of ours"},
+		{"verify/passport.go", passportPkg, ""},
+		{"verify/passport.go", module + "/attest", ""},
+		{"verify/service.go", module + "/sip", "attest, verify, policy import sip only from handler.go"},
+		{"attest/service.go", passportPkg, ""},
+		{"certs/fetch.go", passportPkg, "certs imports nothing of ours"},
+		{"cmd/stirgate/cli_pki.go", passportPkg, ""},
+		{"integration/bench/bench.go", passportPkg, ""},
+		{"attest/service.go", "github.com/emiago/sipgo/sip", "only sip and integration import sipgo"},
+		{"certs/x.go", "gopkg.in/yaml.v3", "only configs imports yaml"},
+	}
+	for _, tt := range tests {
+		got := broken(tt.file, tt.imp)
+		switch {
+		case tt.want == "" && len(got) != 0:
+			t.Errorf("%s importing %s breaks %q; it is allowed", tt.file, tt.imp, got)
+		case tt.want != "" && (len(got) != 1 || got[0] != tt.want):
+			t.Errorf("%s importing %s breaks %q; want exactly %q", tt.file, tt.imp, got, tt.want)
+		}
 	}
 }

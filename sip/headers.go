@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // errHeaderValue is returned for header names or values we refuse to write.
@@ -120,9 +122,11 @@ func removeHeaders(m headerList, longName string) {
 	}
 }
 
-// Number reads the telephone number of a SIP or tel URI: the user part
-// (or tel: number) without visual separators. It returns "" when the user
-// part is not a number.
+// Number reads the telephone number of a SIP or tel URI: the user part (or
+// tel: number) without RFC 4904 user parameters, canonical per
+// passport.Canonical (RFC 8224 8.3), the same rule the signer, the verifier
+// and the policy lists apply. It returns "" when the user part is not a
+// number ("alice", "++1...", more than 15 digits).
 func Number(u *sip.Uri) string {
 	if u == nil {
 		return ""
@@ -137,19 +141,8 @@ func Number(u *sip.Uri) string {
 	if i := strings.IndexByte(user, ';'); i >= 0 { // RFC 4904 user parameters
 		user = user[:i]
 	}
-	var b strings.Builder
-	for i := 0; i < len(user); i++ {
-		c := user[i]
-		switch {
-		case c >= '0' && c <= '9':
-			b.WriteByte(c)
-		case c == '+' && b.Len() == 0:
-		case c == '-' || c == '.' || c == '(' || c == ')' || c == ' ':
-		default:
-			return ""
-		}
-	}
-	return b.String()
+	tn, _ := passport.Canonical(user)
+	return tn
 }
 
 // paiNumber is the number of the first P-Asserted-Identity that has one.

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 func TestNumber(t *testing.T) {
@@ -13,10 +15,14 @@ func TestNumber(t *testing.T) {
 		{"sip:+1-202-555-0100@example.net;user=phone", "12025550100"},
 		{"sip:+12025550100;tgrp=TG-1;trunk-context=example.net@example.net", "12025550100"},
 		{"tel:+1.202.555.0100", "12025550100"},
+		{"tel:+12025550100;phone-context=example.net", "12025550100"},
 		{"sip:(202)%20555@example.net", ""},
 		{"sip:alice@example.net", ""},
 		{"sip:example.net", ""},
 		{"sip:1+2@example.net", ""},
+		{"sip:++12025550100@example.net", ""},
+		{"sip:1234567890123456@example.net", ""},
+		{"tel:++12025550100", ""},
 	}
 	for _, tt := range tests {
 		var u sip.Uri
@@ -25,6 +31,90 @@ func TestNumber(t *testing.T) {
 		}
 		if got := Number(&u); got != tt.want {
 			t.Errorf("Number(%s) = %q, want %q", tt.uri, got, tt.want)
+		}
+	}
+}
+
+// TestNumberIsPassportCanonical: the edge reads a number from a URI's user
+// part by the same rule the signer, the verifier and the policy lists use.
+// Before, the edge's own loop accepted "++1..." and any number of digits,
+// which attest and policy refused.
+func TestNumberIsPassportCanonical(t *testing.T) {
+	tests := []struct{ user, want string }{
+		{"12025550100", "12025550100"},
+		{"+1 (202) 555-0100", "12025550100"},
+		{"+1.202.555.0100;npdi", "12025550100"},
+		{"123456789012345", "123456789012345"},
+		{"++12025550100", ""},
+		{"+(+1)202", ""},
+		{"1234567890123456", ""},
+		{"+12025550100123456789", ""},
+		{"1+2", ""},
+		{"+", ""},
+		{"()", ""},
+	}
+	for _, tt := range tests {
+		got := Number(&sip.Uri{Scheme: "sip", User: tt.user, Host: "example.net"})
+		if got != tt.want {
+			t.Errorf("Number(sip:%s@example.net) = %q, want %q", tt.user, got, tt.want)
+		}
+		user, _, _ := strings.Cut(tt.user, ";")
+		if tn, _ := passport.Canonical(user); got != tn {
+			t.Errorf("Number(sip:%s@example.net) = %q, passport.Canonical = %q", tt.user, got, tn)
+		}
+	}
+}
+
+// TestCallNumbersRefuseWhatSignerRefuses: an INVITE from ++12025550100 is
+// an anonymous call to every stage, not one from 12025550100; a PAI of 16
+// digits is no number, so From is the calling number.
+func TestCallNumbersRefuseWhatSignerRefuses(t *testing.T) {
+	invite := func(from, pai string) *sip.Request {
+		t.Helper()
+		raw := "INVITE sip:+12025550199@example.net SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-1\r\n" +
+			"From: <sip:" + from + "@example.net>;tag=1\r\nTo: <sip:+12025550199@example.net>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+		if pai != "" {
+			raw += "P-Asserted-Identity: <sip:" + pai + "@example.net>\r\n"
+		}
+		msg, err := sip.NewParser().ParseSIP([]byte(raw + "Content-Length: 0\r\n\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.(*sip.Request)
+	}
+	tests := []struct {
+		from, pai, wantOrig string
+	}{
+		{"+12025550100", "", "12025550100"},
+		{"++12025550100", "", ""},
+		{"1234567890123456", "", ""},
+		{"+12025550100", "++14155550100", "12025550100"},
+		{"+12025550100", "1234567890123456", "12025550100"},
+		{"+12025550100", "+14155550100", "14155550100"},
+	}
+	for _, tt := range tests {
+		c := newCall("outside", Inbound, invite(tt.from, tt.pai))
+		if c.Orig != tt.wantOrig || c.Dest != "12025550199" {
+			t.Errorf("From %s, PAI %q: Orig %q Dest %q, want Orig %q Dest 12025550199", tt.from, tt.pai, c.Orig, c.Dest, tt.wantOrig)
+		}
+	}
+}
+
+// BenchmarkNumber is the per-INVITE cost of reading the calling and called
+// numbers from already parsed URIs (From, To, Request-URI, a PAI).
+func BenchmarkNumber(b *testing.B) {
+	uris := []sip.Uri{
+		{Scheme: "sip", User: "+15551230001", Host: "127.0.0.1"},
+		{Scheme: "sip", User: "15559870002", Host: "127.0.0.1"},
+		{Scheme: "sip", User: "+1-555-987-0002", Host: "127.0.0.1"},
+		{Scheme: "sip", User: "+15551230001;npdi", Host: "pbx.example.com"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range uris {
+			if Number(&uris[i]) == "" {
+				b.Fatal("no number")
+			}
 		}
 	}
 }

@@ -7,21 +7,12 @@ import (
 	"errors"
 	"math"
 
-	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // Header is the JOSE header of a SHAKEN PASSporT.
 type Header struct {
 	Alg, Typ, Ppt, X5U string
-}
-
-// Claims are the SHAKEN PASSporT claims (RFC 8225, RFC 8588), typed.
-type Claims struct {
-	Attest string
-	Orig   string
-	Dest   []string
-	IAT    int64
-	OrigID string
 }
 
 // decodeSegment base64url-decodes one JWS segment (padding tolerated) and
@@ -79,55 +70,57 @@ func DecodeHeader(seg string) (Header, error) {
 }
 
 // DecodeClaims decodes the claims and checks that each is present and of
-// its type: attest in A/B/C, orig.tn a string, dest.tn an array of
-// strings, iat an integer number, origid a string. Telephone numbers must be
-// canonical (digits, 1 to 15).
-func DecodeClaims(seg string) (Claims, error) {
+// its type (attest and origid strings, orig an object with a tn string,
+// dest an object with a non-empty tn array of strings, iat a whole number),
+// then that together they are a SHAKEN PASSporT (passport.Claims.Check:
+// attest A/B/C, canonical numbers of 1 to 15 digits).
+func DecodeClaims(seg string) (passport.Claims, error) {
 	var raw map[string]any
 	if err := decodeSegment(seg, &raw); err != nil {
-		return Claims{}, fail(438, ErrClaims, "claims are not a base64url JSON object")
+		return passport.Claims{}, fail(438, ErrClaims, "claims are not a base64url JSON object")
 	}
-	var c Claims
-	var ok bool
-	if c.Attest, ok = raw["attest"].(string); !ok || (c.Attest != "A" && c.Attest != "B" && c.Attest != "C") {
-		return Claims{}, fail(438, ErrClaims, "attest missing or not A, B or C")
+	var c passport.Claims
+	attest, ok := raw["attest"].(string)
+	if !ok {
+		return passport.Claims{}, fail(438, ErrClaims, "attest missing or not a string")
 	}
+	c.Attest = passport.Level(attest)
 	orig, ok := raw["orig"].(map[string]any)
 	if !ok {
-		return Claims{}, fail(438, ErrClaims, "orig missing or not an object")
+		return passport.Claims{}, fail(438, ErrClaims, "orig missing or not an object")
 	}
 	if c.Orig, ok = orig["tn"].(string); !ok {
-		return Claims{}, fail(438, ErrClaims, "orig.tn missing or not a string")
-	}
-	if !attest.IsTN(c.Orig) {
-		return Claims{}, fail(438, ErrClaims, "orig.tn %q is not a telephone number", clip(c.Orig))
+		return passport.Claims{}, fail(438, ErrClaims, "orig.tn missing or not a string")
 	}
 	dest, ok := raw["dest"].(map[string]any)
 	if !ok {
-		return Claims{}, fail(438, ErrClaims, "dest missing or not an object")
+		return passport.Claims{}, fail(438, ErrClaims, "dest missing or not an object")
 	}
 	tns, ok := dest["tn"].([]any)
 	if !ok || len(tns) == 0 {
-		return Claims{}, fail(438, ErrClaims, "dest.tn missing or not a non-empty array")
+		return passport.Claims{}, fail(438, ErrClaims, "dest.tn missing or not a non-empty array")
 	}
 	for _, t := range tns {
 		s, ok := t.(string)
-		if !ok || !attest.IsTN(s) {
-			return Claims{}, fail(438, ErrClaims, "dest.tn holds a non-number")
+		if !ok {
+			return passport.Claims{}, fail(438, ErrClaims, "dest.tn holds a non-string")
 		}
 		c.Dest = append(c.Dest, s)
 	}
 	n, ok := raw["iat"].(json.Number)
 	if !ok {
-		return Claims{}, fail(438, ErrClaims, "iat missing or not a number")
+		return passport.Claims{}, fail(438, ErrClaims, "iat missing or not a number")
 	}
 	f, err := n.Float64()
 	if err != nil || f != math.Trunc(f) || f < 0 || f > 1<<40 {
-		return Claims{}, fail(438, ErrClaims, "iat is not a whole number of seconds")
+		return passport.Claims{}, fail(438, ErrClaims, "iat is not a whole number of seconds")
 	}
 	c.IAT = int64(f)
-	if c.OrigID, ok = raw["origid"].(string); !ok || c.OrigID == "" {
-		return Claims{}, fail(438, ErrClaims, "origid missing or not a string")
+	if c.OrigID, ok = raw["origid"].(string); !ok {
+		return passport.Claims{}, fail(438, ErrClaims, "origid missing or not a string")
+	}
+	if err := c.Check(); err != nil {
+		return passport.Claims{}, fail(438, ErrClaims, "%v", err)
 	}
 	return c, nil
 }

@@ -184,7 +184,7 @@ func (s *Service) verifyOne(ctx context.Context, in Input, raw string) (Verdict,
 	if err := jwt.SigningMethodES256.Verify(id.SigningInput(), sig, cred.Key); err != nil {
 		return Verdict{}, fail(438, ErrSignature, "signature does not verify")
 	}
-	return Verdict{Passed: true, Verstat: VerstatPassed, Attest: c.Attest, OrigID: c.OrigID, X5U: id.Info, SPC: cred.SPC}, nil
+	return Verdict{Passed: true, Verstat: VerstatPassed, Attest: string(c.Attest), OrigID: c.OrigID, X5U: id.Info, SPC: cred.SPC}, nil
 }
 
 func asFailure(err error) *Failure {

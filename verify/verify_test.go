@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 )
 
@@ -75,7 +76,7 @@ func (p poolCredentials) Check(chain []*x509.Certificate, iat, now time.Time) (C
 	return Credential{Key: chain[0].PublicKey.(*ecdsa.PublicKey), SPC: "TEST01"}, nil
 }
 
-func sign(t testing.TB, key *ecdsa.PrivateKey, x5u string, p attest.PASSporT) string {
+func sign(t testing.TB, key *ecdsa.PrivateKey, x5u string, p passport.Claims) string {
 	t.Helper()
 	s, err := attest.NewSigner(key, x5u)
 	if err != nil {
@@ -88,8 +89,8 @@ func sign(t testing.TB, key *ecdsa.PrivateKey, x5u string, p attest.PASSporT) st
 	return id
 }
 
-func good() attest.PASSporT {
-	return attest.PASSporT{Attest: attest.LevelA, Orig: testOrig, Dest: []string{testDest}, IAT: testNow.Unix(), OrigID: "3d9a1f0e-5b7c-4e2d-8a6f-1c0b9e8d7f6a"}
+func good() passport.Claims {
+	return passport.Claims{Attest: passport.LevelA, Orig: testOrig, Dest: []string{testDest}, IAT: testNow.Unix(), OrigID: "3d9a1f0e-5b7c-4e2d-8a6f-1c0b9e8d7f6a"}
 }
 
 func newService(cfg Config, src CertSource, creds Credentials) *Service {
@@ -111,7 +112,7 @@ func TestVerify(t *testing.T) {
 	payload, rest, _ := strings.Cut(payload, ".")
 	sig, params, _ := strings.Cut(rest, ";")
 
-	mod := func(f func(*attest.PASSporT)) string {
+	mod := func(f func(*passport.Claims)) string {
 		pp := good()
 		f(&pp)
 		return sign(t, p.key, testX5U, pp)
@@ -140,17 +141,17 @@ func TestVerify(t *testing.T) {
 		{"non-numeric orig", Config{}, Input{testOrig, testDest, []string{hdr + "." + b64(`{"attest":"A","dest":{"tn":["`+testDest+`"]},"iat":1800000000,"orig":{"tn":"alice"},"origid":"x"}`) + "." + sig + ";" + params}}, 438, ErrClaims},
 		{"dest not an array", Config{}, Input{testOrig, testDest, []string{hdr + "." + b64(`{"attest":"A","dest":{"tn":"`+testDest+`"},"iat":1800000000,"orig":{"tn":"`+testOrig+`"},"origid":"x"}`) + "." + sig + ";" + params}}, 438, ErrClaims},
 		{"attest D", Config{}, Input{testOrig, testDest, []string{hdr + "." + b64(`{"attest":"D","dest":{"tn":["`+testDest+`"]},"iat":1800000000,"orig":{"tn":"`+testOrig+`"},"origid":"x"}`) + "." + sig + ";" + params}}, 438, ErrClaims},
-		{"stale", Config{}, Input{testOrig, testDest, []string{mod(func(p *attest.PASSporT) { p.IAT -= 61 })}}, 403, ErrStale},
-		{"from the future", Config{}, Input{testOrig, testDest, []string{mod(func(p *attest.PASSporT) { p.IAT += 11 })}}, 403, ErrStale},
-		{"within skew", Config{}, Input{testOrig, testDest, []string{mod(func(p *attest.PASSporT) { p.IAT += 9 })}}, 0, nil},
+		{"stale", Config{}, Input{testOrig, testDest, []string{mod(func(p *passport.Claims) { p.IAT -= 61 })}}, 403, ErrStale},
+		{"from the future", Config{}, Input{testOrig, testDest, []string{mod(func(p *passport.Claims) { p.IAT += 11 })}}, 403, ErrStale},
+		{"within skew", Config{}, Input{testOrig, testDest, []string{mod(func(p *passport.Claims) { p.IAT += 9 })}}, 0, nil},
 		{"orig mismatch", Config{}, Input{"12025550111", testDest, []string{valid}}, 438, ErrNumbers},
 		{"dest mismatch", Config{}, Input{testOrig, "12025550111", []string{valid}}, 438, ErrNumbers},
 		{"tampered signature", Config{}, Input{testOrig, testDest, []string{hdr + "." + payload + "." + strings.Repeat("A", 86) + ";" + params}}, 438, ErrSignature},
 		{"signed by another key", Config{}, Input{testOrig, testDest, []string{sign(t, other.key, testX5U, good())}}, 438, ErrSignature},
 		{"untrusted root", Config{}, Input{testOrig, testDest, []string{sign(t, other.key, "https://other.example/sp.pem", good())}}, 437, ErrCredential},
 		{"unreachable x5u", Config{}, Input{testOrig, testDest, []string{sign(t, p.key, "https://gone.example/sp.pem", good())}}, 436, ErrInfo},
-		{"min_attest B rejects C", Config{MinAttest: "B"}, Input{testOrig, testDest, []string{mod(func(p *attest.PASSporT) { p.Attest = attest.LevelC })}}, 403, ErrAttest},
-		{"min_attest B passes B", Config{MinAttest: "B"}, Input{testOrig, testDest, []string{mod(func(p *attest.PASSporT) { p.Attest = attest.LevelB })}}, 0, nil},
+		{"min_attest B rejects C", Config{MinAttest: "B"}, Input{testOrig, testDest, []string{mod(func(p *passport.Claims) { p.Attest = passport.LevelC })}}, 403, ErrAttest},
+		{"min_attest B passes B", Config{MinAttest: "B"}, Input{testOrig, testDest, []string{mod(func(p *passport.Claims) { p.Attest = passport.LevelB })}}, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

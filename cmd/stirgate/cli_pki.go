@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 )
 
@@ -84,11 +85,11 @@ func sign(keyFile, x5u, level, orig, dest, origID string, iat int64) (string, er
 	if err != nil {
 		return "", err
 	}
-	o, ok := attest.Canonical(orig)
+	o, ok := passport.Canonical(orig)
 	if !ok {
 		return "", fmt.Errorf("--orig %q is not a telephone number", orig)
 	}
-	d, ok := attest.Canonical(dest)
+	d, ok := passport.Canonical(dest)
 	if !ok {
 		return "", fmt.Errorf("--dest %q is not a telephone number", dest)
 	}
@@ -98,5 +99,5 @@ func sign(keyFile, x5u, level, orig, dest, origID string, iat int64) (string, er
 	if iat == 0 {
 		iat = time.Now().Unix()
 	}
-	return s.Sign(attest.PASSporT{Attest: attest.Level(level), Orig: o, Dest: []string{d}, IAT: iat, OrigID: origID})
+	return s.Sign(passport.Claims{Attest: passport.Level(level), Orig: o, Dest: []string{d}, IAT: iat, OrigID: origID})
 }

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/verify"
 )
@@ -83,11 +83,11 @@ func verifyOnce(identity, orig, dest string, trust []string, at int64, certFile 
 	if identity == "" || orig == "" || dest == "" || len(trust) == 0 {
 		return verify.Verdict{}, errors.New("--identity, --orig, --dest and --trust are required")
 	}
-	o, ok := attest.Canonical(orig)
+	o, ok := passport.Canonical(orig)
 	if !ok {
 		return verify.Verdict{}, fmt.Errorf("--orig %q is not a telephone number", orig)
 	}
-	d, ok := attest.Canonical(dest)
+	d, ok := passport.Canonical(dest)
 	if !ok {
 		return verify.Verdict{}, fmt.Errorf("--dest %q is not a telephone number", dest)
 	}

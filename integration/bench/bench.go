@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 )
@@ -320,7 +321,7 @@ func (b *bench) identities(dir string, n int) (string, error) {
 	sb.WriteString("SEQUENTIAL\n")
 	now := time.Now().Unix()
 	for i := 0; i < n; i++ {
-		id, err := b.signer.Sign(attest.PASSporT{Attest: attest.LevelA, Orig: "15551230001", Dest: []string{strings.TrimPrefix(callee, "+")}, IAT: now, OrigID: uuid.NewString()})
+		id, err := b.signer.Sign(passport.Claims{Attest: passport.LevelA, Orig: "15551230001", Dest: []string{strings.TrimPrefix(callee, "+")}, IAT: now, OrigID: uuid.NewString()})
 		if err != nil {
 			return "", err
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // FuzzLoadLines: the line loader never panics, and every entry it accepts
@@ -65,7 +67,7 @@ func FuzzLoadLines(f *testing.F) {
 			if !strings.HasPrefix(tn, m.Entry) || m.Entry == "" {
 				t.Fatalf("Lookup(%q) matched entry %q", tn, m.Entry)
 			}
-			if c, ok := Canonical(string(d)); !ok || c != string(d) {
+			if c, ok := passport.Canonical(string(d)); !ok || c != string(d) {
 				t.Fatalf("accepted digits %q are not canonical", d)
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // File formats.
@@ -143,7 +145,7 @@ func parseLine(line []byte, buf *[MaxDigits]byte) (d []byte, isPrefix bool, exp 
 	if p, ok := bytes.CutSuffix(num, []byte("*")); ok {
 		isPrefix, num = true, bytes.TrimSpace(p)
 	}
-	n, ok := canonDigits(num, buf)
+	n, ok := passport.Digits(num, buf)
 	if !ok {
 		return nil, false, never, fmt.Errorf("%q: %w (want digits with optional + and separators . - ( ) space, 1 to %d, a trailing * for a prefix)", field, ErrNotNumber, MaxDigits)
 	}

@@ -2,8 +2,8 @@
 // consults: Do-Not-Call registries, consent and existing-relationship lists
 // (with expiry dates), allow and block lists, emergency numbers.
 //
-// Numbers are canonical per RFC 8224 8.3: digit strings of 1 to 15 digits
-// (E.164 without the "+"). A list entry is an exact number or a prefix. A
+// Numbers are canonical per RFC 8224 8.3, as passport.Canonical makes them:
+// digit strings of 1 to 15 digits (E.164 without the "+"). A list entry is an exact number or a prefix. A
 // List is built once (by a Builder or a loader) and is then immutable and
 // safe for concurrent readers; Lookup does not allocate.
 //
@@ -25,51 +25,20 @@ import (
 	"math/bits"
 	"slices"
 	"time"
+
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // MaxDigits is the longest canonical number (E.164).
-const MaxDigits = 15
+const MaxDigits = passport.MaxDigits
 
 // never is the internal expiry of an entry that does not expire.
 const never = math.MaxInt64
 
-// Canonical returns s as a canonical number: digits only, with one leading
-// "+" (before any digit) and the visual separators . - ( ) and space
-// removed; 1 to 15 digits. ok is false when s is anything else.
+// Canonical returns s as a canonical number.
 //
-// It accepts the same input as attest.Canonical; it is repeated here because
-// the policy packages may not import attest (DESIGN.md, imports).
-func Canonical(s string) (tn string, ok bool) {
-	var buf [MaxDigits]byte
-	n, ok := canonDigits(s, &buf)
-	if !ok {
-		return "", false
-	}
-	return string(buf[:n]), true
-}
-
-// canonDigits writes the digits of s to buf and returns how many there
-// are, applying the rules of Canonical.
-func canonDigits[S ~string | ~[]byte](s S, buf *[MaxDigits]byte) (int, bool) {
-	n, plus := 0, false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			if n == MaxDigits {
-				return 0, false
-			}
-			buf[n] = c
-			n++
-		case c == '+' && n == 0 && !plus:
-			plus = true
-		case c == '-' || c == '.' || c == '(' || c == ')' || c == ' ':
-		default:
-			return 0, false
-		}
-	}
-	return n, n > 0
-}
+// Deprecated: use passport.Canonical, the one canonicaliser of stirgate.
+func Canonical(s string) (tn string, ok bool) { return passport.Canonical(s) }
 
 // value packs canonical digits into an integer; with the length it
 // identifies the number.
@@ -233,14 +202,14 @@ type entry struct {
 // NewBuilder starts an empty list called name.
 func NewBuilder(name string) *Builder { return &Builder{name: name} }
 
-// AddNumber adds the exact number tn (in any form Canonical accepts), listed
+// AddNumber adds the exact number tn (in any form passport.Canonical accepts), listed
 // until expires; the zero time means it never expires. When a number is
 // added more than once, the latest expiry wins (never beats any date).
 func (b *Builder) AddNumber(tn string, expires time.Time) error {
 	return b.add(tn, false, expires)
 }
 
-// AddPrefix adds prefix (digits in any form Canonical accepts, without "*"):
+// AddPrefix adds prefix (digits in any form passport.Canonical accepts, without "*"):
 // every number that starts with it is listed until expires. Duplicates
 // merge as for AddNumber.
 func (b *Builder) AddPrefix(prefix string, expires time.Time) error {
@@ -249,7 +218,7 @@ func (b *Builder) AddPrefix(prefix string, expires time.Time) error {
 
 func (b *Builder) add(s string, isPrefix bool, expires time.Time) error {
 	var buf [MaxDigits]byte
-	n, ok := canonDigits(s, &buf)
+	n, ok := passport.Digits(s, &buf)
 	if !ok {
 		return fmt.Errorf("numbers: %q: %w", s, ErrNotNumber)
 	}

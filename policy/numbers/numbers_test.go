@@ -16,6 +16,8 @@ var (
 	zero time.Time
 )
 
+// TestCanonical: the deprecated forwarder keeps the contract policy relies
+// on until policy calls passport.Canonical itself.
 func TestCanonical(t *testing.T) {
 	tests := []struct {
 		in, want string
