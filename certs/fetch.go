@@ -204,20 +204,40 @@ func (f *Fetcher) newState(p FetchPolicy) (*fetchState, error) {
 	}, nil
 }
 
-// SetPolicy replaces the policy (after Validate). The cache, the negative
-// cache and the circuit breakers start afresh, since they were filled under
-// the old policy; fetches in flight finish under the old one.
+// SetPolicy replaces the policy (after Validate): Prepare, then Install.
 func (f *Fetcher) SetPolicy(p FetchPolicy) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st, err := f.newState(p)
+	pp, err := f.Prepare(p)
 	if err != nil {
 		return err
 	}
-	f.state.Store(st)
+	f.Install(pp)
+	return nil
+}
+
+// PreparedPolicy is a policy compiled for one Fetcher and not yet in force.
+type PreparedPolicy struct{ st *fetchState }
+
+// Prepare compiles p (see FetchPolicy.Validate) without changing the policy
+// in force: a configuration reload prepares it where the reload can still
+// fail and installs it only once the whole new configuration is accepted.
+func (f *Fetcher) Prepare(p FetchPolicy) (*PreparedPolicy, error) {
+	st, err := f.newState(p)
+	if err != nil {
+		return nil, err
+	}
+	return &PreparedPolicy{st: st}, nil
+}
+
+// Install puts a prepared policy in force. The cache, the negative cache
+// and the circuit breakers start afresh, since they were filled under the
+// old policy; fetches in flight finish under the old one. pp must come from
+// f's own Prepare.
+func (f *Fetcher) Install(pp *PreparedPolicy) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state.Store(pp.st)
 	f.metrics.entries.Set(0)
 	f.tr.CloseIdleConnections()
-	return nil
 }
 
 // Policy returns the policy in force, with defaults filled in.

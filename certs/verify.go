@@ -44,13 +44,12 @@ type VerifiedCert struct {
 
 // TrustStore is the verification side of the STI PKI: trusted roots (STI-CA
 // certificates) from PEM files and directories, and CRLs. It verifies
-// fetched chains (VerifyLeaf) and remembers the verifications it made, per
-// generation of its files. Reload re-reads the files when they changed. It
-// is safe for concurrent use.
+// fetched chains (VerifyLeaf) and remembers the verifications it made. It
+// reads its files once (a changed file needs a new store). It is safe for
+// concurrent use.
 type TrustStore struct {
 	rootFiles, rootDirs, crlFiles []string
 
-	mu  sync.Mutex // serialises Reload
 	cur atomic.Pointer[trustState]
 }
 
@@ -127,29 +126,6 @@ func NewTrustStore(rootFiles, rootDirs, crlFiles []string) (*TrustStore, error) 
 // Generation counts the loads of the store's files, from 1.
 func (s *TrustStore) Generation() uint64 { return s.cur.Load().gen }
 
-// Reload re-reads the roots and CRLs when a file's size or modification
-// time changed, or a file appeared in or vanished from a root directory.
-// On error the store keeps its current state. A new generation starts with
-// an empty verification cache.
-func (s *TrustStore) Reload() (changed bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.cur.Load()
-	stamps, err := s.stampFiles()
-	if err != nil {
-		return false, err
-	}
-	if sameStamps(stamps, cur.stamps) {
-		return false, nil
-	}
-	st, err := s.load(stamps, cur.gen+1)
-	if err != nil {
-		return false, err
-	}
-	s.cur.Store(st)
-	return true, nil
-}
-
 // stampFiles lists every file of the store with its size and mtime.
 func (s *TrustStore) stampFiles() (map[string]fileStamp, error) {
 	stamps := map[string]fileStamp{}
@@ -194,19 +170,6 @@ func (s *TrustStore) rootPaths() ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func sameStamps(a, b map[string]fileStamp) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		w, ok := b[k]
-		if !ok || v.size != w.size || !v.modTime.Equal(w.modTime) {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *TrustStore) load(stamps map[string]fileStamp, gen uint64) (*trustState, error) {

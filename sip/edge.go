@@ -332,9 +332,21 @@ func (e *Edge) Serve(ctx context.Context) error {
 // Ready reports whether the edge serves and is not draining.
 func (e *Edge) Ready() bool { return e.serving.Load() && !e.draining.Load() }
 
-// Apply swaps in a new configuration generation. Settings that need new
-// sockets are not applied; they are returned so the caller can say so.
-func (e *Edge) Apply(cfg Config, chains Chains) (needRestart []string, err error) {
+// Update is a configuration generation that Prepare has built and checked
+// but not put in force. A reload prepares every part of its new generation
+// (where each can still fail) and installs them only once all are
+// accepted, so a refused reload changes nothing.
+type Update struct {
+	edge *Edge
+	gen  *generation
+	// NeedRestart are the settings that need new sockets: Install does not
+	// apply them, so the caller can say so.
+	NeedRestart []string
+}
+
+// Prepare validates cfg and builds the generation that serves it with
+// chains, without changing what serves now.
+func (e *Edge) Prepare(cfg Config, chains Chains) (*Update, error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sip: config: %w", err)
@@ -343,24 +355,28 @@ func (e *Edge) Apply(cfg Config, chains Chains) (needRestart []string, err error
 	if err != nil {
 		return nil, err
 	}
+	u := &Update{edge: e, gen: g}
 	if cfg.UserAgent != e.static.userAgent {
-		needRestart = append(needRestart, "sip.user_agent")
+		u.NeedRestart = append(u.NeedRestart, "sip.user_agent")
 	}
 	if cfg.MaxMessageSize != e.static.maxMessageSize {
-		needRestart = append(needRestart, "sip.max_message_size")
+		u.NeedRestart = append(u.NeedRestart, "sip.max_message_size")
 	}
 	if cfg.TransactionLinger != e.static.linger {
-		needRestart = append(needRestart, "sip.transaction_linger")
+		u.NeedRestart = append(u.NeedRestart, "sip.transaction_linger")
 	}
 	if !slices.Equal(cfg.Realms.Inside.Listen, e.static.listen[inside]) {
-		needRestart = append(needRestart, "sip.realms.inside.listen")
+		u.NeedRestart = append(u.NeedRestart, "sip.realms.inside.listen")
 	}
 	if !slices.Equal(cfg.Realms.Outside.Listen, e.static.listen[outside]) {
-		needRestart = append(needRestart, "sip.realms.outside.listen")
+		u.NeedRestart = append(u.NeedRestart, "sip.realms.outside.listen")
 	}
-	e.gen.Store(g)
-	return needRestart, nil
+	return u, nil
 }
+
+// Install swaps the prepared generation in: the next INVITE runs it, calls
+// in flight finish on the one they started with. It cannot fail.
+func (u *Update) Install() { u.edge.gen.Store(u.gen) }
 
 // Drain makes new INVITEs get 503 and waits until in-flight transactions and
 // confirmed dialogs have ended, or ctx is done.

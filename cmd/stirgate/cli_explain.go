@@ -54,11 +54,18 @@ func explainCommand(args []string) int {
 		fmt.Fprintln(os.Stderr, "cannot create the development PKI:", err)
 		return 1
 	}
-	gen, err := build(cfg, newShared(log, prometheus.NewRegistry()))
+	sh, err := newShared(log, prometheus.NewRegistry())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)
 		return 1
 	}
+	gen, err := build(cfg, sh)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)
+		return 1
+	}
+	gen.install(sh, &x5uRepository{}) // its x5u policy; nothing is published
+
 	chain := gen.chains.Inside
 	if *realm == "outside" {
 		chain = gen.chains.Outside

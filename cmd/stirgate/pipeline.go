@@ -19,10 +19,19 @@ import (
 )
 
 // generation is everything one configuration builds besides the edge's own
-// settings: the call pipelines and what the admin server publishes.
+// settings: the call pipelines, and what it will change in shared state
+// once it is accepted. Building one changes nothing outside it (see install).
 type generation struct {
 	chains  sip.Chains
 	signing *signing // nil when signing is disabled
+	// fetch is the x5u fetch policy to put in force, nil when unchanged.
+	fetch *fetchUpdate
+}
+
+// fetchUpdate is a changed x5u policy, compiled and not yet in force.
+type fetchUpdate struct {
+	prepared *certs.PreparedPolicy
+	config   verify.X5UConfig
 }
 
 // shared is created once in serve and injected into every generation: state
@@ -32,34 +41,35 @@ type shared struct {
 	reg           prometheus.Registerer
 	replay        *verify.MemoryReplay
 	verifyMetrics *verify.Metrics
-	fetcher       *certs.Fetcher // process-wide x5u cache, made with the first policy
-	fetchPolicy   verify.X5UConfig
-	policy        store.Store // rate counters and other policy state
+	fetcher       *certs.Fetcher   // process-wide x5u cache
+	fetchPolicy   verify.X5UConfig // the policy in force in fetcher
+	policy        store.Store      // rate counters and other policy state
 	policyMetrics *policy.Metrics
 }
 
-func newShared(log *slog.Logger, reg prometheus.Registerer) *shared {
-	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg), policy: store.NewMemory(), policyMetrics: policy.NewMetrics(reg)}
+func newShared(log *slog.Logger, reg prometheus.Registerer) (*shared, error) {
+	// The fetcher starts on the default policy; the first generation
+	// installs its own.
+	var x verify.X5UConfig
+	f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(reg), certs.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("verify.x5u: %w", err)
+	}
+	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg),
+		fetcher: f, fetchPolicy: x, policy: store.NewMemory(), policyMetrics: policy.NewMetrics(reg)}, nil
 }
 
-// certSource returns the process-wide fetcher, made on first use. A changed
-// x5u policy is applied in place; the fetcher then drops its cache and
-// breakers, which were filled under the old policy.
-func (sh *shared) certSource(x verify.X5UConfig) (verify.CertSource, error) {
-	if sh.fetcher == nil {
-		f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(sh.reg), certs.WithLogger(sh.log))
-		if err != nil {
-			return nil, fmt.Errorf("verify.x5u: %w", err)
-		}
-		sh.fetcher, sh.fetchPolicy = f, x
-	} else if !reflect.DeepEqual(x, sh.fetchPolicy) {
-		if err := sh.fetcher.SetPolicy(x.Policy()); err != nil {
-			return nil, fmt.Errorf("verify.x5u: %w", err)
-		}
-		sh.fetchPolicy = x
+// install puts the shared side of an accepted generation in force: its x5u
+// policy (the fetcher then drops its cache and breakers, filled under the
+// old policy) and its certificate chain on the repository. It cannot fail:
+// everything that can was done by build.
+func (g *generation) install(sh *shared, repo *x5uRepository) {
+	if g.fetch != nil {
+		sh.fetcher.Install(g.fetch.prepared)
+		sh.fetchPolicy = g.fetch.config
 		sh.log.Info("verify.x5u policy changed: certificate cache cleared")
 	}
-	return verify.FetcherSource{Fetcher: sh.fetcher}, nil
+	repo.publish(g.signing)
 }
 
 // build is the one place where the order of call pipeline stages is written
@@ -96,33 +106,34 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 		g.chains.Inside = append(g.chains.Inside, attest.Handler{Service: s.service})
 	}
 	if vc := cfg.Verify; vc.Enabled {
-		roots := make([]string, len(vc.TrustRoots))
-		for i, r := range vc.TrustRoots {
-			roots[i] = cfg.Resolve(r)
-		}
-		dirs := make([]string, len(vc.TrustDirs))
-		for i, d := range vc.TrustDirs {
-			dirs[i] = cfg.Resolve(d)
-		}
-		crls := make([]string, len(vc.CRLs))
-		for i, c := range vc.CRLs {
-			crls[i] = cfg.Resolve(c)
-		}
-		store, err := certs.NewTrustStore(roots, dirs, crls)
+		trust, err := certs.NewTrustStore(resolveAll(cfg, vc.TrustRoots), resolveAll(cfg, vc.TrustDirs), resolveAll(cfg, vc.CRLs))
 		if err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
-		src, err := sh.certSource(vc.X5U)
-		if err != nil {
-			return nil, err
+		if !reflect.DeepEqual(vc.X5U, sh.fetchPolicy) {
+			p, err := sh.fetcher.Prepare(vc.X5U.Policy())
+			if err != nil {
+				return nil, fmt.Errorf("verify.x5u: %w", err)
+			}
+			g.fetch = &fetchUpdate{prepared: p, config: vc.X5U}
 		}
-		svc := verify.New(vc, src, verify.TrustCredentials{Store: store}, sh.replay, nil)
+		src := verify.FetcherSource{Fetcher: sh.fetcher}
+		svc := verify.New(vc, src, verify.TrustCredentials{Store: trust}, sh.replay, nil)
 		g.chains.Outside = append(g.chains.Outside, verify.Handler{Service: svc, Config: vc, Metrics: sh.verifyMetrics})
 	}
 	if engine != nil && engine.HasRules(policy.PhaseVerified) {
 		g.chains.Outside = append(g.chains.Outside, policy.Handler{Engine: engine, Phase: policy.PhaseVerified, Metrics: sh.policyMetrics, Log: sh.log})
 	}
 	return g, nil
+}
+
+// resolveAll resolves paths against the configuration file's directory.
+func resolveAll(cfg *configs.Config, paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = cfg.Resolve(p)
+	}
+	return out
 }
 
 // loadPolicy reads and compiles the policy files (nil when there are none).

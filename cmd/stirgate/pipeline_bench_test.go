@@ -130,10 +130,15 @@ policy:
 	if err != nil {
 		b.Fatal(err)
 	}
-	gen, err := build(cfg, newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry()))
+	sh, err := newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
+	gen, err := build(cfg, sh)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gen.install(sh, &x5uRepository{})
 	s, err := certs.LoadSigner(filepath.Join(pki, "sp.key"), filepath.Join(pki, "sp.pem"), time.Now())
 	if err != nil {
 		b.Fatal(err)

@@ -3,9 +3,6 @@ package main
 import (
 	"net/http"
 	"sync"
-	"time"
-
-	"github.com/stirgate/stirgate/certs"
 )
 
 // x5uRepository publishes the signing certificate chain at the x5u URL's
@@ -16,20 +13,15 @@ type x5uRepository struct {
 	handler http.Handler
 }
 
-// update publishes the chain of s (nil: signing disabled, keep serving what
+// publish serves the chain of s (nil: signing disabled, keep serving what
 // was published so in-flight verifications still find it).
-func (r *x5uRepository) update(s *signing, maxAge time.Duration) error {
+func (r *x5uRepository) publish(s *signing) {
 	if s == nil {
-		return nil
-	}
-	h, err := certs.NewRepository(s.chainPEM, maxAge)
-	if err != nil {
-		return err
+		return
 	}
 	r.mu.Lock()
-	r.urlPath, r.handler = s.x5uPath, h
+	r.urlPath, r.handler = s.x5uPath, s.chain
 	r.mu.Unlock()
-	return nil
 }
 
 func (r *x5uRepository) path() string {

@@ -143,7 +143,11 @@ func serve(args []string) int {
 		log.Error("cannot create the development PKI", "err", err)
 		return 2
 	}
-	sh := newShared(log, reg)
+	sh, err := newShared(log, reg)
+	if err != nil {
+		log.Error("cannot build call pipeline", "err", err)
+		return 2
+	}
 	gen, err := build(cfg, sh)
 	if err != nil {
 		log.Error("cannot build call pipeline", "err", err)
@@ -155,12 +159,8 @@ func serve(args []string) int {
 		return 1
 	}
 	defer edge.Close()
-
 	repo := &x5uRepository{}
-	if err := repo.update(gen.signing, cfg.Attest.CertMaxAge); err != nil {
-		log.Error("cannot publish the certificate chain", "err", err)
-		return 2
-	}
+	gen.install(sh, repo)
 	token, err := readAdminToken(cfg.Resolve(cfg.Admin.TokenFile))
 	if err != nil {
 		log.Error("cannot read the admin token", "err", err)
@@ -182,21 +182,20 @@ func serve(args []string) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	r := &reloader{log: log, level: &level, path: *cfgPath, cfg: cfg, watched: cfg, edge: edge, repo: repo, sh: sh, m: reloads}
 	// Admins edit the files while calls flow: a change reloads like SIGHUP.
 	watch := time.NewTicker(watchInterval)
 	defer watch.Stop()
-	seen := stamps(watchedFiles(*cfgPath, cfg))
+	seen := stamps(r.watchedFiles())
 	for {
 		select {
 		case <-watch.C:
-			now := stamps(watchedFiles(*cfgPath, cfg))
-			if !changed(seen, now) {
+			if !changed(seen, stamps(r.watchedFiles())) {
 				continue
 			}
-			seen = now
 			log.Info("configuration files changed: reloading")
-			cfg = reload(log, &level, *cfgPath, cfg, edge, repo, sh, reloads)
-			seen = stamps(watchedFiles(*cfgPath, cfg))
+			_ = r.reload() // logged; the old configuration keeps serving
+			seen = stamps(r.watchedFiles())
 		case err := <-served:
 			if err != nil {
 				log.Error("SIP edge stopped", "err", err)
@@ -205,12 +204,12 @@ func serve(args []string) int {
 			return 0
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				cfg = reload(log, &level, *cfgPath, cfg, edge, repo, sh, reloads)
-				seen = stamps(watchedFiles(*cfgPath, cfg))
+				_ = r.reload()
+				seen = stamps(r.watchedFiles())
 				continue
 			}
-			log.Info("draining", "signal", s.String(), "deadline", cfg.Shutdown.DrainTimeout)
-			dctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.DrainTimeout)
+			log.Info("draining", "signal", s.String(), "deadline", r.cfg.Shutdown.DrainTimeout)
+			dctx, cancel := context.WithTimeout(context.Background(), r.cfg.Shutdown.DrainTimeout)
 			err := edge.Drain(dctx)
 			cancel()
 			if err != nil {
@@ -227,56 +226,91 @@ func serve(args []string) int {
 	}
 }
 
-// reload loads, validates and builds a new generation; on any error the old
-// one keeps serving. It returns the configuration now in force.
-func reload(log *slog.Logger, level *slog.LevelVar, path string, old *configs.Config, edge *sip.Edge, repo *x5uRepository, sh *shared, m reloadMetrics) *configs.Config {
-	fail := func(err error) *configs.Config {
-		m.ok.Set(0)
-		log.Error("config reload failed; previous configuration keeps serving", "err", err)
-		return old
+// reloader holds the configuration in force and replaces it all or
+// nothing (SIGHUP or a changed file).
+type reloader struct {
+	log   *slog.Logger
+	level *slog.LevelVar
+	path  string // --config; "": the embedded default
+	cfg   *configs.Config
+	// watched is the configuration whose files are watched: the one in
+	// force, or the last one that loaded but was refused (so that fixing
+	// the file it names, a broken CRL say, reloads).
+	watched *configs.Config
+	edge    *sip.Edge
+	repo    *x5uRepository
+	sh      *shared
+	m       reloadMetrics
+}
+
+// watchedFiles are the files whose change reloads the configuration.
+func (r *reloader) watchedFiles() []string { return watchedFiles(r.path, r.watched) }
+
+// reload loads and validates the configuration, builds the new generation
+// and prepares the edge's; only when all of that succeeded does anything
+// change (fetch policy, published chain, edge, log level, gauges). On an
+// error the old generation keeps serving, untouched, and the error is
+// logged and returned.
+func (r *reloader) reload() error {
+	cfg, gen, upd, err := r.prepare()
+	if cfg != nil {
+		r.watched = cfg
 	}
-	cfg, err := loadConfig(path)
 	if err != nil {
-		return fail(err)
+		r.m.ok.Set(0)
+		r.log.Error("config reload failed; previous configuration keeps serving", "err", err)
+		return err
 	}
-	if err := ensureDevPKI(cfg, log); err != nil {
-		return fail(err)
-	}
-	gen, err := build(cfg, sh)
-	if err != nil {
-		return fail(err)
-	}
-	if gen.signing != nil && repo.path() != "" && gen.signing.x5uPath != repo.path() {
-		return fail(fmt.Errorf("attest.x5u: its path changed from %s to %s: the certificate repository needs a restart", repo.path(), gen.signing.x5uPath))
-	}
-	restart, err := edge.Apply(cfg.SIP, gen.chains)
-	if err != nil {
-		return fail(err)
-	}
-	// Key and certificate rotation: the new chain is published as the new
-	// generation starts signing with the new key.
-	if err := repo.update(gen.signing, cfg.Attest.CertMaxAge); err != nil {
-		log.Error("certificate repository not updated", "err", err)
-	}
-	if cfg.Admin != old.Admin {
+	// Accepted: from here on nothing can fail. The shared side goes first
+	// so the new chains meet their own x5u policy from their first call.
+	gen.install(r.sh, r.repo)
+	upd.Install()
+	l, _ := configs.ParseLevel(cfg.Log.Level) // validated
+	r.level.Set(l)
+	restart := upd.NeedRestart
+	if cfg.Admin != r.cfg.Admin {
 		restart = append(restart, "admin")
 	}
-	if cfg.Runtime != old.Runtime {
+	if cfg.Runtime != r.cfg.Runtime {
 		restart = append(restart, "runtime")
 	}
-	l, _ := configs.ParseLevel(cfg.Log.Level)
-	level.Set(l)
-	if cfg.Log.Format != old.Log.Format {
+	if cfg.Log.Format != r.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
-	m.ok.Set(1)
-	m.ts.SetToCurrentTime()
+	r.cfg = cfg
+	r.m.ok.Set(1)
+	r.m.ts.SetToCurrentTime()
 	if len(restart) > 0 {
-		log.Warn("config reloaded; some changes need a restart and are not in force", "keys", strings.Join(restart, ","))
+		r.log.Warn("config reloaded; some changes need a restart and are not in force", "keys", strings.Join(restart, ","))
 	} else {
-		log.Info("config reloaded")
+		r.log.Info("config reloaded")
 	}
-	return cfg
+	return nil
+}
+
+// prepare is every step of a reload that can fail. Its only effect outside
+// what it returns is the development PKI, created as serve would. The
+// configuration is returned when it loaded, even if a later step failed.
+func (r *reloader) prepare() (*configs.Config, *generation, *sip.Update, error) {
+	cfg, err := loadConfig(r.path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := ensureDevPKI(cfg, r.log); err != nil {
+		return cfg, nil, nil, err
+	}
+	gen, err := build(cfg, r.sh)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	if old := r.repo.path(); gen.signing != nil && old != "" && gen.signing.x5uPath != old {
+		return cfg, nil, nil, fmt.Errorf("attest.x5u: its path changed from %s to %s: the certificate repository needs a restart", old, gen.signing.x5uPath)
+	}
+	upd, err := r.edge.Prepare(cfg.SIP, gen.chains)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	return cfg, gen, upd, nil
 }
 
 // adminServer is the admin HTTP endpoint.

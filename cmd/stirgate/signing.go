@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -16,11 +17,11 @@ import (
 )
 
 // signing is what the authentication service of one generation needs: the
-// service and the chain the x5u repository publishes.
+// service, and the handler that publishes its chain at the x5u URL's path.
 type signing struct {
-	service  *attest.Service
-	chainPEM []byte
-	x5uPath  string
+	service *attest.Service
+	chain   http.Handler // certs.Repository of the chain
+	x5uPath string
 }
 
 // loadSigning loads and checks the key and certificate of cfg.attest and
@@ -42,8 +43,12 @@ func loadSigning(cfg *configs.Config) (*signing, error) {
 	if err != nil {
 		return nil, err
 	}
+	chain, err := certs.NewRepository(s.ChainPEM, ac.CertMaxAge)
+	if err != nil {
+		return nil, fmt.Errorf("attest.cert: %w", err)
+	}
 	u, _ := url.Parse(ac.X5U) // validated
-	return &signing{service: svc, chainPEM: s.ChainPEM, x5uPath: u.EscapedPath()}, nil
+	return &signing{service: svc, chain: chain, x5uPath: u.EscapedPath()}, nil
 }
 
 // ensureDevPKI creates a test STI PKI where attest.key and attest.cert point

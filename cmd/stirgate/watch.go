@@ -21,7 +21,9 @@ type fileStamp struct {
 }
 
 // watchedFiles are the files whose change triggers a reload: the main
-// config, the policy files and their list files.
+// config, the policy files and their list files, and the verifier's trust
+// roots, root directories (and every file in them: a root added, removed or
+// replaced) and CRLs.
 func watchedFiles(cfgPath string, cfg *configs.Config) []string {
 	var out []string
 	if cfgPath != "" {
@@ -39,6 +41,17 @@ func watchedFiles(cfgPath string, cfg *configs.Config) []string {
 					}
 					out = append(out, l.File)
 				}
+			}
+		}
+	}
+	if vc := cfg.Verify; vc.Enabled {
+		out = append(out, resolveAll(cfg, vc.TrustRoots)...)
+		out = append(out, resolveAll(cfg, vc.CRLs)...)
+		for _, d := range resolveAll(cfg, vc.TrustDirs) {
+			out = append(out, d)
+			ents, _ := os.ReadDir(d) // a missing directory is stamped missing
+			for _, e := range ents {
+				out = append(out, filepath.Join(d, e.Name()))
 			}
 		}
 	}

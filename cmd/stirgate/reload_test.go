@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/stirgate/stirgate/certs"
+	"github.com/stirgate/stirgate/sip"
+)
+
+// reloadFixture is serve's wiring (shared state, edge, repository,
+// reloader) on loopback port 0, with a config file the test rewrites.
+type reloadFixture struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	r       *reloader
+	x5u     string       // a chain an HTTP server on loopback publishes
+	hits    atomic.Int64 // GETs of x5u
+}
+
+// reloadConfig is what the tests change between reloads.
+type reloadConfig struct {
+	pki       string        // directory of sp.key / sp.pem
+	x5uPath   string        // path of attest.x5u (published by the repository)
+	timeout   time.Duration // verify.x5u.timeout: a change of fetch policy
+	logLevel  string
+	inviteTTL string // sip.invite_timeout
+}
+
+func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
+	t.Helper()
+	f := &reloadFixture{t: t, dir: t.TempDir()}
+	f.cfgPath = filepath.Join(f.dir, "stirgate.yaml")
+	for _, name := range []string{"a", "b"} {
+		if err := certs.InitPKI(certs.InitOptions{Dir: filepath.Join(f.dir, name)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chain, err := os.ReadFile(filepath.Join(f.dir, "a", "sp.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		f.hits.Add(1)
+		w.Header().Set("Content-Type", certs.ContentTypePEMChain)
+		w.Header().Set("Cache-Control", "max-age=3600")
+		_, _ = w.Write(chain)
+	}))
+	t.Cleanup(srv.Close)
+	f.x5u = srv.URL + "/sp.pem"
+
+	f.write(c)
+	cfg, err := loadConfig(f.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	sh, err := newShared(log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := build(cfg, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge, err := sip.New(cfg.SIP, gen.chains, sip.Options{Logger: log, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(edge.Close)
+	repo := &x5uRepository{}
+	gen.install(sh, repo)
+	var level slog.LevelVar
+	f.r = &reloader{log: log, level: &level, path: f.cfgPath, cfg: cfg, watched: cfg, edge: edge, repo: repo, sh: sh, m: newReloadMetrics(reg)}
+	return f
+}
+
+func (f *reloadFixture) write(c reloadConfig) {
+	f.t.Helper()
+	u, _ := url.Parse(f.x5u)
+	if c.logLevel == "" {
+		c.logLevel = "info"
+	}
+	if c.inviteTTL == "" {
+		c.inviteTTL = "180s"
+	}
+	yaml := fmt.Sprintf(`log: {level: %s}
+admin: {listen: "127.0.0.1:0"}
+sip:
+  invite_timeout: %s
+  realms:
+    inside:
+      listen: [{transport: udp, addr: "127.0.0.1:0"}]
+      next_hop: "sip:127.0.0.1:5090"
+      trusted: ["127.0.0.0/8"]
+      udp: {oversize: reject}
+    outside:
+      listen: [{transport: udp, addr: "127.0.0.1:0"}]
+      next_hop: "sip:127.0.0.1:5100"
+      trusted: ["127.0.0.0/8"]
+      udp: {oversize: reject}
+attest:
+  enabled: true
+  key: %s/sp.key
+  cert: %s/sp.pem
+  x5u: http://127.0.0.1:9060%s
+  customers: [{name: lab, sources: ["127.0.0.0/8"], numbers: ["1202555*"]}]
+verify:
+  enabled: true
+  trust_roots: [a/root.pem]
+  x5u: {allow_http: true, ports: [%s], allow_addresses: ["127.0.0.0/8"], timeout: %s}
+`, c.logLevel, c.inviteTTL, c.pki, c.pki, c.x5uPath, u.Port(), c.timeout)
+	if err := os.WriteFile(f.cfgPath, []byte(yaml), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// fetch fetches the test x5u through the process-wide fetcher.
+func (f *reloadFixture) fetch() {
+	f.t.Helper()
+	if _, err := f.r.sh.fetcher.Fetch(context.Background(), f.x5u); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// published is the chain the repository serves at path.
+func (f *reloadFixture) published(path string) []byte {
+	rec := httptest.NewRecorder()
+	f.r.repo.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Body.Bytes()
+}
+
+func chainOf(t *testing.T, pki string) []byte {
+	t.Helper()
+	s, err := certs.LoadSigner(filepath.Join(pki, "sp.key"), filepath.Join(pki, "sp.pem"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.ChainPEM
+}
+
+// TestRefusedReloadChangesNothing: a reload that fails at its last step
+// (here the x5u path check after the whole generation was built) leaves
+// the x5u fetch policy, the certificate cache, the published chain, the log
+// level and the success timestamp as they were. A good reload then changes
+// all of them, so the test would see a leak.
+func TestRefusedReloadChangesNothing(t *testing.T) {
+	base := reloadConfig{pki: "a", x5uPath: "/certs/sp.pem", timeout: 2 * time.Second}
+	f := newReloadFixture(t, base)
+	pkiA, pkiB := filepath.Join(f.dir, "a"), filepath.Join(f.dir, "b")
+	f.fetch()
+	f.fetch()
+	if n := f.hits.Load(); n != 1 {
+		t.Fatalf("x5u GETs after two fetches = %d, want 1 (cached)", n)
+	}
+	policy := f.r.sh.fetcher.Policy()
+	okTS := testutil.ToFloat64(f.r.m.ts)
+	if !bytes.Equal(f.published("/certs/sp.pem"), chainOf(t, pkiA)) {
+		t.Fatal("the repository does not publish the first chain")
+	}
+	time.Sleep(10 * time.Millisecond) // a success now would move the timestamp
+
+	// Everything changes, and the x5u path too: refused at the last step.
+	changed := reloadConfig{pki: "b", x5uPath: "/other/sp.pem", timeout: 3 * time.Second, logLevel: "debug", inviteTTL: "90s"}
+	f.write(changed)
+	if err := f.r.reload(); err == nil {
+		t.Fatal("a reload that changes the x5u path was accepted")
+	}
+	if got := f.r.sh.fetcher.Policy(); !reflect.DeepEqual(got, policy) {
+		t.Errorf("refused reload changed the fetch policy: timeout %v, was %v", got.Timeout, policy.Timeout)
+	}
+	f.fetch()
+	if n := f.hits.Load(); n != 1 {
+		t.Errorf("refused reload cleared the certificate cache: %d GETs", n)
+	}
+	if !bytes.Equal(f.published("/certs/sp.pem"), chainOf(t, pkiA)) {
+		t.Error("refused reload changed the published chain")
+	}
+	if f.r.level.Level() != slog.LevelInfo {
+		t.Errorf("refused reload changed the log level to %v", f.r.level.Level())
+	}
+	if got := testutil.ToFloat64(f.r.m.ok); got != 0 {
+		t.Errorf("stirgate_config_last_reload_successful = %v after a refused reload", got)
+	}
+	if got := testutil.ToFloat64(f.r.m.ts); got != okTS {
+		t.Errorf("success timestamp moved from %v to %v on a refused reload", okTS, got)
+	}
+	if f.r.cfg.Attest.Key != "a/sp.key" {
+		t.Errorf("configuration in force is now %s", f.r.cfg.Attest.Key)
+	}
+
+	// The same change with the old path is accepted: every effect shows.
+	changed.x5uPath = base.x5uPath
+	f.write(changed)
+	if err := f.r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.r.sh.fetcher.Policy().Timeout; got != 3*time.Second {
+		t.Errorf("accepted reload: fetch timeout %v", got)
+	}
+	f.fetch()
+	if n := f.hits.Load(); n != 2 {
+		t.Errorf("accepted reload with a new fetch policy kept the old cache: %d GETs", n)
+	}
+	if !bytes.Equal(f.published("/certs/sp.pem"), chainOf(t, pkiB)) {
+		t.Error("accepted reload did not publish the new chain")
+	}
+	if f.r.level.Level() != slog.LevelDebug {
+		t.Errorf("accepted reload: log level %v", f.r.level.Level())
+	}
+	if got := testutil.ToFloat64(f.r.m.ok); got != 1 {
+		t.Errorf("stirgate_config_last_reload_successful = %v after a good reload", got)
+	}
+	if got := testutil.ToFloat64(f.r.m.ts); got <= okTS {
+		t.Errorf("success timestamp %v did not move from %v", got, okTS)
+	}
+}
