@@ -129,19 +129,10 @@ func exchangeUDP(local, addr string, msg []byte, wait time.Duration) (string, er
 	return "", nil
 }
 
-// sendTCP writes msg on a fresh connection and returns the first final
-// status line within wait ("" if none, or the connection was closed).
-func sendTCP(t *testing.T, addr string, msg []byte, wait time.Duration) string {
-	t.Helper()
-	got, err := exchangeTCP(addr, msg, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-// exchangeTCP is sendTCP for goroutines: a failed connect is returned as
-// an error. A write refused by stirgate (it closed the connection) is an
+// exchangeTCP writes msg on a fresh connection and returns the first final
+// status line within wait ("" if none, or the connection was closed). A
+// failed connect is an error (returned, not t.Fatal: it runs in
+// goroutines); a write refused by stirgate (it closed the connection) is an
 // answer, returned as "write: ...".
 func exchangeTCP(addr string, msg []byte, wait time.Duration) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stirgate/stirgate/attest"
+	// Aliased: passport is this package's helper that builds claims.
+	pp "github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 )
 
@@ -127,8 +129,9 @@ func signerFor(t *testing.T, pki, x5u string) *attest.Signer {
 	return sg
 }
 
-func passport(orig string, iat time.Time) attest.PASSporT {
-	return attest.PASSporT{Attest: attest.LevelA, Orig: orig, Dest: []string{"15559870002"}, IAT: iat.Unix(), OrigID: uuid.NewString()}
+// passport is A-attested claims from orig to the SIPp callee, signed at iat.
+func passport(orig string, iat time.Time) pp.Claims {
+	return pp.Claims{Attest: pp.LevelA, Orig: orig, Dest: []string{"15559870002"}, IAT: iat.Unix(), OrigID: uuid.NewString()}
 }
 
 // signedInvite is an INVITE from the trunk to addr with the given Identity
@@ -210,7 +213,7 @@ func TestVerificationFailuresNeverForwarded(t *testing.T) {
 	startProxy(t, cfg)
 
 	good := srv.good.URL + "/sp.pem"
-	sign := func(dir, x5u string, p attest.PASSporT) string {
+	sign := func(dir, x5u string, p pp.Claims) string {
 		id, err := signerFor(t, dir, x5u).Sign(p)
 		if err != nil {
 			t.Fatal(err)
