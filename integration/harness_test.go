@@ -239,6 +239,9 @@ type proxyConfig struct {
 	// Extra is YAML appended to the file: further top-level sections
 	// (e.g. attest:) that a test needs.
 	Extra string
+	// Raw, when set, is the whole file instead (the ports above must be
+	// the ones it uses).
+	Raw string
 }
 
 // newProxyConfig returns a config on fresh free ports, trusting loopback.
@@ -266,6 +269,9 @@ func (c proxyConfig) AdminURL() string    { return "http://" + hostPort(c.AdminP
 
 // YAML renders the configuration file.
 func (c proxyConfig) YAML() string {
+	if c.Raw != "" {
+		return c.Raw
+	}
 	quote := func(ss []string) string {
 		q := make([]string, len(ss))
 		for i, s := range ss {
