@@ -385,12 +385,24 @@ func TestPolicyComplaints(t *testing.T) {
 		t.Fatalf("next call from the complained-about trunk: %q, want 608", got)
 	}
 	requireForwarded(t, startSink(t, cfg.PBXPort), "127.0.0.2", cfg.OutsideAddr(), dncInvite(cfg.OutsideAddr(), "+15559870002", 2), "another trunk")
+	// The one 608 has a call record, decided by the policy.verified stage
+	// (an absent record must fail, not skip the check).
 	waitLogCount(t, p, "status=608", 1)
+	refused := recordsWith(p, "status=608")
+	if len(refused) != 1 || !strings.Contains(refused[0], "stage=policy.verified") {
+		t.Errorf("call records of the 608: %q, want one decided by the policy.verified stage", refused)
+	}
+}
+
+// recordsWith returns the call records (msg=call lines) containing s.
+func recordsWith(p *proxy, s string) []string {
+	var out []string
 	for _, l := range p.callLogLines() {
-		if strings.Contains(l, "status=608") && !strings.Contains(l, "stage=policy.verified") {
-			t.Errorf("608 decided by %q, want the policy.verified stage", l)
+		if strings.Contains(l, s) {
+			out = append(out, l)
 		}
 	}
+	return out
 }
 
 // TestPolicyAfterVerification: the policy.verified stage sees the
@@ -440,9 +452,14 @@ func TestPolicyAfterVerification(t *testing.T) {
 	if msgs := sink.Messages(); !strings.Contains(msgs[0], "verstat=TN-Validation-Passed") {
 		t.Fatalf("the A-attested call did not reach the PBX verified: %q", msgs)
 	}
+	// Both refused calls have a record naming the stage and the rule.
 	waitLogCount(t, p, "status=608", 2)
-	for _, l := range p.callLogLines() {
-		if strings.Contains(l, "status=608") && (!strings.Contains(l, "stage=policy.verified") || !strings.Contains(l, "rule=trunk-needs-b")) {
+	refused := recordsWith(p, "status=608")
+	if len(refused) != 2 {
+		t.Errorf("%d call records with status=608, want the 2 refused calls: %q", len(refused), refused)
+	}
+	for _, l := range refused {
+		if !strings.Contains(l, "stage=policy.verified") || !strings.Contains(l, "rule=trunk-needs-b") {
 			t.Errorf("call record: %q, want the policy.verified stage and the rule", l)
 		}
 	}
