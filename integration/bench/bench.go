@@ -46,8 +46,10 @@ type step struct {
 	P99ms      float64 `json:"p99_ms"`
 	CPUus      float64 `json:"proxy_cpu_us_per_call"`
 	Mem        memory  `json:"proxy_memory"`
-	Clean      bool    `json:"clean"`
-	Why        string  `json:"why,omitempty"`
+	// Identity: sign mode, what secsipidx said about the callee's sample.
+	Identity *identitySample `json:"identity_sample,omitempty"`
+	Clean    bool            `json:"clean"`
+	Why      string          `json:"why,omitempty"`
 }
 
 func (b *bench) runAll(ctx context.Context) error {
@@ -212,13 +214,16 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		scenario, extra = b.env.scenario("uac_signed.xml"), []string{"-inf", ids, "-key", "x5u", b.env.x5u}
 	}
 	// In sign mode the callee fails every call whose INVITE arrives
-	// without a signed Identity: both proxies must really sign.
-	callee := b.env.scenario("uas.xml")
-	if mode == "sign" && p != nil {
-		callee = b.env.scenario("uas_identity.xml")
+	// without a signed-looking Identity and logs a sample of the headers,
+	// which secsipidx verifies after the step: both proxies must really
+	// sign.
+	signed := mode == "sign" && p != nil
+	callee, calleeExtra := b.env.scenario("uas.xml"), []string(nil)
+	if signed {
+		callee, calleeExtra = b.env.benchScenario("uas_identity.xml"), []string{"-trace_logs", "-log_file", identityLog}
 	}
 	bound := d + 30*time.Second
-	uas, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uas"), scenario: callee, port: uasPort, calls: calls, timeout: bound})
+	uas, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uas"), scenario: callee, port: uasPort, calls: calls, timeout: bound, extra: calleeExtra})
 	if err != nil {
 		return s, err
 	}
@@ -248,6 +253,7 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 			profErr <- p.profile(ctx, d-3*time.Second, path)
 		}()
 	}
+	started := time.Now()
 	uac, err := startSipp(ctx, sippRun{dir: filepath.Join(dir, "uac"), scenario: scenario, port: uacPort, remote: remote, calls: calls, rate: rate, timeout: bound, extra: extra})
 	if err != nil {
 		return s, err
@@ -302,6 +308,15 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	}
 	if s.Achieved < 0.98*float64(rate) {
 		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, rate))
+	}
+	if signed {
+		// The oldest sampled header was signed when the step started;
+		// the check runs at most bound (+ the callee's stop) later.
+		sample, err := b.env.checkIdentities(ctx, filepath.Join(dir, "uas", identityLog), started, bound+time.Minute)
+		s.Identity = &sample
+		if err != nil {
+			why = append(why, "identity: "+err.Error())
+		}
 	}
 	s.Clean = len(why) == 0
 	s.Why = strings.Join(why, "; ")

@@ -5,7 +5,7 @@
 //	go run ./integration/bench -smoke     # one low rate per mode, ~1 minute (CI)
 //
 // It installs what it needs when run as root on Debian (sip-tester,
-// kamailio, kamailio-secsipid-modules), builds stirgate, creates a test STI
+// kamailio, kamailio-secsipid-modules, secsipidx), builds stirgate, creates a test STI
 // PKI and serves its certificate over HTTP on loopback, then:
 //
 //  1. ramps SIPp UAC -> SIPp UAS directly: the ceiling of the harness;
@@ -18,12 +18,16 @@
 //     JSON (-out).
 //
 // A step is clean when fewer than 0.1% of its calls failed and the calls/s
-// achieved are within 2% of the target; a system's maximum is its highest
-// clean step. A system stops ramping after two unclean tries of one rate.
-// Both proxies get the same number of workers (-workers: GOMAXPROCS for
-// stirgate, children for Kamailio), the same key and certificate, and the
-// same SIPp scenario files (integration/sipp). Everything binds to
-// 127.0.0.1 and every process is stopped by its PID.
+// achieved are within 2% of the target; in sign mode also when a sample of
+// the Identity headers the callee received (call 1 and every 10th) carries
+// the claims of the calls, each with its own origid, and secsipidx verifies
+// up to 20 of them (signature, x5u chain to the bench root, iat). A
+// system's maximum is its highest clean step. A system stops ramping after
+// two unclean tries of one rate. Both proxies get the same number of
+// workers (-workers: GOMAXPROCS for stirgate, children for Kamailio), the
+// same key and certificate, and the same SIPp scenario files
+// (integration/sipp; the sign-mode callee is uas_identity.xml here).
+// Everything binds to 127.0.0.1 and every process is stopped by its PID.
 package main
 
 import (

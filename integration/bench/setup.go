@@ -29,6 +29,7 @@ var debs = []struct{ pkg, file string }{
 	{"sip-tester", "sipp"},
 	{"kamailio", "kamailio"},
 	{"kamailio-secsipid-modules", "secsipid.so"},
+	{"secsipidx", "secsipidx"}, // verifies the sign-mode callee's sample
 }
 
 // ensureTools installs the missing packages (root with apt-get only) and
@@ -60,6 +61,9 @@ func ensureTools() error {
 		return fmt.Errorf("sipp not found: %w", err)
 	}
 	if _, err := kamailioBinary(); err != nil {
+		return err
+	}
+	if _, err := secsipidx(); err != nil {
 		return err
 	}
 	if _, err := kamailioModulesDir(); err != nil {
@@ -184,6 +188,11 @@ func (e *env) close() {
 
 func (e *env) scenario(name string) string {
 	return filepath.Join(e.root, "integration", "sipp", name)
+}
+
+// benchScenario is a SIPp scenario of the bench's own (integration/bench).
+func (e *env) benchScenario(name string) string {
+	return filepath.Join(e.root, "integration", "bench", name)
 }
 
 // Ports come from below the kernel's ephemeral range (32768-60999 on
