@@ -54,7 +54,7 @@ func explainCommand(args []string) int {
 		fmt.Fprintln(os.Stderr, "cannot create the development PKI:", err)
 		return 1
 	}
-	sh, err := newShared(log, prometheus.NewRegistry())
+	sh, err := newShared(log, prometheus.NewRegistry(), cfg.Verify.X5U)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)
 		return 1
@@ -64,7 +64,6 @@ func explainCommand(args []string) int {
 		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)
 		return 1
 	}
-	gen.install(sh, &x5uRepository{}) // its x5u policy; nothing is published
 
 	chain := gen.chains.Inside
 	if *realm == "outside" {

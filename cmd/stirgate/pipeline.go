@@ -47,10 +47,9 @@ type shared struct {
 	policyMetrics *policy.Metrics
 }
 
-func newShared(log *slog.Logger, reg prometheus.Registerer) (*shared, error) {
-	// The fetcher starts on the default policy; the first generation
-	// installs its own.
-	var x verify.X5UConfig
+// newShared makes the state that outlives generations; x is the x5u fetch
+// policy of the first configuration.
+func newShared(log *slog.Logger, reg prometheus.Registerer, x verify.X5UConfig) (*shared, error) {
 	f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(reg), certs.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("verify.x5u: %w", err)

@@ -130,7 +130,7 @@ policy:
 	if err != nil {
 		b.Fatal(err)
 	}
-	sh, err := newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	sh, err := newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), cfg.Verify.X5U)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +138,6 @@ policy:
 	if err != nil {
 		b.Fatal(err)
 	}
-	gen.install(sh, &x5uRepository{})
 	s, err := certs.LoadSigner(filepath.Join(pki, "sp.key"), filepath.Join(pki, "sp.pem"), time.Now())
 	if err != nil {
 		b.Fatal(err)

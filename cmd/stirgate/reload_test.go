@@ -72,7 +72,7 @@ func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	sh, err := newShared(log, reg)
+	sh, err := newShared(log, reg, cfg.Verify.X5U)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,7 +143,7 @@ func serve(args []string) int {
 		log.Error("cannot create the development PKI", "err", err)
 		return 2
 	}
-	sh, err := newShared(log, reg)
+	sh, err := newShared(log, reg, cfg.Verify.X5U)
 	if err != nil {
 		log.Error("cannot build call pipeline", "err", err)
 		return 2
