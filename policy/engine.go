@@ -5,10 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"time"
-
-	"github.com/nyaruka/phonenumbers"
 
 	"github.com/stirgate/stirgate/policy/numbers"
 	"github.com/stirgate/stirgate/policy/store"
@@ -23,7 +20,7 @@ type Engine struct {
 	rules     []rule
 	allowers  []int   // indexes of enforce-mode allow rules: evaluated first
 	phases    [2]bool // which phases have rules
-	oneRing   bool    // some one_ring rule learns from outcomes
+	learners  bool    // some rule learns from how calls ended (one_ring)
 }
 
 // HasRules reports whether any rule runs in phase: the pipeline leaves a
@@ -32,12 +29,13 @@ func (e *Engine) HasRules(phase Phase) bool { return e.phases[phase] }
 
 type rule struct {
 	RuleConfig
-	lists   []*numbers.List
-	consent []*numbers.List
-	sources []netip.Prefix
-	window  *callingWindow // window rules
-	phase   Phase
-	allower bool // an enforce-mode allow list rule: evaluated first, in both phases
+	typ      *ruleType
+	lists    []*numbers.List
+	consent  []*numbers.List
+	sources  []netip.Prefix
+	compiled any // what typ.compile prepared (a window rule's hours)
+	phase    Phase
+	allower  bool // an enforce-mode allow list rule: evaluated first, in both phases
 	// closed is the rejection when the store fails (on_store_error:
 	// closed): the rule's own, or 503 for a tag rule. nil: fail open.
 	closed *ActionConfig
@@ -76,8 +74,15 @@ type Hit struct {
 	Rule   string
 	Mode   string // enforce | report
 	Action string // allow | reject | tag | store_error (ActionStoreError)
-	List   string // the list that matched
-	Entry  string // the entry that matched (a number, or a prefix with *)
+	// Matched is what the call matched: the list (list, dnc), the hygiene
+	// check, the key counted (a rate or concurrent rule's key,
+	// caller>callee), or the rule's test (window, protect, one_ring,
+	// attestation, complaints).
+	Matched string
+	// Entry is the evidence: the list entry that matched (a number, or a
+	// prefix with *), or the numbers with counts, limit and window.
+	Entry string
+	typ   *ruleType // nil: the emergency hit
 }
 
 // ActionStoreError is the action of a hit that records a store failure:
@@ -157,23 +162,17 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 			return nil, fmt.Errorf("policy: rule %q is defined twice", rc.Name)
 		}
 		seen[rc.Name] = true
-		r := rule{RuleConfig: rc}
-		if lateTypes[rc.Type] {
-			r.phase = PhaseVerified
+		t := ruleTypes[rc.Type]
+		if t == nil {
+			return nil, fmt.Errorf("policy: rule %s: no rule type %q", rc.Name, rc.Type)
 		}
+		r := rule{RuleConfig: rc, typ: t, phase: t.phase}
 		for _, src := range rc.Match.Sources {
 			p, err := parseSource(src)
 			if err != nil {
 				return nil, fmt.Errorf("policy: rule %s: %w", rc.Name, err)
 			}
 			r.sources = append(r.sources, p)
-		}
-		if rc.Type == "window" {
-			w, err := compileWindow(rc)
-			if err != nil {
-				return nil, fmt.Errorf("policy: rule %s: %w", rc.Name, err)
-			}
-			r.window = w
 		}
 		for _, n := range rc.Lists {
 			l, ok := lists[n]
@@ -192,12 +191,17 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 		if rc.OnStoreError == "closed" {
 			r.closed = closedAction(rc.Action)
 		}
-		if rc.Type == "list" && rc.Action.Type == "allow" && rc.Mode == "enforce" {
+		if t.compile != nil {
+			if err := t.compile(&r); err != nil {
+				return nil, fmt.Errorf("policy: rule %s: %w", rc.Name, err)
+			}
+		}
+		if t.allows && rc.Action.Type == "allow" && rc.Mode == "enforce" {
 			r.allower = true
 			e.allowers = append(e.allowers, len(e.rules))
 		}
 		e.phases[r.phase] = true
-		e.oneRing = e.oneRing || rc.Type == "one_ring"
+		e.learners = e.learners || t.learn != nil
 		e.rules = append(e.rules, r)
 	}
 	return e, nil
@@ -269,138 +273,6 @@ func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// hit looks the rule's number up in its lists (a dnc rule: unless a consent
-// list holds it) and returns the match.
-func (r *rule) hit(in Input, now time.Time) (Hit, bool) {
-	tn := in.Callee
-	if r.Number == "caller" {
-		tn = in.Caller
-	}
-	list, entry, ok := listed(r.lists, tn, now)
-	if !ok {
-		return Hit{}, false
-	}
-	if _, _, consented := listed(r.consent, tn, now); consented {
-		return Hit{}, false
-	}
-	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: list, Entry: entry}, true
-}
-
-// listed looks tn up in lists, in order, and returns the first list that
-// holds it with the entry that matched (a prefix ends in "*"). An empty tn
-// is on no list.
-func listed(lists []*numbers.List, tn string, now time.Time) (list, entry string, ok bool) {
-	if tn == "" {
-		return "", "", false
-	}
-	for _, l := range lists {
-		if m, ok := l.Lookup(tn, now); ok {
-			entry = m.Entry
-			if m.Prefix {
-				entry += "*"
-			}
-			return l.Name(), entry, true
-		}
-	}
-	return "", "", false
-}
-
-// rateHit counts the call for a rate rule and reports whether it is over
-// the limit.
-func (e *Engine) rateHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
-	k := keyValue(r.Key, in)
-	if e.store == nil || k == "" {
-		return Hit{}, false
-	}
-	n, err := e.store.Counter().Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
-	if err != nil {
-		return r.storeError(r.Key, k, err)
-	}
-	if n <= r.Limit {
-		return Hit{}, false
-	}
-	return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: r.Key, Entry: fmt.Sprintf("%s count=%d limit=%d window=%s", k, n, r.Limit, r.Window)}, true
-}
-
-// keyValue is what a rate or concurrent rule counts the call under: its
-// source address, caller, callee, customer or realm ("" when unknown).
-func keyValue(key string, in Input) string {
-	switch key {
-	case "source":
-		if in.Source.IsValid() {
-			return in.Source.String()
-		}
-	case "caller":
-		return in.Caller
-	case "callee":
-		return in.Callee
-	case "customer":
-		return in.Customer
-	case "realm":
-		return in.Realm
-	}
-	return ""
-}
-
-// bombingHit counts the call for each caller->callee threshold of a
-// bombing rule and reports the first one exceeded.
-func (e *Engine) bombingHit(ctx context.Context, r *rule, in Input, now time.Time) (Hit, bool) {
-	if e.store == nil || in.Caller == "" || in.Callee == "" {
-		return Hit{}, false
-	}
-	var over *Hit
-	for i, th := range r.Thresholds {
-		key := "bomb:" + r.Name + ":" + strconv.Itoa(i) + ":" + in.Caller + ">" + in.Callee
-		n, err := e.store.Counter().Add(ctx, key, 1, th.Window, now)
-		if err != nil {
-			return r.storeError("caller>callee", in.Caller+">"+in.Callee, err)
-		}
-		if n > th.Limit && over == nil {
-			over = &Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: "caller>callee",
-				Entry: fmt.Sprintf("%s>%s count=%d limit=%d window=%s", in.Caller, in.Callee, n, th.Limit, th.Window)}
-		}
-	}
-	if over == nil {
-		return Hit{}, false
-	}
-	return *over, true
-}
-
-// hygieneHit runs a hygiene rule's caller-ID checks in their order.
-func (r *rule) hygieneHit(in Input, now time.Time) (Hit, bool) {
-	hit := func(check, entry string) (Hit, bool) {
-		return Hit{Rule: r.Name, Mode: r.Mode, Action: r.Action.Type, List: check, Entry: entry}, true
-	}
-	for _, c := range r.Checks {
-		switch c {
-		case "anonymous":
-			if in.Caller == "" {
-				return hit(c, "")
-			}
-		case "same_number":
-			if in.Caller != "" && in.Caller == in.Callee {
-				return hit(c, in.Caller)
-			}
-		case "invalid":
-			if in.Caller != "" && !validNumber(in.Caller) {
-				return hit(c, in.Caller)
-			}
-		case "own_number":
-			if _, entry, ok := listed(r.lists, in.Caller, now); ok {
-				return hit(c, entry)
-			}
-		}
-	}
-	return Hit{}, false
-}
-
-// validNumber reports whether a canonical number (E.164 digits) is a
-// valid number per libphonenumber.
-func validNumber(tn string) bool {
-	n, err := phonenumbers.Parse("+"+tn, "")
-	return err == nil && phonenumbers.IsValidNumber(n)
-}
-
 // Evaluate decides for one call in one phase (in.Phase): it runs the rules
 // of that phase. Precedence: an emergency callee is never blocked; an
 // enforce-mode allow hit beats every block, wherever its rule stands and in
@@ -419,8 +291,8 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 		if !e.matches(r, in) {
 			continue
 		}
-		if h, ok := r.hit(in, now); ok {
-			d.Hits = append(d.Hits, h)
+		if v := r.typ.eval(e, ctx, r, in, now); v.ok {
+			d.Hits = append(d.Hits, v.hit)
 			return d
 		}
 	}
@@ -429,35 +301,17 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 		if r.phase != in.Phase || r.allower || !e.matches(r, in) {
 			continue
 		}
-		var h Hit
-		var ok bool
-		switch r.Type {
-		case "rate":
-			h, ok = e.rateHit(ctx, r, in, now)
-		case "concurrent":
-			h, ok = e.concurrentHit(ctx, r, in, now, &d)
-		case "bombing":
-			h, ok = e.bombingHit(ctx, r, in, now)
-		case "hygiene":
-			h, ok = r.hygieneHit(in, now)
-		case "window":
-			h, ok = r.windowHit(in, now)
-		case "protect":
-			h, ok = e.protectHit(ctx, r, in, now)
-		case "one_ring":
-			h, ok = e.flagHit(ctx, r, in.Caller, now)
-		case "callback":
-			h, ok = e.flagHit(ctx, r, in.Callee, now)
-		case "attestation":
-			h, ok = r.attestationHit(in)
-		case "reputation":
-			h, ok = e.reputationHit(ctx, r, in, now)
-		default:
-			h, ok = r.hit(in, now)
+		v := r.typ.eval(e, ctx, r, in, now)
+		if v.held.Key != "" {
+			d.Held = append(d.Held, v.held)
 		}
-		if !ok {
+		if v.also != nil {
+			d.Hits = append(d.Hits, *v.also)
+		}
+		if !v.ok {
 			continue
 		}
+		h := v.hit
 		d.Hits = append(d.Hits, h)
 		if r.Mode == "report" {
 			continue

@@ -332,7 +332,7 @@ func TestHygieneRule(t *testing.T) {
 			d := e.Evaluate(context.Background(), Input{Realm: "outside", Caller: tt.caller, Callee: tt.callee}, now)
 			got := ""
 			if d.Reject != nil {
-				got = d.Hits[len(d.Hits)-1].List
+				got = d.Hits[len(d.Hits)-1].Matched
 			}
 			if got != tt.wantCheck {
 				t.Fatalf("check = %q (%+v), want %q", got, d, tt.wantCheck)

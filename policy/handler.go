@@ -58,7 +58,7 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	}
 	for _, hit := range d.Hits {
 		h.Metrics.observe(hit)
-		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s list=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.List, hit.Entry))
+		c.Notes = append(c.Notes, fmt.Sprintf("rule=%s mode=%s action=%s matched=%s entry=%s", hit.Rule, hit.Mode, hit.Action, hit.Matched, hit.Entry))
 	}
 	for name, value := range d.Tags {
 		c.Tag(name, value)
@@ -66,13 +66,7 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	if d.Reject == nil {
 		return nil
 	}
-	last := d.Hits[len(d.Hits)-1]
-	cause := fmt.Errorf("rule %s: %s on list %s", last.Rule, last.Entry, last.List)
-	if last.Action == ActionStoreError {
-		// The error text stays in the call record: it may name our servers.
-		cause = fmt.Errorf("rule %s: policy store unavailable", last.Rule)
-	}
-	err := sip.Reject(d.Reject.Code, d.Reject.Reason, cause).(*sip.Rejection)
+	err := sip.Reject(d.Reject.Code, d.Reject.Reason, d.Hits[len(d.Hits)-1].cause()).(*sip.Rejection)
 	err.RetryAfter = d.Reject.RetryAfter
 	if d.Reject.CallInfo != "" {
 		err.Headers = map[string]string{"Call-Info": "<" + d.Reject.CallInfo + ">;purpose=jwscard"}
@@ -107,4 +101,18 @@ func (h Handler) CallEnded(rec sip.CallRecord) {
 	if l.Complaint != "" {
 		h.Log.Info("complaint recorded", "call_id", rec.CallID, "subject", l.Complaint, "status", rec.Status)
 	}
+}
+
+// cause is the text of a rejecting hit for the Reason header.
+func (h Hit) cause() error {
+	switch {
+	case h.Action == ActionStoreError:
+		// The error text stays in the call record: it may name our servers.
+		return fmt.Errorf("rule %s: policy store unavailable", h.Rule)
+	case h.typ != nil && h.typ.lists == needsLists:
+		return fmt.Errorf("rule %s: %s on list %s", h.Rule, h.Entry, h.Matched)
+	case h.Entry == "":
+		return fmt.Errorf("rule %s: %s", h.Rule, h.Matched)
+	}
+	return fmt.Errorf("rule %s: %s %s", h.Rule, h.Matched, h.Entry)
 }

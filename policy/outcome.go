@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
+
+// keyComplaint prefixes the complaint subject of a source trunk.
+const keyComplaint = "trunk:"
 
 // Outcome is how a call ended, as the edge saw it: what one-ring detection
 // and the complaint log learn from.
@@ -50,17 +52,15 @@ func (e *Engine) Learns(o Outcome) bool {
 	if e.store == nil || o.Realm != "outside" {
 		return false
 	}
-	return o.complaint() || (e.oneRing && o.Caller != "" && o.Callee != "" && o.reached())
+	return o.complaint() || (e.learners && o.Caller != "" && o.Callee != "" && o.reached())
 }
 
 // CallEnded learns from how an inbound call ended:
-//   - one_ring rules count the caller's distinct callees reached within the
-//     window and those cancelled within ring_max of ringing; when the
-//     cancelled ones are at least `callees` and at least `percent` % of all,
-//     the caller is marked for flag_for (one_ring rules then reject or tag
-//     its calls; callback rules its callers' calls back to it);
 //   - a 607 Unwanted from the PBX records a complaint against the caller when
-//     the call was verified at A, else against the source trunk.
+//     the call was verified at A, else against the source trunk;
+//   - a call that reached its callee (it rang or was answered) goes to the
+//     rule types that learn (one_ring: learnOneRing), for each of their
+//     rules that matches it.
 func (e *Engine) CallEnded(ctx context.Context, o Outcome, now time.Time) Learned {
 	var l Learned
 	if !e.Learns(o) {
@@ -79,43 +79,22 @@ func (e *Engine) CallEnded(ctx context.Context, o Outcome, now time.Time) Learne
 	}
 	for i := range e.rules {
 		r := &e.rules[i]
-		if r.Type != "one_ring" || !e.matches(r, o.Input) {
-			continue
+		if r.typ.learn != nil && e.matches(r, o.Input) {
+			r.typ.learn(e, ctx, r, o, now, &l)
 		}
-		key := "onering:" + r.Name + ":" + o.Caller
-		all, err := e.store.Distinct().Add(ctx, key+":reached", o.Callee, r.Window, now)
-		if err != nil {
-			l.StoreErrors++
-			continue
-		}
-		if !o.oneRing(r.RingMax) {
-			continue
-		}
-		short, err := e.store.Distinct().Add(ctx, key+":short", o.Callee, r.Window, now)
-		if err != nil {
-			l.StoreErrors++
-			continue
-		}
-		if short < r.Callees || short*100 < r.Percent*all {
-			continue
-		}
-		if _, on, err := e.store.Flags().Get(ctx, keyOneRing+o.Caller, now); err != nil {
-			l.StoreErrors++ // go on: marking again is better than not at all
-		} else if on {
-			continue // already marked: the first mark's expiry stands
-		}
-		if r.Mode == "report" {
-			// Report mode changes nothing: the mark is only reported.
-			l.Flagged, l.FlagRule = o.Caller, r.Name
-			l.FlagEntry = fmt.Sprintf("report only: callees=%d one_ring=%d window=%s", all, short, r.Window)
-			continue
-		}
-		if err := e.store.Flags().Set(ctx, keyOneRing+o.Caller, r.FlagFor, now); err != nil {
-			l.StoreErrors++
-			continue
-		}
-		l.Flagged, l.FlagRule = o.Caller, r.Name
-		l.FlagEntry = fmt.Sprintf("callees=%d one_ring=%d window=%s flag_for=%s", all, short, r.Window, r.FlagFor)
 	}
 	return l
 }
+
+// complaintSubject is who a 607 counts against: the calling number when its
+// identity was verified at A, else the trunk it came from, so that the
+// owners of spoofed numbers are not punished.
+func complaintSubject(in Input) string {
+	if in.Caller != "" && verifiedAt(in, "A") {
+		return in.Caller
+	}
+	return trunkSubject(in)
+}
+
+// trunkSubject is the complaint subject of the call's source trunk.
+func trunkSubject(in Input) string { return keyComplaint + in.Source.String() }
