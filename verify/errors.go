@@ -18,9 +18,12 @@ var (
 	ErrCredential = errors.New("bad_credential")  // 437: chain, validity, TNAuthList, CRL
 	ErrSignature  = errors.New("bad_signature")   // 438
 	ErrAttest     = errors.New("attest_too_low")  // 403: below min_attest
+	// 503: the replay store could not record a verified token, so the
+	// verifier cannot tell whether it is a replay (never for MemoryReplay).
+	ErrReplayStore = errors.New("replay_store_error")
 )
 
-// reasonPhrases are the RFC 8224 reason phrases by status.
+// reasonPhrases are the reason phrases by status (RFC 8224; 503 RFC 3261).
 var reasonPhrases = map[int]string{
 	403: "Stale Date",
 	428: "Use Identity Header",
@@ -28,4 +31,5 @@ var reasonPhrases = map[int]string{
 	436: "Bad Identity Info",
 	437: "Unsupported Credential",
 	438: "Invalid Identity Header",
+	503: "Service Unavailable",
 }

@@ -57,6 +57,10 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 		return sip.Reject(433, v.Reason, errors.New(v.Detail))
 	case errors.Is(v.Kind, ErrAttest):
 		return sip.Reject(v.Code, v.Reason, errors.New(v.Detail))
+	case errors.Is(v.Kind, ErrReplayStore):
+		// Not a verdict on the token: whatever on_failure says, the call is
+		// refused (fail closed) and the trunk may retry it.
+		return sip.Reject(v.Code, v.Reason, errors.New(v.Detail))
 	case h.Config.OnFailure == "forward":
 		c.ResponseReason = fmt.Sprintf("STIR;cause=%d;text=%q", v.Code, sanitize(v.Reason+": "+v.Detail))
 		return nil

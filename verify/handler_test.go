@@ -59,3 +59,21 @@ func TestHandlerOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerReplayStoreDown: a verified token the replay store cannot
+// record is refused with 503 (fail closed), even with on_failure: forward,
+// since forwarding would tell the PBX the caller failed verification.
+func TestHandlerReplayStoreDown(t *testing.T) {
+	p := newPKI(t)
+	for _, onFailure := range []string{"reject", "forward"} {
+		cfg := Config{Enabled: true, TrustRoots: []string{"x"}, OnFailure: onFailure}
+		cfg.ApplyDefaults()
+		h := Handler{Service: New(cfg, mapSource{testX5U: p.chain}, poolCredentials{p.roots}, failingStore{}, func() time.Time { return testNow }), Config: cfg, Metrics: NewMetrics(nil)}
+		c := sip.Call{Orig: testOrig, Dest: testDest, Identities: []string{sign(t, p.key, testX5U, good())}}
+		err := h.HandleCall(context.Background(), &c)
+		var rej *sip.Rejection
+		if !errors.As(err, &rej) || rej.Code != 503 || rej.Protocol != "SIP" {
+			t.Errorf("on_failure %s: err = %#v, want 503 over SIP", onFailure, err)
+		}
+	}
+}

@@ -37,12 +37,6 @@ type Credential struct {
 	Covers func(tn string) bool // nil: the certificate lists no TNs
 }
 
-// ReplayStore remembers PASSporTs. Seen records key and reports whether it
-// was already there (within ttl). The in-memory one is NewMemoryReplay.
-type ReplayStore interface {
-	Seen(key string, ttl time.Duration, now time.Time) bool
-}
-
 // Input is what the verifier needs to know about a call.
 type Input struct {
 	Orig       string   // canonical calling number ("" when anonymous or not a number)
@@ -83,7 +77,8 @@ func New(cfg Config, src CertSource, creds Credentials, replay ReplayStore, now 
 }
 
 // Verify runs the checks cheapest first: no network I/O happens before a
-// token has parsed, matched the call and passed freshness and replay.
+// token has parsed, matched the call, passed freshness and was not seen
+// before. A token is recorded as seen only once its signature verified.
 func (s *Service) Verify(ctx context.Context, in Input) Verdict {
 	if in.Orig == "" {
 		return verdict(fail(433, ErrAnonymous, "no calling telephone number"))
@@ -162,12 +157,19 @@ func (s *Service) verifyOne(ctx context.Context, in Input, raw string) (Verdict,
 	if !contains(c.Dest, in.Dest) {
 		return Verdict{}, fail(438, ErrNumbers, "dest.tn does not hold the called number %s", in.Dest)
 	}
-	if s.replay != nil && s.replay.Seen(id.JWS, s.cfg.MaxAge+s.cfg.MaxSkew, now) {
-		return Verdict{}, fail(438, ErrReplay, "PASSporT seen before")
-	}
 	sig, err := base64.RawURLEncoding.DecodeString(id.SigB64)
 	if err != nil || len(sig) != 64 {
 		return Verdict{}, fail(438, ErrSignature, "signature is not 64 bytes of R||S")
+	}
+	var key ReplayKey
+	if s.replay != nil {
+		// A cheap read, so a replay costs no fetch or signature check; it
+		// records nothing (Claim below does, once the token verified), and
+		// a store error here is left for Claim to report.
+		key = replayKey(id.SigningInput(), sig)
+		if seen, err := s.replay.Seen(ctx, key, now); err == nil && seen {
+			return Verdict{}, fail(438, ErrReplay, "PASSporT seen before")
+		}
 	}
 
 	chain, err := s.certs.Chain(ctx, id.Info)
@@ -183,6 +185,17 @@ func (s *Service) verifyOne(ctx context.Context, in Input, raw string) (Verdict,
 	}
 	if err := jwt.SigningMethodES256.Verify(id.SigningInput(), sig, cred.Key); err != nil {
 		return Verdict{}, fail(438, ErrSignature, "signature does not verify")
+	}
+	if s.replay != nil {
+		// The one write, atomic: of concurrent copies exactly one passes.
+		// Kept for the whole window in which the token would be fresh.
+		first, err := s.replay.Claim(ctx, key, s.cfg.MaxAge+s.cfg.MaxSkew, now)
+		if err != nil {
+			return Verdict{}, fail(503, ErrReplayStore, "replay store: %v", err)
+		}
+		if !first {
+			return Verdict{}, fail(438, ErrReplay, "PASSporT seen before")
+		}
 	}
 	return Verdict{Passed: true, Verstat: VerstatPassed, Attest: string(c.Attest), OrigID: c.OrigID, X5U: id.Info, SPC: cred.SPC}, nil
 }

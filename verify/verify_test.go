@@ -182,24 +182,6 @@ func TestReplayIsRejected(t *testing.T) {
 	}
 }
 
-func TestMemoryReplayWindow(t *testing.T) {
-	r := NewMemoryReplay()
-	now := testNow
-	ttl := time.Minute
-	if r.Seen("a", ttl, now) {
-		t.Fatal("new key seen")
-	}
-	if !r.Seen("a", ttl, now.Add(59*time.Second)) {
-		t.Fatal("key forgotten inside the window")
-	}
-	if !r.Seen("a", ttl, now.Add(ttl+time.Second)) {
-		t.Fatal("key forgotten after one rotation")
-	}
-	if r.Seen("a", ttl, now.Add(4*ttl)) {
-		t.Fatal("key kept after two windows")
-	}
-}
-
 func FuzzParseIdentity(f *testing.F) {
 	f.Add("eyJh.eyJi.c2ln;info=<https://x/y.pem>;alg=ES256;ppt=shaken")
 	f.Add("a.b.c;info=<>")
