@@ -443,7 +443,7 @@ var ackPrefix = []byte("ACK ")
 // fastAck forwards the ACK of a 2xx to an initial INVITE straight from the
 // socket reader: it is its own end-to-end transaction, and sipgo would
 // build (and at once discard) a server transaction and a goroutine for it
-// (~15% of the CPU at 1,000 calls/s, ../shared/SIPGO-NOTES.md 10). It
+// (~15% of the CPU at 1,000 calls/s, docs/sipgo.md row 10). It
 // reports false for anything else (ACKs of non-2xx finals belong to sipgo's
 // INVITE transaction; re-INVITE ACKs and unparsable datagrams take the
 // normal path, which answers and counts them); sipgo then parses those

@@ -35,7 +35,7 @@ type fetchUpdate struct {
 }
 
 // shared is created once in serve and injected into every generation: state
-// that survives reloads (DESIGN.md "State").
+// that survives reloads (docs/DESIGN.md "State").
 type shared struct {
 	log           *slog.Logger
 	reg           prometheus.Registerer
@@ -72,7 +72,7 @@ func (g *generation) install(sh *shared, repo *x5uRepository) {
 }
 
 // build is the one place where the order of call pipeline stages is written
-// (DESIGN.md "The call pipeline"). Cheap stages that reject the most run
+// (docs/DESIGN.md "The call pipeline"). Cheap stages that reject the most run
 // first, so a flood cannot force signature checks or certificate fetches:
 //
 //	inside  (outbound): classify source → policy (rate, DNC, calling window,
