@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stirgate/stirgate/policy/numbers"
+	"github.com/stirgate/stirgate/attest/passport"
 )
 
 // Settings is the `policy:` section of stirgate.yaml.
@@ -247,7 +247,7 @@ func (f *File) Validate() error {
 		}
 	}
 	for i, e := range f.Emergency {
-		if tn, ok := numbers.Canonical(e); !ok || tn != e {
+		if tn, ok := passport.Canonical(e); !ok || tn != e {
 			add(fmt.Errorf("emergency[%d]: %q is not a number", i, e))
 		}
 	}

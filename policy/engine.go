@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/policy/numbers"
 	"github.com/stirgate/stirgate/policy/store"
 )
@@ -222,13 +223,13 @@ func inlineList(l ListConfig) (*numbers.List, error) {
 	for _, n := range l.Numbers {
 		var err error
 		if len(n) > 1 && n[len(n)-1] == '*' {
-			p, ok := numbers.Canonical(n[:len(n)-1])
+			p, ok := passport.Canonical(n[:len(n)-1])
 			if !ok {
 				return nil, fmt.Errorf("%q is not a number prefix", n)
 			}
 			err = b.AddPrefix(p, time.Time{})
 		} else {
-			c, ok := numbers.Canonical(n)
+			c, ok := passport.Canonical(n)
 			if !ok {
 				return nil, fmt.Errorf("%q is not a number", n)
 			}
