@@ -15,27 +15,6 @@ import (
 	"github.com/stirgate/stirgate/attest/passport"
 )
 
-// Level is the attestation level.
-//
-// Deprecated: use passport.Level; this alias stays until the last callers
-// outside attest have moved.
-type Level = passport.Level
-
-// The attestation levels.
-//
-// Deprecated: use passport.LevelA, LevelB and LevelC.
-const (
-	LevelA = passport.LevelA
-	LevelB = passport.LevelB
-	LevelC = passport.LevelC
-)
-
-// PASSporT is the claims of one SHAKEN PASSporT.
-//
-// Deprecated: use passport.Claims; this alias stays until the last callers
-// outside attest have moved.
-type PASSporT = passport.Claims
-
 // Signer makes Identity header values with one key and one x5u. The JOSE
 // header and the header parameters are constant for it: they are encoded
 // once, and each signature only encodes the claims.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stirgate/stirgate/attest"
+	pp "github.com/stirgate/stirgate/attest/passport"
 )
 
 // policyYAML is a policy file: a DNC list holding the callee SIPp dials
@@ -428,10 +428,10 @@ func TestPolicyAfterVerification(t *testing.T) {
 	sink := startSink(t, cfg.PBXPort)
 
 	sg := signerFor(t, pki, srv.good.URL+"/sp.pem")
-	sign := func(level attest.Level) string {
-		pp := passport("15551230001", time.Now())
-		pp.Attest = level
-		id, err := sg.Sign(pp)
+	sign := func(level pp.Level) string {
+		claims := passport("15551230001", time.Now())
+		claims.Attest = level
+		id, err := sg.Sign(claims)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,7 +440,7 @@ func TestPolicyAfterVerification(t *testing.T) {
 	for i, tc := range []struct {
 		name string
 		ids  []string
-	}{{"unsigned", nil}, {"C-attested", []string{sign(attest.LevelC)}}} {
+	}{{"unsigned", nil}, {"C-attested", []string{sign(pp.LevelC)}}} {
 		if got := sendUDP(t, cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), i, tc.ids...), 3*time.Second); !strings.HasPrefix(got, "SIP/2.0 608 ") {
 			t.Fatalf("%s call from the trunk: %q, want 608", tc.name, got)
 		}
@@ -448,7 +448,7 @@ func TestPolicyAfterVerification(t *testing.T) {
 	if n := len(sink.Messages()); n != 0 {
 		t.Fatalf("the PBX received %d refused calls", n)
 	}
-	requireForwarded(t, sink, "127.0.0.1", cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), 3, sign(attest.LevelA)), "A-attested call")
+	requireForwarded(t, sink, "127.0.0.1", cfg.OutsideAddr(), signedInvite(cfg.OutsideAddr(), 3, sign(pp.LevelA)), "A-attested call")
 	if msgs := sink.Messages(); !strings.Contains(msgs[0], "verstat=TN-Validation-Passed") {
 		t.Fatalf("the A-attested call did not reach the PBX verified: %q", msgs)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stirgate/stirgate/attest"
+	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
@@ -205,7 +206,7 @@ func BenchmarkPipelineOutside(b *testing.B) {
 	raws := make([][]byte, b.N+1) // the last one warms the certificate cache
 	for i := range raws {
 		caller, callee := benchCaller(i), benchCallee(i)
-		id, err := f.signer.Sign(attest.PASSporT{Attest: attest.LevelA, Orig: caller, Dest: []string{callee}, IAT: now.Unix(), OrigID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i)})
+		id, err := f.signer.Sign(passport.Claims{Attest: passport.LevelA, Orig: caller, Dest: []string{callee}, IAT: now.Unix(), OrigID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -35,11 +35,6 @@ const MaxDigits = passport.MaxDigits
 // never is the internal expiry of an entry that does not expire.
 const never = math.MaxInt64
 
-// Canonical returns s as a canonical number.
-//
-// Deprecated: use passport.Canonical, the one canonicaliser of stirgate.
-func Canonical(s string) (tn string, ok bool) { return passport.Canonical(s) }
-
 // value packs canonical digits into an integer; with the length it
 // identifies the number.
 func value(d []byte) uint64 {

@@ -16,38 +16,6 @@ var (
 	zero time.Time
 )
 
-// TestCanonical: the deprecated forwarder keeps the contract policy relies
-// on until policy calls passport.Canonical itself.
-func TestCanonical(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"12025550100", "12025550100", true},
-		{"+1 (202) 555-0100", "12025550100", true},
-		{"+1.202.555.0100", "12025550100", true},
-		{"0123", "0123", true},
-		{"7", "7", true},
-		{"123456789012345", "123456789012345", true},
-		{"1234567890123456", "", false}, // 16 digits
-		{"", "", false},
-		{"+", "", false},
-		{"()- .", "", false},
-		{"1+2", "", false},
-		{"++1", "", false},
-		{"12a", "", false},
-		{"1\t2", "", false},
-		{"1*", "", false},
-		{"１２", "", false}, // fullwidth digits
-	}
-	for _, tt := range tests {
-		got, ok := Canonical(tt.in)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("Canonical(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
 type add struct {
 	s       string
 	prefix  bool
