@@ -16,7 +16,7 @@ type Handler struct {
 	Engine  *Engine
 	Phase   Phase
 	Metrics *Metrics         // nil: not counted
-	Log     *slog.Logger     // nil: one-ring marks and complaints are not logged
+	Log     *slog.Logger     // nil: one-ring marks, complaints and lost lessons are not logged
 	Now     func() time.Time // nil: time.Now
 }
 
@@ -100,6 +100,9 @@ func (h Handler) CallEnded(rec sip.CallRecord) {
 	}
 	if l.Complaint != "" {
 		h.Log.Info("complaint recorded", "call_id", rec.CallID, "subject", l.Complaint, "status", rec.Status)
+	}
+	if l.StoreErrors > 0 {
+		h.Log.Warn("policy store error: lesson lost", "call_id", rec.CallID, "errors", l.StoreErrors, "error", l.StoreErr)
 	}
 }
 

@@ -28,8 +28,18 @@ type Learned struct {
 	Flagged, FlagRule, FlagEntry string
 	// Complaint is the subject a 607 was recorded against; "" when none.
 	Complaint string
-	// StoreErrors counts store operations that failed (the lesson is lost).
+	// StoreErrors counts store operations that failed (the lesson is
+	// lost); StoreErr is the first of them, for the log.
 	StoreErrors int
+	StoreErr    error
+}
+
+// storeFailed notes a failed store operation.
+func (l *Learned) storeFailed(err error) {
+	if l.StoreErrors == 0 {
+		l.StoreErr = err
+	}
+	l.StoreErrors++
 }
 
 // oneRing reports whether the caller hung up within ringMax of ringing.
@@ -69,7 +79,7 @@ func (e *Engine) CallEnded(ctx context.Context, o Outcome, now time.Time) Learne
 	if o.complaint() {
 		subject := complaintSubject(o.Input)
 		if err := e.store.Complaints().Add(ctx, subject, now); err != nil {
-			l.StoreErrors++
+			l.storeFailed(err)
 		} else {
 			l.Complaint = subject
 		}

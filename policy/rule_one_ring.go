@@ -74,7 +74,7 @@ func learnOneRing(e *Engine, ctx context.Context, r *rule, o Outcome, now time.T
 	key := "onering:" + r.Name + ":" + o.Caller
 	all, err := e.store.Distinct().Add(ctx, key+":reached", o.Callee, r.Window, now)
 	if err != nil {
-		l.StoreErrors++
+		l.storeFailed(err)
 		return
 	}
 	if !o.oneRing(r.RingMax) {
@@ -82,14 +82,14 @@ func learnOneRing(e *Engine, ctx context.Context, r *rule, o Outcome, now time.T
 	}
 	short, err := e.store.Distinct().Add(ctx, key+":short", o.Callee, r.Window, now)
 	if err != nil {
-		l.StoreErrors++
+		l.storeFailed(err)
 		return
 	}
 	if short < r.Callees || short*100 < r.Percent*all {
 		return
 	}
 	if _, on, err := e.store.Flags().Get(ctx, keyOneRing+o.Caller, now); err != nil {
-		l.StoreErrors++ // go on: marking again is better than not at all
+		l.storeFailed(err) // go on: marking again is better than not at all
 	} else if on {
 		return // already marked: the first mark's expiry stands
 	}
@@ -100,7 +100,7 @@ func learnOneRing(e *Engine, ctx context.Context, r *rule, o Outcome, now time.T
 		return
 	}
 	if err := e.store.Flags().Set(ctx, keyOneRing+o.Caller, r.FlagFor, now); err != nil {
-		l.StoreErrors++
+		l.storeFailed(err)
 		return
 	}
 	l.Flagged, l.FlagRule = o.Caller, r.Name

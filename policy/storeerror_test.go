@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -238,6 +240,20 @@ func TestStoreErrorsOffTheCallPath(t *testing.T) {
 	m.learned(l)
 	if n := testutil.ToFloat64(m.storeErrors); n != 5 {
 		t.Fatalf("stirgate_policy_store_errors_total = %v, want 5", n)
+	}
+
+	// Through the Handler: counted and logged with the call and the error.
+	var log bytes.Buffer
+	h := Handler{Engine: compileOn(t, downStore{}, oneRing), Metrics: NewMetrics(prometheus.NewRegistry()),
+		Log: slog.New(slog.NewTextHandler(&log, nil)), Now: func() time.Time { return now }}
+	h.CallEnded(sip.CallRecord{CallID: "lost@test", Realm: "outside", Orig: "14155550100", Dest: "12025550199",
+		Status: 607, Stage: sip.StageDownstream, RingAfter: time.Second, CancelAfter: 2 * time.Second})
+	if n := testutil.ToFloat64(h.Metrics.storeErrors); n != 2 {
+		t.Errorf("handler: stirgate_policy_store_errors_total = %v, want 2", n)
+	}
+	if !strings.Contains(log.String(), "policy store error") || !strings.Contains(log.String(), "call_id=lost@test") ||
+		!strings.Contains(log.String(), "errors=2") || !strings.Contains(log.String(), `error="store down"`) {
+		t.Errorf("log %q, want the lost lesson with call, count and error", log.String())
 	}
 }
 
