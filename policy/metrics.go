@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"rule", "mode", "action"}),
 		flagged: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stirgate_policy_one_ring_flagged_total",
-			Help: "Callers marked as one-ring (Wangiri), by rule.",
+			Help: "Callers marked as one-ring (Wangiri), by rule; a report-mode rule counts the callers it would have marked.",
 		}, []string{"rule"}),
 		complaints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stirgate_policy_complaints_total",
