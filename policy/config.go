@@ -213,11 +213,19 @@ func (f *File) ApplyDefaults() {
 		if r.Action.Type == "reject" {
 			orDefault(&r.Action.Code, code)
 			if r.Action.Reason == "" {
-				r.Action.Reason = map[int]string{603: "Decline", 608: "Rejected", 403: "Forbidden", 486: "Busy Here"}[r.Action.Code]
+				r.Action.Reason = reasonPhrases[r.Action.Code]
 				orDefault(&r.Action.Reason, "Rejected")
 			}
 		}
 	}
+}
+
+// reasonPhrases are the RFC 3261 / RFC 8197 / RFC 8688 phrases of the codes
+// rules reject with; another code gets "Rejected".
+var reasonPhrases = map[int]string{
+	403: "Forbidden", 404: "Not Found", 433: "Anonymity Disallowed", 480: "Temporarily Unavailable",
+	486: "Busy Here", 488: "Not Acceptable Here", 503: "Service Unavailable",
+	603: "Decline", 607: "Unwanted", 608: "Rejected",
 }
 
 // orDefault sets *v to d when it is the zero value (absent from the file).

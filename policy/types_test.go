@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
@@ -100,10 +101,11 @@ func TestRejectionReason(t *testing.T) {
 		name       string
 		orig, dest string
 		want       string
+		status     string // code and reason phrase of the response
 	}{
-		{"list", "19005550100", "12025559999", "rule block-spam: 1900* on list spam"},
-		{"hygiene", "", "12025559999", "rule anon: anonymous"},
-		{"rate", "14155550100", "12025559999", "rule flood: source 192.0.2.1 count=2 limit=1 window=10s"},
+		{"list", "19005550100", "12025559999", "rule block-spam: 1900* on list spam", "608 Rejected"},
+		{"hygiene", "", "12025559999", "rule anon: anonymous", "608 Rejected"},
+		{"rate", "14155550100", "12025559999", "rule flood: source 192.0.2.1 count=2 limit=1 window=10s", "503 Service Unavailable"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var err error
@@ -113,6 +115,9 @@ func TestRejectionReason(t *testing.T) {
 			var rej *sip.Rejection
 			if !errors.As(err, &rej) || rej.Cause == nil || rej.Cause.Error() != tt.want {
 				t.Fatalf("rejection %v, want cause %q", err, tt.want)
+			}
+			if got := fmt.Sprintf("%d %s", rej.Code, rej.Reason); got != tt.status {
+				t.Fatalf("answered %q, want %q", got, tt.status)
 			}
 		})
 	}
