@@ -121,8 +121,8 @@ func (c *Config) Validate() error {
 			add(fmt.Errorf("x5u: %w", err))
 		}
 	}
-	if c.CertMaxAge < 0 || c.CertMaxAge > 7*24*time.Hour {
-		add(fmt.Errorf("cert_max_age: %s out of range 0..168h", c.CertMaxAge))
+	if c.CertMaxAge <= 0 || c.CertMaxAge > 7*24*time.Hour {
+		add(fmt.Errorf("cert_max_age: %s: want more than 0, at most 168h", c.CertMaxAge))
 	}
 	add(oneOf("identity_from_inside", c.IdentityFromInside, "refuse", "replace", "pass"))
 	add(oneOf("no_number", c.NoNumber, "unsigned", "reject"))

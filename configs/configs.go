@@ -144,8 +144,8 @@ func (c *Config) Validate() error {
 	if c.Runtime.MemoryLimitMB < 0 || (c.Runtime.MemoryLimitMB > 0 && c.Runtime.MemoryLimitMB < 64) {
 		errs = append(errs, fmt.Errorf("runtime.memory_limit_mb: %d: want 0 (none) or at least 64", c.Runtime.MemoryLimitMB))
 	}
-	if c.Shutdown.DrainTimeout < 0 || c.Shutdown.DrainTimeout > time.Hour {
-		errs = append(errs, fmt.Errorf("shutdown.drain_timeout: %s out of range 0..1h", c.Shutdown.DrainTimeout))
+	if c.Shutdown.DrainTimeout <= 0 || c.Shutdown.DrainTimeout > time.Hour {
+		errs = append(errs, fmt.Errorf("shutdown.drain_timeout: %s: want more than 0, at most 1h", c.Shutdown.DrainTimeout))
 	}
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, prefix("sip.", err)...)
@@ -253,7 +253,13 @@ func Decode(file string, data []byte, out Section) error {
 	if err := dec.Decode(&extra); err == nil {
 		e.Problems = append(e.Problems, Problem{Line: extra.Line, Msg: "only one YAML document is allowed"})
 	}
+	zeros := zeroScalars(&root)
 	out.ApplyDefaults()
+	for _, oe := range overridden(out, zeros) {
+		p := validationProblem(oe.Error(), idx)
+		reported[p.Key] = true
+		e.Problems = append(e.Problems, p)
+	}
 	if err := out.Validate(); err != nil {
 		for _, ve := range flatten(err) {
 			if p := validationProblem(ve.Error(), idx); !reported[p.Key] {

@@ -169,9 +169,9 @@ type ActionConfig struct {
 	// through), reject, tag.
 	Type string `yaml:"type"`
 	// Reject: SIP code (default: the rule type's, configs/policy.yaml
-	// lists them) and reason phrase (default: the code's: Decline,
-	// Busy Here, Forbidden, else Rejected), and an optional Call-Info
-	// redress URI (608).
+	// lists them) and reason phrase (default: the code's own, e.g.
+	// Service Unavailable, Busy Here, Decline; Rejected for a code
+	// without one), and an optional Call-Info redress URI (608).
 	Code     int    `yaml:"code"`
 	Reason   string `yaml:"reason"`
 	CallInfo string `yaml:"call_info"`

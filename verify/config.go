@@ -122,8 +122,8 @@ func (c *Config) Validate() error {
 	if c.MaxAge < time.Second || c.MaxAge > time.Hour {
 		add(fmt.Errorf("max_age: %s out of range 1s..1h", c.MaxAge))
 	}
-	if c.MaxSkew < 0 || c.MaxSkew > 10*time.Minute {
-		add(fmt.Errorf("max_skew: %s out of range 0..10m", c.MaxSkew))
+	if c.MaxSkew <= 0 || c.MaxSkew > 10*time.Minute {
+		add(fmt.Errorf("max_skew: %s: want more than 0, at most 10m", c.MaxSkew))
 	}
 	if c.Budget < 100*time.Millisecond || c.Budget > 30*time.Second {
 		add(fmt.Errorf("budget: %s out of range 100ms..30s", c.Budget))
