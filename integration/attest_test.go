@@ -174,41 +174,49 @@ func TestSignedCalls(t *testing.T) {
 	}
 }
 
-// TestKeyRotationOnSIGHUP replaces the key and certificate while calls flow
-// and sends SIGHUP: no call fails, calls before are signed with the old key,
-// calls after with the new one, and the x5u serves the new chain.
+// TestKeyRotationOnSIGHUP rotates the signing key while SIPp calls flow,
+// the way verifiers' caches allow: the new key and certificate under a new
+// x5u URL, then SIGHUP. Every Identity verifies with the key published at
+// its own x5u (the old URL keeps serving the old chain), the first calls
+// carry the old x5u and the last the new. Before that, a new key under the
+// old URL is refused: verifiers that cached the old certificate would
+// reject every new signature.
 func TestKeyRotationOnSIGHUP(t *testing.T) {
 	requireSipp(t)
 	const calls = 150 // 3 s at 50 calls/s
 	cfg := newProxyConfig(t)
 	base := fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort))
-	x5u := base + "sp.pem"
+	x5u, x5uNext := base+"sp.pem", base+"sp-2.pem"
 	pki := testPKI(t, base)
 	next := testPKI(t, base)
 	cfg.Extra = attestYAML(pki, x5u)
 	p := startProxy(t, cfg)
+	path := p.cmd.Args[len(p.cmd.Args)-1]
 	oldPub := fetchX5U(t, x5u)
+	reload := func(extra string) {
+		t.Helper()
+		c := cfg
+		c.Extra = extra
+		if err := os.WriteFile(path, []byte(c.YAML()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reload(attestYAML(next, x5u))
+	if !waitLog(t, p, "the signing key changed but the x5u URL did not") {
+		t.Fatalf("a new key under the old x5u was not refused:\n%s", tail(p.Log(), 20))
+	}
+	if reloadGauge(t, p) != 0 || !fetchX5U(t, x5u).Equal(oldPub) {
+		t.Fatal("the refused rotation changed the gauge or the published chain")
+	}
 
 	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.TrunkPort, Calls: calls, Timeout: 60 * time.Second})
 	uac := startSipp(t, sippRun{Name: "uac", Scenario: "uac.xml", Remote: cfg.InsideAddr(), Calls: calls, Rate: 50, Timeout: 60 * time.Second})
-	time.Sleep(1500 * time.Millisecond)
-	for _, f := range []string{"sp.key", "sp.pem"} {
-		b, err := os.ReadFile(filepath.Join(next, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Write then rename: a reload never sees half a file.
-		tmp := filepath.Join(pki, f+".new")
-		if err := os.WriteFile(tmp, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(pki, f)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	time.Sleep(1500 * time.Millisecond) // about half the calls under the old key
+	reload(attestYAML(next, x5uNext))
 	uacRes := uac.Wait(t)
 	uacRes.require(t, calls)
 	res := uas.Wait(t)
@@ -217,23 +225,28 @@ func TestKeyRotationOnSIGHUP(t *testing.T) {
 		t.Fatalf("no successful reload in the log:\n%s", tail(p.Log(), 20))
 	}
 
-	newPub := fetchX5U(t, x5u)
-	if newPub.Equal(oldPub) {
-		t.Fatal("the x5u still serves the old certificate after the reload")
+	keys := map[string]*ecdsa.PublicKey{x5u: fetchX5U(t, x5u), x5uNext: fetchX5U(t, x5uNext)}
+	if !keys[x5u].Equal(oldPub) || keys[x5uNext].Equal(oldPub) {
+		t.Fatal("after the rotation the old x5u must serve the old certificate and the new one the new")
 	}
 	ids := identities(t, filepath.Join(res.Dir, "messages.log"))
-	verifies := func(id string, pub *ecdsa.PublicKey) bool {
+	infoOf := func(id string) string {
+		_, params, _ := strings.Cut(id, ";info=<")
+		u, _, _ := strings.Cut(params, ">")
+		return u
+	}
+	verifies := func(id string) bool {
+		pub := keys[infoOf(id)]
 		jws, _, _ := strings.Cut(id, ";")
 		_, err := jwt.Parse(jws, func(*jwt.Token) (any, error) { return pub, nil }, jwt.WithValidMethods([]string{"ES256"}))
-		return err == nil
+		return pub != nil && err == nil
 	}
-	if len(ids) != calls || !verifies(ids[0], oldPub) || !verifies(ids[len(ids)-1], newPub) {
-		t.Fatalf("%d identities; first verifies with the old key: %v, last with the new key: %v",
-			len(ids), len(ids) > 0 && verifies(ids[0], oldPub), len(ids) > 0 && verifies(ids[len(ids)-1], newPub))
+	if len(ids) != calls || infoOf(ids[0]) != x5u || infoOf(ids[len(ids)-1]) != x5uNext {
+		t.Fatalf("%d identities; first x5u %q, last %q; want %d from %s to %s", len(ids), infoOf(ids[0]), infoOf(ids[len(ids)-1]), calls, x5u, x5uNext)
 	}
 	for i, id := range ids {
-		if !verifies(id, oldPub) && !verifies(id, newPub) {
-			t.Errorf("Identity %d verifies with neither key", i)
+		if !verifies(id) {
+			t.Errorf("Identity %d does not verify with the key published at its x5u %s", i, infoOf(id))
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/stirgate/stirgate/certs"
+	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
 )
 
@@ -41,6 +43,7 @@ type reloadConfig struct {
 	timeout   time.Duration // verify.x5u.timeout: a change of fetch policy
 	logLevel  string
 	inviteTTL string // sip.invite_timeout
+	noSigning bool   // attest.enabled: false
 }
 
 func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
@@ -117,7 +120,7 @@ sip:
       trusted: ["127.0.0.0/8"]
       udp: {oversize: reject}
 attest:
-  enabled: true
+  enabled: %t
   key: %s/sp.key
   cert: %s/sp.pem
   x5u: http://127.0.0.1:9060%s
@@ -126,7 +129,7 @@ verify:
   enabled: true
   trust_roots: [a/root.pem]
   x5u: {allow_http: true, ports: [%s], allow_addresses: ["127.0.0.0/8"], timeout: %s}
-`, c.logLevel, c.inviteTTL, c.pki, c.pki, c.x5uPath, u.Port(), c.timeout)
+`, c.logLevel, c.inviteTTL, !c.noSigning, c.pki, c.pki, c.x5uPath, u.Port(), c.timeout)
 	if err := os.WriteFile(f.cfgPath, []byte(yaml), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -157,9 +160,10 @@ func chainOf(t *testing.T, pki string) []byte {
 }
 
 // TestRefusedReloadChangesNothing: a reload that fails at its last step
-// (here the x5u path check after the whole generation was built) leaves
-// the x5u fetch policy, the certificate cache, the published chain, the log
-// level and the success timestamp as they were. A good reload then changes
+// (here the rotation check after the whole generation was built: a new key
+// under the old x5u URL) leaves the x5u fetch policy, the certificate
+// cache, the published chain, the log level and the success timestamp as
+// they were. A good reload (the new key under a new x5u URL) then changes
 // all of them, so the test would see a leak.
 func TestRefusedReloadChangesNothing(t *testing.T) {
 	base := reloadConfig{pki: "a", x5uPath: "/certs/sp.pem", timeout: 2 * time.Second}
@@ -177,11 +181,12 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond) // a success now would move the timestamp
 
-	// Everything changes, and the x5u path too: refused at the last step.
-	changed := reloadConfig{pki: "b", x5uPath: "/other/sp.pem", timeout: 3 * time.Second, logLevel: "debug", inviteTTL: "90s"}
+	// Everything changes, the key too, but not the x5u: refused at the
+	// last step.
+	changed := reloadConfig{pki: "b", x5uPath: "/certs/sp.pem", timeout: 3 * time.Second, logLevel: "debug", inviteTTL: "90s"}
 	f.write(changed)
-	if err := f.r.reload(); err == nil {
-		t.Fatal("a reload that changes the x5u path was accepted")
+	if err := f.r.reload(); err == nil || !strings.Contains(err.Error(), "new x5u URL") {
+		t.Fatalf("a new key under the old x5u URL: %v, want refused", err)
 	}
 	if got := f.r.sh.fetcher.Policy(); !reflect.DeepEqual(got, policy) {
 		t.Errorf("refused reload changed the fetch policy: timeout %v, was %v", got.Timeout, policy.Timeout)
@@ -206,8 +211,9 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 		t.Errorf("configuration in force is now %s", f.r.cfg.Attest.Key)
 	}
 
-	// The same change with the old path is accepted: every effect shows.
-	changed.x5uPath = base.x5uPath
+	// The same change with a new x5u path is accepted: every effect shows,
+	// and the old chain stays published at its own path.
+	changed.x5uPath = "/certs/sp-2.pem"
 	f.write(changed)
 	if err := f.r.reload(); err != nil {
 		t.Fatal(err)
@@ -219,8 +225,11 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	if n := f.hits.Load(); n != 2 {
 		t.Errorf("accepted reload with a new fetch policy kept the old cache: %d GETs", n)
 	}
-	if !bytes.Equal(f.published("/certs/sp.pem"), chainOf(t, pkiB)) {
-		t.Error("accepted reload did not publish the new chain")
+	if !bytes.Equal(f.published("/certs/sp-2.pem"), chainOf(t, pkiB)) {
+		t.Error("accepted reload did not publish the new chain at the new x5u")
+	}
+	if !bytes.Equal(f.published("/certs/sp.pem"), chainOf(t, pkiA)) {
+		t.Error("the old x5u no longer serves the old chain right after a rotation")
 	}
 	if f.r.level.Level() != slog.LevelDebug {
 		t.Errorf("accepted reload: log level %v", f.r.level.Level())
@@ -230,5 +239,56 @@ func TestRefusedReloadChangesNothing(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.r.m.ts); got <= okTS {
 		t.Errorf("success timestamp %v did not move from %v", got, okTS)
+	}
+}
+
+// TestReloadPublishesWhatItSigns: signing turned on by a reload is published
+// at once on the admin server (it was routed only when signing was on at
+// start), and an old chain is retired after its cache lifetime.
+func TestReloadPublishesWhatItSigns(t *testing.T) {
+	f := newReloadFixture(t, reloadConfig{pki: "a", x5uPath: "/certs/sp.pem", timeout: 2 * time.Second, noSigning: true})
+	var clock atomic.Int64 // the repository's clock, moved by the test
+	clock.Store(time.Now().UnixNano())
+	f.r.repo.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	admin, err := startAdmin(f.r.log, configs.AdminConfig{Listen: "127.0.0.1:0"}, "", f.r.edge, prometheus.NewRegistry(), f.r.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	get := func(path string) (int, []byte) {
+		t.Helper()
+		resp, err := http.Get("http://" + admin.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get("/certs/sp.pem"); code != http.StatusNotFound {
+		t.Fatalf("signing off: GET x5u = %d, want 404", code)
+	}
+	f.write(reloadConfig{pki: "a", x5uPath: "/certs/sp.pem", timeout: 2 * time.Second})
+	if err := f.r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("/certs/sp.pem"); code != http.StatusOK || !bytes.Equal(body, chainOf(t, filepath.Join(f.dir, "a"))) {
+		t.Fatalf("signing turned on by reload: GET x5u = %d, want 200 and the chain", code)
+	}
+
+	// A rotation retires the old path after max(cert_max_age, minKeepOld).
+	f.write(reloadConfig{pki: "b", x5uPath: "/certs/sp-2.pem", timeout: 2 * time.Second})
+	if err := f.r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get("/certs/sp.pem"); code != http.StatusOK {
+		t.Fatalf("old x5u right after the rotation: %d, want 200", code)
+	}
+	clock.Add(int64(time.Hour + time.Second)) // attest.cert_max_age defaults to 1h
+	if code, _ := get("/certs/sp.pem"); code != http.StatusNotFound {
+		t.Fatalf("old x5u after its cache lifetime: %d, want 404", code)
+	}
+	if code, _ := get("/certs/sp-2.pem"); code != http.StatusOK {
+		t.Fatalf("new x5u: %d, want 200", code)
 	}
 }

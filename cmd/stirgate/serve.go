@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -303,14 +304,29 @@ func (r *reloader) prepare() (*configs.Config, *generation, *sip.Update, error) 
 	if err != nil {
 		return cfg, nil, nil, err
 	}
-	if old := r.repo.path(); gen.signing != nil && old != "" && gen.signing.x5uPath != old {
-		return cfg, nil, nil, fmt.Errorf("attest.x5u: its path changed from %s to %s: the certificate repository needs a restart", old, gen.signing.x5uPath)
+	if err := checkRotation(r.repo.signing(), gen.signing); err != nil {
+		return cfg, nil, nil, err
 	}
 	upd, err := r.edge.Prepare(cfg.SIP, gen.chains)
 	if err != nil {
 		return cfg, nil, nil, err
 	}
 	return cfg, gen, upd, nil
+}
+
+// checkRotation refuses a new signing key published at the x5u URL of the
+// old one: verifiers cache a chain by its URL (up to attest.cert_max_age),
+// and those that hold the old one would reject every new signature. A new
+// key needs a new x5u URL; a renewed certificate for the same key may keep
+// it.
+func checkRotation(old, next *signing) error {
+	if old == nil || next == nil || old.x5uPath != next.x5uPath {
+		return nil
+	}
+	if k, ok := next.key.(interface{ Equal(crypto.PublicKey) bool }); ok && k.Equal(old.key) {
+		return nil
+	}
+	return fmt.Errorf("attest.x5u: the signing key changed but the x5u URL did not: verifiers that cached the old certificate (up to attest.cert_max_age, %s) would reject every new signature; publish the new certificate under a new x5u URL (the old one stays served)", old.maxAge)
 }
 
 // adminServer is the admin HTTP endpoint.
@@ -344,9 +360,7 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if p := repo.path(); p != "" {
-		mux.Handle(p, repo)
-	}
+	mux.Handle("/", repo) // every other path: the x5u chains published (404 for the rest)
 	if cfg.Pprof && token != "" {
 		for path, h := range map[string]http.HandlerFunc{
 			"/debug/pprof/": pprof.Index, "/debug/pprof/profile": pprof.Profile,

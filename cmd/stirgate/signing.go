@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,8 @@ type signing struct {
 	service *attest.Service
 	chain   http.Handler // certs.Repository of the chain
 	x5uPath string
+	maxAge  time.Duration    // attest.cert_max_age: how long verifiers may cache the chain
+	key     crypto.PublicKey // what verifiers that cached the chain check signatures with
 }
 
 // loadSigning loads and checks the key and certificate of cfg.attest and
@@ -48,7 +51,7 @@ func loadSigning(cfg *configs.Config) (*signing, error) {
 		return nil, fmt.Errorf("attest.cert: %w", err)
 	}
 	u, _ := url.Parse(ac.X5U) // validated
-	return &signing{service: svc, chain: chain, x5uPath: u.EscapedPath()}, nil
+	return &signing{service: svc, chain: chain, x5uPath: u.EscapedPath(), maxAge: ac.CertMaxAge, key: s.Key.Public()}, nil
 }
 
 // ensureDevPKI creates a test STI PKI where attest.key and attest.cert point
