@@ -2,7 +2,10 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // sipgoLogHandler sits between sipgo's loggers and ours. sipgo logs hostile
@@ -35,7 +38,14 @@ func (h *sipgoLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if reason, ok := sipgoEvents[r.Message]; ok {
+	reason, counted := sipgoEvents[r.Message]
+	if counted {
+		if reason == "parse_error" && tooLarge(r) {
+			// The TCP stream parser refused a message over
+			// sip.max_message_size (sipgo then closes the connection); UDP
+			// ones are dropped by the read filter before parsing.
+			reason = "oversize"
+		}
 		h.dropped(h.realm, reason)
 		r.Level = slog.LevelDebug
 	}
@@ -43,13 +53,41 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 		return nil
 	}
 	clean := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	if counted {
+		// These events are about hostile or broken input: their error text,
+		// reason and request line quote it ("transmission beginning '...'",
+		// `field name with no value in header: "..."`). Raw network bytes
+		// never reach the log: only the socket addresses and the drop
+		// reason are kept.
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "laddr" || a.Key == "raddr" {
+				clean.AddAttrs(a)
+			}
+			return true
+		})
+		clean.AddAttrs(slog.String("drop_reason", reason))
+	} else {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key != "data" { // raw network bytes never reach the log
+				clean.AddAttrs(a)
+			}
+			return true
+		})
+	}
+	return h.next.WithAttrs(h.attrs).Handle(ctx, clean)
+}
+
+// tooLarge reports whether r's error attribute is sipgo's message size limit.
+func tooLarge(r slog.Record) bool {
+	found := false
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key != "data" { // raw network bytes never reach the log
-			clean.AddAttrs(a)
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, sip.ErrMessageTooLarge) {
+			found = true
+			return false
 		}
 		return true
 	})
-	return h.next.WithAttrs(h.attrs).Handle(ctx, clean)
+	return found
 }
 
 func (h *sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
