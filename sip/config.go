@@ -15,9 +15,18 @@ import (
 // Validate errors start with the YAML key path of the offending value so that
 // the loader can point at file and line.
 type Config struct {
-	UserAgent      string        `yaml:"user_agent"`
-	MaxMessageSize int           `yaml:"max_message_size"`
-	InviteTimeout  time.Duration `yaml:"invite_timeout"`
+	// UserAgent names stirgate in the Server header of the responses it
+	// makes itself and the User-Agent header of the requests it originates
+	// (CANCEL, ACK and BYE for a late 2xx). A change needs a restart.
+	UserAgent string `yaml:"user_agent"`
+	// MaxMessageSize: a larger message is dropped (UDP) or closes its
+	// connection (TCP), counted as dropped oversize.
+	MaxMessageSize int `yaml:"max_message_size"`
+	// InviteTimeout is timer C (RFC 3261 16.6 step 11): started when an
+	// INVITE is forwarded, restarted by each provisional response above 100
+	// (16.7 step 2); when it fires the caller gets 408 and the callee a
+	// CANCEL (16.8).
+	InviteTimeout time.Duration `yaml:"invite_timeout"`
 	// TransactionLinger is how long a completed transaction stays in memory
 	// to absorb retransmissions (RFC 3261 timers D, J and RFC 6026 L, M,
 	// which are 32 s by the book). Kamailio's tm wait timer is 5 s for the
@@ -58,7 +67,7 @@ type UDPConfig struct {
 	// bytes. A burst larger than the receive buffer is dropped by the
 	// kernel before stirgate sees it (retransmissions, failed calls). The
 	// kernel caps it at net.core.rmem_max / wmem_max; Kamailio's maxbuffer
-	// plays the same role.
+	// plays the same role. A reload applies a change to the open sockets.
 	SocketBuffer int `yaml:"socket_buffer"`
 }
 
@@ -104,8 +113,9 @@ func (c *Config) ApplyDefaults() {
 // Validate checks the section; it reports every problem it finds.
 func (c *Config) Validate() error {
 	var errs []error
-	if strings.ContainsAny(c.UserAgent, "\r\n") {
-		errs = append(errs, errors.New("user_agent: must not contain CR or LF"))
+	// It becomes a header value (Server, User-Agent) as it is.
+	if _, err := safeHeader("Server", c.UserAgent); err != nil {
+		errs = append(errs, errors.New("user_agent: must not contain control characters (CR, LF, NUL...)"))
 	}
 	if c.MaxMessageSize < 2048 || c.MaxMessageSize > 65535 {
 		errs = append(errs, fmt.Errorf("max_message_size: %d out of range 2048..65535", c.MaxMessageSize))

@@ -28,6 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{"oversize tcp needs tcp", func(c *Config) { c.Realms.Inside.Listen = c.Realms.Inside.Listen[:1] }, "realms.inside.udp.oversize:"},
 		{"oversize value", func(c *Config) { c.Realms.Inside.UDP.Oversize = "drop" }, "realms.inside.udp.oversize:"},
 		{"user agent CRLF", func(c *Config) { c.UserAgent = "x\r\ny" }, "user_agent:"},
+		{"user agent NUL", func(c *Config) { c.UserAgent = "x\x00y" }, "user_agent:"},
+		{"user agent with version", func(c *Config) { c.UserAgent = "stirgate/1.2 (lab)" }, ""},
 		{"linger below 1s", func(c *Config) { c.TransactionLinger = 500 * time.Millisecond }, "transaction_linger:"},
 		{"linger above 32s", func(c *Config) { c.TransactionLinger = time.Minute }, "transaction_linger:"},
 		{"linger 32s", func(c *Config) { c.TransactionLinger = 32 * time.Second }, ""},

@@ -57,6 +57,10 @@ type Edge struct {
 	parser   *sip.Parser // shared with sipgo; safe for concurrent use
 	serving  atomic.Bool
 	closing  sync.Once
+
+	// Server and User-Agent headers (sip.user_agent) for the responses and
+	// requests stirgate makes itself: built once, shared, never changed.
+	serverHdr, uaHdr sip.Header
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -75,10 +79,11 @@ type generation struct {
 }
 
 type realmPolicy struct {
-	trusted     []netip.Prefix
-	nextHop     NextHop
-	udpMax      int
-	oversizeTCP bool
+	trusted      []netip.Prefix
+	nextHop      NextHop
+	udpMax       int
+	oversizeTCP  bool
+	socketBuffer int // SO_RCVBUF/SO_SNDBUF of the UDP sockets; Install applies a change
 }
 
 func (p *realmPolicy) trusts(a netip.Addr) bool {
@@ -163,6 +168,10 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 			listen:         [2][]ListenConfig{cfg.Realms.Inside.Listen, cfg.Realms.Outside.Listen},
 		},
 	}
+	if cfg.UserAgent != "" {
+		e.serverHdr = sip.NewHeader("Server", cfg.UserAgent)
+		e.uaHdr = sip.NewHeader("User-Agent", cfg.UserAgent)
+	}
 	e.dialogs = newDialogs(e.m.dialogs)
 	e.acks = newAckFilter(64 * sip.T1) // timer H: how long a UAC retransmits its ACK
 	e.setSipgoGlobals()
@@ -193,7 +202,7 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 		if err != nil {
 			return nil, err
 		}
-		p := realmPolicy{nextHop: nh, udpMax: rc.UDP.MaxSize, oversizeTCP: rc.UDP.Oversize == "tcp"}
+		p := realmPolicy{nextHop: nh, udpMax: rc.UDP.MaxSize, oversizeTCP: rc.UDP.Oversize == "tcp", socketBuffer: rc.UDP.SocketBuffer}
 		for _, t := range rc.Trusted {
 			pr, err := parsePrefix(t)
 			if err != nil {
@@ -248,9 +257,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 			}
 			r.udp = append(r.udp, c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
-			// Best effort: the kernel caps both at its rmem_max/wmem_max.
-			_ = c.SetReadBuffer(rc.UDP.SocketBuffer)
-			_ = c.SetWriteBuffer(rc.UDP.SocketBuffer)
+			setSocketBuffer(c, rc.UDP.SocketBuffer)
 		case "tcp":
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 			if err != nil {
@@ -375,8 +382,28 @@ func (e *Edge) Prepare(cfg Config, chains Chains) (*Update, error) {
 }
 
 // Install swaps the prepared generation in: the next INVITE runs it, calls
-// in flight finish on the one they started with. It cannot fail.
-func (u *Update) Install() { u.edge.gen.Store(u.gen) }
+// in flight finish on the one they started with. A changed
+// udp.socket_buffer is applied to the realm's open UDP sockets. It cannot
+// fail.
+func (u *Update) Install() {
+	old := u.edge.gen.Swap(u.gen)
+	for i, r := range u.edge.realms {
+		if r == nil || old == nil || old.realms[i].socketBuffer == u.gen.realms[i].socketBuffer {
+			continue
+		}
+		for _, c := range r.udp {
+			setSocketBuffer(c, u.gen.realms[i].socketBuffer)
+		}
+	}
+}
+
+// setSocketBuffer sets SO_RCVBUF and SO_SNDBUF of a UDP socket, best effort:
+// the kernel caps both at net.core.rmem_max/wmem_max, and a socket already
+// closed keeps nothing. Setting them on an open socket is safe while it reads.
+func setSocketBuffer(c *net.UDPConn, size int) {
+	_ = c.SetReadBuffer(size)
+	_ = c.SetWriteBuffer(size)
+}
 
 // Drain makes new INVITEs get 503 and waits until in-flight transactions and
 // confirmed dialogs have ended, or ctx is done.

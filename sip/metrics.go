@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"realm", "method"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stirgate_sip_responses_total",
-			Help: "SIP responses sent upstream (relayed or our own), by realm the request came from, method and status.",
+			Help: "SIP responses sent upstream, relayed or our own (with the 200 sipgo sends for a matching CANCEL; without 100 Trying, retransmissions and the stateless 400 sipgo sends to a request it cannot key), by realm the request came from, method and status.",
 		}, []string{"realm", "method", "status"}),
 		inProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "stirgate_calls_in_progress",

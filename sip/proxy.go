@@ -76,12 +76,13 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if code, reason, text := e.unsupported(req); code != 0 {
 		if !req.IsAck() {
-			res := sip.NewResponseFromRequest(req, code, reason, nil)
+			res := e.newResponse(req, code, reason)
 			res.AppendHeader(reasonHeader(code, text))
 			if code == 420 {
 				res.AppendHeader(sip.NewHeader("Unsupported", quotedText(strings.Join(headerValues(req, "Proxy-Require"), ", "))))
 			}
 			e.respond(r, req, tx, res)
+			e.recordRefusal(r, req, code, text)
 		}
 		return
 	}
@@ -123,7 +124,7 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 		// Out-of-dialog non-INVITE (REGISTER, MESSAGE, OPTIONS to a user,
 		// SUBSCRIBE...): forwarded to the peer's next hop without the chain.
 		if e.draining.Load() {
-			e.respondLocal(r, req, tx, 503, "Service Unavailable", "draining")
+			e.respondDraining(r, req, tx)
 			return
 		}
 		out := e.peer(r)
@@ -175,10 +176,10 @@ func hasForeignRoute(e *Edge, req *sip.Request) bool {
 
 func (e *Edge) answerOptions(r *realm, req *sip.Request, tx sip.ServerTransaction) {
 	if e.draining.Load() {
-		e.respondLocal(r, req, tx, 503, "Service Unavailable", "draining")
+		e.respondDraining(r, req, tx)
 		return
 	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res := e.newResponse(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	e.respond(r, req, tx, res)
@@ -188,10 +189,7 @@ func (e *Edge) answerOptions(r *realm, req *sip.Request, tx sip.ServerTransactio
 func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx sip.ServerTransaction) {
 	start := time.Now()
 	if e.draining.Load() {
-		res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
-		res.AppendHeader(sip.NewHeader("Retry-After", "30"))
-		res.AppendHeader(reasonHeader(503, "draining"))
-		e.respond(r, req, tx, res)
+		e.respondDraining(r, req, tx)
 		e.record(r, req, nil, 503, StageEdge, "draining", start)
 		return
 	}
@@ -201,7 +199,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	defer e.m.inProgress.WithLabelValues(r.name).Dec()
 
 	// A stateful proxy answers 100 at once so the caller stops retransmitting.
-	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	_ = tx.Respond(e.newResponse(req, 100, "Trying"))
 
 	call := newCall(r.name, r.dir, req)
 	ctx, cancel := txContext(tx)
@@ -214,7 +212,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		if !errors.As(err, &rej) {
 			rej = &Rejection{Code: 500, Reason: "Server Internal Error", Cause: err}
 		}
-		res := sip.NewResponseFromRequest(req, rej.Code, safeReason(rej.Reason), nil)
+		res := e.newResponse(req, rej.Code, safeReason(rej.Reason))
 		text := call.DecidedBy
 		if rej.Cause != nil {
 			text += ": " + rej.Cause.Error()
@@ -473,8 +471,10 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 	cancelled := make(chan struct{})
 	var once sync.Once
 	tx.OnCancel(func(*sip.Request) {
-		// sipgo answers a matching CANCEL itself; count it here.
+		// sipgo answers a matching CANCEL itself (200, before it calls
+		// this); count the request and that response here.
 		e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
+		e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
 		once.Do(func() { close(cancelled) })
 	})
 
@@ -623,11 +623,21 @@ func (e *Edge) cancelDownstream(out *realm, fwd *sip.Request) {
 	c.AppendHeader(sip.HeaderClone(fwd.To()))
 	c.AppendHeader(sip.HeaderClone(fwd.CallID()))
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: fwd.CSeq().SeqNo, MethodName: sip.CANCEL})
+	e.addUserAgent(c)
 	c.SetBody(nil)
 	c.SetTransport(fwd.Transport())
 	c.SetDestination(fwd.Destination())
 	c.Laddr = fwd.Laddr
 	go e.sendAndDrain(out, c)
+}
+
+// addUserAgent names us (sip.user_agent) in a request stirgate originates
+// (CANCEL, and the ACK and BYE that end a late 2xx); forwarded requests keep
+// the caller's. The header is shared, never changed.
+func (e *Edge) addUserAgent(req *sip.Request) {
+	if e.uaHdr != nil {
+		req.AppendHeader(e.uaHdr)
+	}
 }
 
 // sendAndDrain sends a request we originate and reads its responses to the end.
@@ -677,6 +687,7 @@ func (e *Edge) ackAndBye(out *realm, fwd *sip.Request, res *sip.Response) {
 		r.AppendHeader(sip.HeaderClone(res.To()))
 		r.AppendHeader(sip.HeaderClone(fwd.CallID()))
 		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+		e.addUserAgent(r)
 		r.SetBody(nil)
 		r.SetTransport(fwd.Transport())
 		r.Laddr = fwd.Laddr
@@ -840,12 +851,36 @@ func (e *Edge) respond(r *realm, req *sip.Request, tx sip.ServerTransaction, res
 	}
 }
 
+// newResponse is a response stirgate makes itself (not one it relays): it
+// names us in Server (sip.user_agent). The header is built once and shared
+// by every response, never changed.
+func (e *Edge) newResponse(req *sip.Request, code int, reason string) *sip.Response {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	if e.serverHdr != nil {
+		res.AppendHeader(e.serverHdr)
+	}
+	return res
+}
+
 // respondLocal answers req with our own status and a Reason header.
 func (e *Edge) respondLocal(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res := e.newResponse(req, code, reason)
 	if code >= 300 && text != "" {
 		res.AppendHeader(reasonHeader(code, text))
 	}
+	e.respond(r, req, tx, res)
+}
+
+// drainRetryAfter is the Retry-After (seconds) of the 503 a draining edge
+// answers new requests with: the caller retries elsewhere or later.
+var drainRetryAfter = sip.NewHeader("Retry-After", "30")
+
+// respondDraining answers a new request while the edge drains: 503 with
+// Retry-After, for INVITEs, OPTIONS and other out-of-dialog requests alike.
+func (e *Edge) respondDraining(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+	res := e.newResponse(req, 503, "Service Unavailable")
+	res.AppendHeader(drainRetryAfter)
+	res.AppendHeader(reasonHeader(503, "draining"))
 	e.respond(r, req, tx, res)
 }
 
@@ -853,6 +888,12 @@ func (e *Edge) respondLocal(r *realm, req *sip.Request, tx sip.ServerTransaction
 // initial INVITE refused here still gets its call record.
 func (e *Edge) refuse(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
 	e.respondLocal(r, req, tx, code, reason, text)
+	e.recordRefusal(r, req, code, text)
+}
+
+// recordRefusal writes the call record of an initial INVITE the edge
+// refused before its pipeline (stage edge); other requests have none.
+func (e *Edge) recordRefusal(r *realm, req *sip.Request, code int, text string) {
 	if req.IsInvite() && req.To() != nil && req.CallID() != nil && !hasToTag(req) {
 		e.record(r, req, nil, code, StageEdge, text, time.Now())
 	}

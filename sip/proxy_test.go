@@ -14,6 +14,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/emiago/sipgo/siptest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // testConfig is a config on loopback port 0: sockets are bound but no test
@@ -82,7 +83,16 @@ func (nopConn) Close() error               { return nil }
 
 func newTestEdge(t testing.TB, cfg Config, chains Chains) (*Edge, *downstream) {
 	t.Helper()
-	e, err := New(cfg, chains, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return newTestEdgeWith(t, cfg, chains, Options{})
+}
+
+// newTestEdgeWith is newTestEdge with opt (a nil Logger discards).
+func newTestEdgeWith(t testing.TB, cfg Config, chains Chains, opt Options) (*Edge, *downstream) {
+	t.Helper()
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e, err := New(cfg, chains, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,6 +505,22 @@ func TestEdgeCancel(t *testing.T) {
 					t.Errorf("BYE to %s CSeq %d, want the callee's Contact and CSeq 2", bye.Destination(), bye.CSeq().SeqNo)
 				}
 			}
+			// sipgo answered the CANCEL 200 upstream: the responses metric
+			// (relayed or our own) counts it next to the 487.
+			for status, want := range map[string]float64{"200": 1} {
+				if got := testutil.ToFloat64(e.m.responses.WithLabelValues("inside", "CANCEL", status)); got != want {
+					t.Errorf("responses{method=CANCEL,status=%s} = %v, want %v", status, got, want)
+				}
+			}
+			if got := testutil.ToFloat64(e.m.responses.WithLabelValues("inside", "INVITE", "487")); got != 1 {
+				t.Errorf("responses{method=INVITE,status=487} = %v, want 1", got)
+			}
+			// Requests stirgate originates name it in User-Agent.
+			for _, r := range d.sent()[1:] {
+				if h := r.GetHeader("User-Agent"); h == nil || h.Value() != "stirgate" {
+					t.Errorf("%s sent downstream with User-Agent %v, want stirgate (sip.user_agent)", r.Method, h)
+				}
+			}
 		})
 	}
 }
@@ -694,4 +720,128 @@ func TestCallOnEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// optionsTo is an OPTIONS from the trunk addressed to addr (stirgate itself
+// when addr is one of our listeners).
+func optionsTo(addr string) string {
+	return "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:15100;branch=z9hG4bK-opt-1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:trunk@127.0.0.1>;tag=1\r\nTo: <sip:" + addr + ">\r\n" +
+		"Call-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+}
+
+// TestEdgeDrainingAnswers503WithRetryAfter: while draining, every new
+// request (INVITE, OPTIONS to stirgate, other out-of-dialog requests) gets
+// 503 with Retry-After, as README and docs/DESIGN.md say.
+func TestEdgeDrainingAnswers503WithRetryAfter(t *testing.T) {
+	message := strings.NewReplacer("INVITE sip", "MESSAGE sip", "CSeq: 1 INVITE", "CSeq: 1 MESSAGE").Replace(testInvite)
+	for _, tt := range []struct {
+		name string
+		raw  func(e *Edge) string
+	}{
+		{"INVITE", func(*Edge) string { return testInvite }},
+		{"OPTIONS to stirgate", func(e *Edge) string { return optionsTo(e.ListenAddrs("outside")["UDP"]) }},
+		{"OPTIONS to a user", func(*Edge) string { return optionsTo("bob@127.0.0.1:15090") }},
+		{"out-of-dialog MESSAGE", func(*Edge) string { return message }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, d := newTestEdge(t, testConfig(), Chains{})
+			e.draining.Store(true)
+			up, down := run(t, e, d, outside, parseReq(t, tt.raw(e), "127.0.0.1:15100"))
+			f := finalOf(up)
+			if f == nil || f.StatusCode != 503 || len(down) != 0 {
+				t.Fatalf("final = %v, forwarded %d; want 503 and nothing forwarded", f, len(down))
+			}
+			if ra := f.GetHeader("Retry-After"); ra == nil || ra.Value() != "30" {
+				t.Errorf("Retry-After = %v, want 30", ra)
+			}
+		})
+	}
+}
+
+// TestEdgeRecordsEveryRefusedInitialInvite: every initial INVITE ends in
+// one call record, also those the edge refuses as unsupported (416, 420,
+// 505), with stage edge. In-dialog requests and other methods get none.
+func TestEdgeRecordsEveryRefusedInitialInvite(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		raw    string
+		status int // 0: no record expected
+	}{
+		{"sip version", strings.Replace(testInvite, "@127.0.0.1:5070 SIP/2.0", "@127.0.0.1:5070 SIP/7.0", 1), 505},
+		{"uri scheme", strings.Replace(testInvite, "INVITE sip:+1-202-555-0100@127.0.0.1:5070", "INVITE im:user@example.com", 1), 416},
+		{"proxy-require", strings.Replace(testInvite, "Content-Length: 0", "Proxy-Require: nothingweknow\r\nContent-Length: 0", 1), 420},
+		{"max-forwards 0", strings.Replace(testInvite, "Max-Forwards: 70", "Max-Forwards: 0", 1), 483},
+		{"re-INVITE proxy-require", strings.NewReplacer("To: <sip:+12025550100@example.net>", "To: <sip:+12025550100@example.net>;tag=x",
+			"Content-Length: 0", "Proxy-Require: nothingweknow\r\nContent-Length: 0").Replace(testInvite), 0},
+		{"MESSAGE proxy-require", strings.NewReplacer("INVITE sip", "MESSAGE sip", "CSeq: 1 INVITE", "CSeq: 1 MESSAGE",
+			"Content-Length: 0", "Proxy-Require: nothingweknow\r\nContent-Length: 0").Replace(testInvite), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var recs []CallRecord
+			e, d := newTestEdgeWith(t, testConfig(), Chains{}, Options{Records: func(r CallRecord) { recs = append(recs, r) }})
+			up, _ := run(t, e, d, inside, parseReq(t, tt.raw, "127.0.0.1:5090"))
+			if f := finalOf(up); f == nil || f.StatusCode < 400 {
+				t.Fatalf("final = %v, want a refusal", f)
+			}
+			if tt.status == 0 {
+				if len(recs) != 0 {
+					t.Fatalf("records = %+v, want none for a request that is no initial INVITE", recs)
+				}
+				return
+			}
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want 1", len(recs))
+			}
+			if r := recs[0]; r.Status != tt.status || r.Stage != StageEdge || r.CallID != "call-1@test" || r.Realm != "inside" {
+				t.Errorf("record = %+v, want status %d, stage edge, call-1@test in inside", r, tt.status)
+			}
+		})
+	}
+}
+
+// TestEdgeNamesItselfInServer: the responses stirgate makes itself carry
+// Server: <sip.user_agent>; relayed ones keep the callee's headers.
+func TestEdgeNamesItselfInServer(t *testing.T) {
+	const ua = "stirgate-test/1.0"
+	cfg := testConfig()
+	cfg.UserAgent = ua
+	reject := Chains{Outside: Chain{HandlerFunc{"dnc", func(context.Context, *Call) error { return Reject(603, "Decline", nil) }}}}
+	for _, tt := range []struct {
+		name   string
+		raw    func(e *Edge) string
+		chains Chains
+		want   []int // statuses that must carry Server, in order
+	}{
+		{"OPTIONS 200", func(e *Edge) string { return optionsTo(e.ListenAddrs("outside")["UDP"]) }, Chains{}, []int{200}},
+		{"pipeline rejection", func(*Edge) string { return testInvite }, reject, []int{100, 603}},
+		{"edge refusal", func(*Edge) string { return strings.Replace(testInvite, "Max-Forwards: 70", "Max-Forwards: 0", 1) }, Chains{}, []int{483}},
+		{"unsupported", func(*Edge) string {
+			return strings.Replace(testInvite, "Content-Length: 0", "Proxy-Require: x\r\nContent-Length: 0", 1)
+		}, Chains{}, []int{420}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, d := newTestEdge(t, cfg, tt.chains)
+			up, _ := run(t, e, d, outside, parseReq(t, tt.raw(e), "127.0.0.1:15100"))
+			if len(up) != len(tt.want) {
+				t.Fatalf("upstream got %v, want %v", up, tt.want)
+			}
+			for i, res := range up {
+				if res.StatusCode != tt.want[i] {
+					t.Fatalf("response %d = %d, want %d", i, res.StatusCode, tt.want[i])
+				}
+				if h := res.GetHeader("Server"); h == nil || h.Value() != ua {
+					t.Errorf("%d Server = %v, want %q", res.StatusCode, h, ua)
+				}
+			}
+		})
+	}
+	t.Run("relayed 200 keeps the callee's", func(t *testing.T) {
+		e, d := newTestEdge(t, cfg, Chains{})
+		up, _ := run(t, e, d, outside, parseReq(t, testInvite, "127.0.0.1:15100"))
+		if f := finalOf(up); f == nil || f.StatusCode != 200 || f.GetHeader("Server") != nil {
+			t.Fatalf("relayed final = %v, want the callee's 200 without our Server", f)
+		}
+	})
 }
