@@ -61,6 +61,9 @@ type Edge struct {
 	// Server and User-Agent headers (sip.user_agent) for the responses and
 	// requests stirgate makes itself: built once, shared, never changed.
 	serverHdr, uaHdr sip.Header
+	// cancelWait is how long a CANCELled INVITE waits for its final
+	// response before it is given up (RFC 3261 9.1: 64*T1).
+	cancelWait time.Duration
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -174,6 +177,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	}
 	e.dialogs = newDialogs(e.m.dialogs)
 	e.acks = newAckFilter(64 * sip.T1) // timer H: how long a UAC retransmits its ACK
+	e.cancelWait = 64 * sip.T1
 	e.setSipgoGlobals()
 	g, err := buildGeneration(cfg, chains)
 	if err != nil {

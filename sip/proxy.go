@@ -486,10 +486,16 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 		cancelWanted bool   // upstream cancelled, or timer C fired
 		answered     int    // status already sent upstream (487/408), 0 if none
 		answeredBy   string // who decided it
+		// giveUp fires cancelWait after our CANCEL: a callee that never
+		// answers the INVITE finally must not hold the call (its goroutine,
+		// record and drain) forever. sipgo's INVITE client transaction has
+		// no timer once a 1xx arrived.
+		giveUp <-chan time.Time
 	)
 	sendCancel := func() {
 		if provisional {
 			e.cancelDownstream(out, fwd)
+			giveUp = time.After(e.cancelWait)
 		}
 	}
 	for {
@@ -561,6 +567,13 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 				cancelWanted = true
 				sendCancel()
 			}
+		case <-giveUp:
+			// RFC 3261 9.1: no final response 64*T1 after the CANCEL, the
+			// INVITE is considered cancelled. Upstream has its answer
+			// (487 or 408); a late response is now a stray one.
+			e.log.Warn("no final response to a CANCELled INVITE: given up", "call_id", req.CallID().Value(), "realm", out.name, "after", e.cancelWait)
+			ctx.Terminate()
+			return answered, answeredBy
 		case <-timerC.C:
 			if answered == 0 {
 				answered, answeredBy = 408, StageEdge

@@ -845,3 +845,45 @@ func TestEdgeNamesItselfInServer(t *testing.T) {
 		}
 	})
 }
+
+// TestEdgeGivesUpCancelledInviteWithoutFinal: a callee that rang, got our
+// CANCEL (timer C or the caller's) and never answers the INVITE finally does
+// not hold the call forever (RFC 3261 9.1: after 64*T1 the INVITE is
+// considered cancelled): the handler returns, the call gets its record and
+// no longer counts as in flight, so a drain can end.
+func TestEdgeGivesUpCancelledInviteWithoutFinal(t *testing.T) {
+	cfg := testConfig()
+	cfg.InviteTimeout = time.Second
+	fin := &finisher{}
+	e, d := newTestEdge(t, cfg, Chains{Inside: Chain{fin}})
+	e.cancelWait = 50 * time.Millisecond // 64*T1 (32 s) by the book
+	d.script = func(req *sip.Request, tx *sip.ClientTx) {
+		switch req.Method {
+		case sip.INVITE:
+			tx.Receive(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		case sip.CANCEL:
+			tx.Receive(sip.NewResponseFromRequest(req, 200, "OK", nil)) // and never a 487
+		}
+	}
+	req := parseReq(t, testInvite, "127.0.0.1:5090")
+	stx := siptest.NewServerTxRecorder(req)
+	done := make(chan struct{})
+	go func() { e.serve(e.realms[inside], req, stx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second): // a bound, not a measurement: timer C is 1 s
+		t.Fatalf("the call is still held (downstream saw %s, in flight %d)", methods(d.sent()), e.inflight.Load())
+	}
+	if f := finalOf(stx.Result()); f == nil || f.StatusCode != 408 {
+		t.Fatalf("upstream final = %v, want 408 (timer C)", f)
+	}
+	if rec, n := fin.last(); n != 1 || rec.Status != 408 || rec.Stage != StageEdge {
+		t.Errorf("finisher got %d records, last %+v; want one 408 by the edge", n, rec)
+	}
+	if n := e.inflight.Load(); n != 0 {
+		t.Errorf("in flight = %d after the call was given up, want 0", n)
+	}
+	if got := testutil.ToFloat64(e.m.inProgress.WithLabelValues("inside")); got != 0 {
+		t.Errorf("calls in progress = %v, want 0", got)
+	}
+}
