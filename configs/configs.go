@@ -253,9 +253,8 @@ func Decode(file string, data []byte, out Section) error {
 	if err := dec.Decode(&extra); err == nil {
 		e.Problems = append(e.Problems, Problem{Line: extra.Line, Msg: "only one YAML document is allowed"})
 	}
-	zeros := zeroScalars(&root)
 	out.ApplyDefaults()
-	for _, oe := range overridden(out, zeros) {
+	for _, oe := range overridden(out, idx.zeros) {
 		p := validationProblem(oe.Error(), idx)
 		reported[p.Key] = true
 		e.Problems = append(e.Problems, p)
@@ -305,10 +304,12 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// keyIndex maps key paths to lines and lines to key paths.
+// keyIndex maps key paths to lines and lines to key paths, and lists the
+// paths whose value is a zero (isZeroScalar).
 type keyIndex struct {
 	lineOf map[string]int
 	keyAt  map[int]string
+	zeros  []string
 }
 
 func indexKeys(root *yaml.Node) keyIndex {
@@ -341,6 +342,10 @@ func indexKeys(root *yaml.Node) keyIndex {
 					idx.keyAt[c.Line] = p
 				}
 				walk(c, p)
+			}
+		case yaml.ScalarNode:
+			if isZeroScalar(n) {
+				idx.zeros = append(idx.zeros, path)
 			}
 		}
 	}

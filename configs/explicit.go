@@ -10,42 +10,11 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// zeroScalars lists the key paths whose value in the file is a zero: 0,
-// 0s, 0.0 or an empty string. Sections treat a zero as "absent" and
-// ApplyDefaults fills it in, so such a key written out would silently get
-// the default: overridden reports them instead (e.g. verify.max_skew: 0s
-// asks for strict clocks and would get 10s).
-func zeroScalars(root *yaml.Node) []string {
-	var out []string
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				p := n.Content[i].Value
-				if path != "" {
-					p = path + "." + p
-				}
-				walk(n.Content[i+1], p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				walk(c, fmt.Sprintf("%s[%d]", path, i))
-			}
-		case yaml.ScalarNode:
-			if isZeroScalar(n) {
-				out = append(out, path)
-			}
-		}
-	}
-	walk(root, "")
-	return out
-}
-
+// isZeroScalar reports whether a value in the file is a zero: 0, 0s, 0.0
+// or an empty string. Sections treat a zero as "absent" and ApplyDefaults
+// fills it in, so such a key written out would silently get the default:
+// overridden reports those instead (verify.max_skew: 0s asks for strict
+// clocks and would get 10s). indexKeys collects them.
 func isZeroScalar(n *yaml.Node) bool {
 	switch n.Tag {
 	case "!!str":
