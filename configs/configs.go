@@ -23,6 +23,7 @@ import (
 
 	"github.com/stirgate/stirgate/attest"
 	"github.com/stirgate/stirgate/policy"
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
 	"github.com/stirgate/stirgate/verify"
 )
@@ -45,6 +46,9 @@ type Config struct {
 	Attest   attest.Config   `yaml:"attest"`
 	Verify   verify.Config   `yaml:"verify"`
 	Policy   policy.Settings `yaml:"policy"`
+	// State is where policy state and the replay cache live: this node's
+	// memory, or Redis shared by several nodes.
+	State store.Config `yaml:"state"`
 
 	// File is the path the configuration was read from ("" when embedded);
 	// relative paths in it resolve against its directory.
@@ -112,6 +116,7 @@ func (c *Config) ApplyDefaults() {
 	c.SIP.ApplyDefaults()
 	c.Attest.ApplyDefaults()
 	c.Verify.ApplyDefaults()
+	c.State.ApplyDefaults()
 }
 
 // Production reports whether the configuration is for production.
@@ -158,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, prefix("policy.", err)...)
+	}
+	if err := c.State.Validate(); err != nil {
+		errs = append(errs, prefix("state.", err)...)
 	}
 	return errors.Join(errs...)
 }
