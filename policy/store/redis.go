@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+)
+
+// RedisOptions is what NewRedis needs; cmd builds it from RedisConfig (the
+// password read from its file, the TLS files loaded).
+type RedisOptions struct {
+	Mode               string // standalone | sentinel | cluster
+	Addrs              []string
+	MasterName         string // sentinel only
+	Username, Password string
+	DB                 int
+	TLS                *tls.Config   // nil: plain TCP
+	Timeout            time.Duration // per operation (0: DefaultRedisTimeout)
+	DialTimeout        time.Duration // per (re)connection attempt (0: DefaultRedisDialTimeout)
+	KeyPrefix          string        // before every key
+	Registerer         prometheus.Registerer
+	// The same caps as Memory's (0: Memory's defaults).
+	MaxMembers, MaxComplaints int
+	ComplaintRetention        time.Duration
+}
+
+// Redis is the Store shared by several nodes through Redis (standalone,
+// Sentinel or Cluster). Every operation is one round trip: a single command
+// or a Lua script run by SHA (EVALSHA, falling back to EVAL after a Redis
+// restart or failover flushed the script cache), each touching one key, so
+// it is atomic on a Cluster too. Times come from the caller's now, never
+// from Redis's clock, so Memory and Redis give the same answers for the same
+// calls (Redis keeps sorted-set times in µs, Memory in ns); only the key
+// expiries (PEXPIRE, SET PX) run on Redis's clock, and they only drop keys
+// whose contents no longer count.
+//
+// Every method bounds its call with Timeout (context.WithTimeout on top of
+// the caller's context) and wraps any failure with the structure and key.
+// The client reconnects by itself after an outage.
+type Redis struct {
+	client  rueidis.Client
+	prefix  string
+	timeout time.Duration
+	m       *redisMetrics
+
+	maxMembers, maxComplaints int
+	retention                 time.Duration
+
+	counter    redisCounter
+	distinct   redisDistinct
+	flags      redisFlags
+	complaints redisComplaints
+	concurrent redisConcurrency
+	once       redisOnce
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis connects to Redis. An error names the mode, the addresses and
+// the cause (never the password).
+func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultRedisTimeout
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultRedisDialTimeout
+	}
+	where := fmt.Sprintf("redis %s %s", o.Mode, strings.Join(o.Addrs, ","))
+	if len(o.Addrs) == 0 {
+		return nil, fmt.Errorf("%s: no address", where)
+	}
+	opt := rueidis.ClientOption{
+		InitAddress: o.Addrs,
+		Username:    o.Username,
+		Password:    o.Password,
+		SelectDB:    o.DB,
+		TLSConfig:   o.TLS,
+		Dialer:      net.Dialer{Timeout: o.DialTimeout},
+		// Client-side caching comes with the batching step; until then no
+		// CLIENT TRACKING.
+		DisableCache: true,
+	}
+	switch o.Mode {
+	case "standalone":
+		opt.ForceSingleClient = true
+	case "sentinel":
+		if o.MasterName == "" {
+			return nil, fmt.Errorf("%s: sentinel needs a master name", where)
+		}
+		// The sentinels are reached with the same TLS and without AUTH;
+		// the master with the ACL user above.
+		opt.Sentinel = rueidis.SentinelOption{
+			MasterSet: o.MasterName,
+			TLSConfig: o.TLS,
+			Dialer:    net.Dialer{Timeout: o.DialTimeout},
+		}
+	case "cluster":
+		if o.DB != 0 {
+			return nil, fmt.Errorf("%s: a Redis Cluster has database 0 only", where)
+		}
+	default:
+		return nil, fmt.Errorf("%s: mode %q is not one of standalone, sentinel, cluster", where, o.Mode)
+	}
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if o.Mode == "cluster" && client.Mode() != rueidis.ClientModeCluster {
+		client.Close()
+		return nil, fmt.Errorf("%s: not a Redis Cluster (cluster_enabled is off)", where)
+	}
+	m, err := newRedisMetrics(o.Registerer)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("%s: metrics: %w", where, err)
+	}
+	r := &Redis{
+		client:        client,
+		prefix:        o.KeyPrefix,
+		timeout:       o.Timeout,
+		m:             m,
+		maxMembers:    cmp0(o.MaxMembers, DefaultMaxMembers),
+		maxComplaints: cmp0(o.MaxComplaints, DefaultMaxComplaints),
+		retention:     o.ComplaintRetention,
+	}
+	if r.retention <= 0 {
+		r.retention = DefaultComplaintRetention
+	}
+	r.counter.r, r.distinct.r, r.flags.r, r.complaints.r, r.concurrent.r, r.once.r = r, r, r, r, r, r
+	// Load the scripts on every node now, so calls start with EVALSHA. A
+	// node that forgets them later (restart, failover) gets EVAL once.
+	lctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
+	defer cancel()
+	for addr, node := range client.Nodes() {
+		for _, s := range allScripts {
+			if err := node.Do(lctx, node.B().ScriptLoad().Script(s.src).Build()).Error(); err != nil {
+				client.Close()
+				return nil, fmt.Errorf("%s: loading scripts on %s: %w", where, addr, err)
+			}
+		}
+	}
+	return r, nil
+}
+
+func cmp0(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Counter returns the sliding-window counters.
+func (r *Redis) Counter() Counter { return &r.counter }
+
+// Distinct returns the distinct-member counts.
+func (r *Redis) Distinct() Distinct { return &r.distinct }
+
+// Flags returns the expiring flags.
+func (r *Redis) Flags() Flags { return &r.flags }
+
+// Complaints returns the complaint log.
+func (r *Redis) Complaints() Complaints { return &r.complaints }
+
+// Concurrency returns the calls-in-progress slots.
+func (r *Redis) Concurrency() Concurrency { return &r.concurrent }
+
+// Once returns the replay cache shared by all nodes.
+func (r *Redis) Once() Once { return &r.once }
+
+// Close closes the connections; calls made afterwards fail.
+func (r *Redis) Close() error {
+	r.client.Close()
+	return nil
+}
+
+// Once remembers keys for a time: the verifier's replay cache shared by all
+// nodes.
+type Once interface {
+	// Seen reports whether key was claimed and has not expired (EXISTS).
+	Seen(ctx context.Context, key string, now time.Time) (bool, error)
+	// Claim records key for ttl unless it is already there (SET key 1 NX
+	// PX ttl): of any number of concurrent Claims of one key, exactly one
+	// returns true.
+	Claim(ctx context.Context, key string, ttl time.Duration, now time.Time) (bool, error)
+}
+
+// key is the Redis key of one structure's key: prefix, a letter for the
+// structure and the key as a {hash tag}, so everything a script touches
+// for it lives in one Cluster slot.
+func (r *Redis) key(kind, key string) string {
+	return r.prefix + kind + ":{" + key + "}"
+}
+
+// do runs one command under the operation deadline and records it.
+func (r *Redis) do(ctx context.Context, op string, cmd rueidis.Completed) rueidis.RedisResult {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	start := time.Now()
+	res := r.client.Do(ctx, cmd)
+	r.observe(op, start, res.Error())
+	return res
+}
+
+// eval runs a script on one key under the operation deadline: EVALSHA, and
+// EVAL when the node does not know the script.
+func (r *Redis) eval(ctx context.Context, op string, s *script, key string, args ...string) rueidis.RedisResult {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	start := time.Now()
+	res := r.client.Do(ctx, s.evalsha(r.client.B(), key, args))
+	if e, ok := rueidis.IsRedisErr(res.Error()); ok && e.IsNoScript() {
+		res = r.client.Do(ctx, s.eval(r.client.B(), key, args))
+	}
+	r.observe(op, start, res.Error())
+	return res
+}
+
+func (r *Redis) observe(op string, start time.Time, err error) {
+	r.m.seconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil && !rueidis.IsRedisNil(err) {
+		r.m.errors.WithLabelValues(errKind(err)).Inc()
+	}
+}
+
+// script is a Lua script run by SHA.
+type script struct{ src, sha string }
+
+func newScript(src string) *script {
+	sum := sha1.Sum([]byte(src))
+	return &script{src: src, sha: hex.EncodeToString(sum[:])}
+}
+
+func (s *script) evalsha(b rueidis.Builder, key string, args []string) rueidis.Completed {
+	return b.Evalsha().Sha1(s.sha).Numkeys(1).Key(key).Arg(args...).Build()
+}
+
+func (s *script) eval(b rueidis.Builder, key string, args []string) rueidis.Completed {
+	return b.Eval().Script(s.src).Numkeys(1).Key(key).Arg(args...).Build()
+}
+
+// Times in Redis: sorted-set scores are µs since the epoch (exact in a
+// double until the year 2255), expiries are ms rounded up.
+func micros(t time.Time) string { return strconv.FormatInt(floorDiv(t.UnixNano(), 1000), 10) }
+
+func microsNs(ns int64) string { return strconv.FormatInt(floorDiv(ns, 1000), 10) }
+
+func durMicros(d time.Duration) string { return strconv.FormatInt(int64(d/time.Microsecond), 10) }
+
+func ceilMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 1
+	}
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return max(int64(ms), 1)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// wrap names the structure and key of a failed operation.
+func wrap(structure, key string, err error) error {
+	return fmt.Errorf("redis %s %q: %w", structure, key, err)
+}
+
+// asInt reads an integer reply.
+func asInt(res rueidis.RedisResult) (int, error) {
+	n, err := res.AsInt64()
+	if err != nil {
+		return 0, err
+	}
+	if n > math.MaxInt || n < math.MinInt {
+		return 0, errors.New("reply out of range")
+	}
+	return int(n), nil
+}
