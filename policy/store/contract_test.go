@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store/redistest"
 )
 
 // The store contract: Memory, Redis standalone and a 3-master Redis Cluster
@@ -44,16 +46,16 @@ func contractImpls(t *testing.T) []contractImpl {
 	if testing.Short() {
 		return []contractImpl{memory}
 	}
-	single := startRedis(t)
-	nodes := startCluster(t)
+	single := redistest.Start(t)
+	nodes := redistest.StartCluster(t, 3)
 	return []contractImpl{
 		memory,
 		{"redis", func(t *testing.T) (Store, Once) {
-			r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{single.addr()}})
+			r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{single.Addr}})
 			return r, r.Once()
 		}},
 		{"cluster", func(t *testing.T) (Store, Once) {
-			r := openRedis(t, RedisOptions{Mode: "cluster", Addrs: []string{nodes[0].addr(), nodes[1].addr()}})
+			r := openRedis(t, RedisOptions{Mode: "cluster", Addrs: []string{nodes[0].Addr, nodes[1].Addr}})
 			return r, r.Once()
 		}},
 	}
@@ -444,8 +446,8 @@ func testOnce(t *testing.T, impls []contractImpl) {
 // TestRedisKeysHashTagged: every key of one structure and key lives in one
 // Cluster slot ({key} hash tag), and nothing is left without an expiry.
 func TestRedisKeysHashTagged(t *testing.T) {
-	single := startRedis(t)
-	r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{single.addr()}, KeyPrefix: "p:"})
+	single := redistest.Start(t)
+	r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{single.Addr}, KeyPrefix: "p:"})
 	ctx := context.Background()
 	now := time.Now()
 	must := func(err error) {
