@@ -34,11 +34,11 @@ const CounterBuckets = 12
 // Time never goes backwards for a key: a now earlier than the newest bucket
 // is treated as that bucket.
 //
-// Redis: one hash per key, field = bucket index (now.UnixNano()/width),
-// in a Lua script: HINCRBY the current field, HDEL fields at or below
-// index-CounterBuckets, sum the remaining fields, PEXPIRE the key to
-// window+width. Separate bucket keys with a common {hash tag} plus MGET work
-// as well. The result must equal Memory's for the same calls.
+// Redis: one hash per key (fields w = width, h = newest index, and one per
+// bucket index now.UnixNano()/width), in a Lua script: HINCRBY the current
+// field, HDEL fields at or below index-CounterBuckets, sum the remaining
+// fields, PEXPIRE the key to window+width. The result equals Memory's for
+// the same calls.
 type Counter interface {
 	// Add records n (>= 0) events for key at now and returns the count
 	// within the window ending at now, these events included.
@@ -59,9 +59,10 @@ type Counter interface {
 // window, new members are not recorded and Add returns the cap: read it as
 // "at least the cap". Policy thresholds are meant to be far below it.
 //
-// Redis: a sorted set per key, score = time in ms: ZREMRANGEBYSCORE key -inf
-// (now-window); ZSCORE key member, and when absent ZCARD and, below the cap,
-// ZADD key now member (present members get ZADD GT now); ZCARD; PEXPIRE key
+// Redis: a sorted set per key, member = 16 bytes of the member's SHA-256,
+// score = time in µs: ZREMRANGEBYSCORE key -inf (now-window); ZSCORE key
+// member, and when absent ZCARD and, below the cap, ZADD key now member
+// (a present member's score only moves forward); ZCARD; PEXPIRE key
 // window. Done in one Lua script so the cap holds.
 type Distinct interface {
 	// Add records member for key at now and returns the number of distinct
@@ -72,7 +73,7 @@ type Distinct interface {
 // Flags are keys that are set until an expiry: protect mode for a callee,
 // "flagged as one-ring" for a caller, a callback shield.
 //
-// Redis: Set is SET key <until in ms> PX ttl (DEL when ttl <= 0); Get is GET
+// Redis: Set is SET key <until in ns> PX ttl (DEL when ttl <= 0); Get is GET
 // key, ok when it exists and until is after now (now is compared too, so a
 // node whose clock is ahead of Redis's sees the same answer as Memory).
 type Flags interface {
@@ -92,10 +93,11 @@ type Flags interface {
 // 1,024, WithMaxComplaints), dropping the oldest; a Count is therefore exact
 // up to the cap and for windows up to the retention.
 //
-// Redis: a sorted set per subject, score = time in ms, member unique per
-// complaint (time plus a random suffix): Add is ZADD, ZREMRANGEBYSCORE
-// -inf (at-retention), ZREMRANGEBYRANK 0 -(cap+1), PEXPIRE retention;
-// Count is ZCOUNT subject (now-window) now.
+// Redis: a sorted set per subject, score = time in µs, member unique per
+// complaint (time plus a random suffix): Add is a Lua script (ZREMRANGEBYSCORE
+// -inf (newest-retention), at the cap ZREMRANGEBYRANK the oldest, ZADD,
+// PEXPIRE to retention after the newest); Count is ZCOUNT subject
+// (now-window now.
 type Complaints interface {
 	// Add records one complaint against subject at the given time.
 	// Complaints older than the retention are ignored.
@@ -109,7 +111,7 @@ type Complaints interface {
 // Release. A slot also ends at its ttl, so one whose release was lost (a
 // crashed node) frees itself.
 //
-// Redis: a sorted set per key, member = call, score = expiry in ms:
+// Redis: a sorted set per key, member = call, score = expiry in µs:
 // ZREMRANGEBYSCORE key -inf now; ZADD key expiry member; ZCARD; PEXPIRE key
 // to the latest expiry, in one Lua script. Release is ZREM.
 type Concurrency interface {
