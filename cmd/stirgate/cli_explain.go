@@ -13,7 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/verify"
 )
 
 // explainCommand runs one INVITE from a file through the configured
@@ -54,7 +56,7 @@ func explainCommand(args []string) int {
 		fmt.Fprintln(os.Stderr, "cannot create the development PKI:", err)
 		return 1
 	}
-	sh, err := newShared(log, prometheus.NewRegistry(), cfg.Verify.X5U)
+	sh, err := newShared(log, prometheus.NewRegistry(), cfg.Verify.X5U, store.NewMemory(), verify.NewMemoryReplay())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot build the call pipeline:", err)
 		return 1

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy/store"
+	"github.com/stirgate/stirgate/policy/store/redistest"
 	"github.com/stirgate/stirgate/sip"
 )
 
@@ -111,9 +113,17 @@ func TestREADMEMetricsAreRegistered(t *testing.T) {
 			r.Listen[i].Addr = "127.0.0.1:0"
 		}
 	}
+	// With Redis as the state backend, so its metrics are registered too.
+	cfg.State = store.Config{Backend: "redis", Redis: store.RedisConfig{Addrs: []string{redistest.Start(t).Addr}}}
+	cfg.State.ApplyDefaults()
 	reg := &describingRegisterer{Registerer: prometheus.NewRegistry(), labels: map[string][]string{}}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if _, err := newShared(log, reg, cfg.Verify.X5U); err != nil {
+	st, replay, err := openState(cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := newShared(log, reg, cfg.Verify.X5U, st, replay); err != nil {
 		t.Fatal(err)
 	}
 	newReloadMetrics(reg)

@@ -39,7 +39,7 @@ type fetchUpdate struct {
 type shared struct {
 	log           *slog.Logger
 	reg           prometheus.Registerer
-	replay        *verify.MemoryReplay
+	replay        verify.ReplayStore
 	verifyMetrics *verify.Metrics
 	fetcher       *certs.Fetcher   // process-wide x5u cache
 	fetchPolicy   verify.X5UConfig // the policy in force in fetcher
@@ -48,14 +48,15 @@ type shared struct {
 }
 
 // newShared makes the state that outlives generations; x is the x5u fetch
-// policy of the first configuration.
-func newShared(log *slog.Logger, reg prometheus.Registerer, x verify.X5UConfig) (*shared, error) {
+// policy of the first configuration, st and replay the policy store and the
+// replay cache (openState).
+func newShared(log *slog.Logger, reg prometheus.Registerer, x verify.X5UConfig, st store.Store, replay verify.ReplayStore) (*shared, error) {
 	f, err := certs.NewFetcher(x.Policy(), certs.WithMetrics(reg), certs.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("verify.x5u: %w", err)
 	}
-	return &shared{log: log, reg: reg, replay: verify.NewMemoryReplay(), verifyMetrics: verify.NewMetrics(reg),
-		fetcher: f, fetchPolicy: x, policy: store.NewMemory(), policyMetrics: policy.NewMetrics(reg)}, nil
+	return &shared{log: log, reg: reg, replay: replay, verifyMetrics: verify.NewMetrics(reg),
+		fetcher: f, fetchPolicy: x, policy: st, policyMetrics: policy.NewMetrics(reg)}, nil
 }
 
 // install puts the shared side of an accepted generation in force: its x5u

@@ -20,7 +20,9 @@ import (
 	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/verify"
 )
 
 // benchPolicy is a realistic policy for the whole-pipeline benchmarks: a
@@ -131,7 +133,7 @@ policy:
 	if err != nil {
 		b.Fatal(err)
 	}
-	sh, err := newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), cfg.Verify.X5U)
+	sh, err := newShared(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), cfg.Verify.X5U, store.NewMemory(), verify.NewMemoryReplay())
 	if err != nil {
 		b.Fatal(err)
 	}

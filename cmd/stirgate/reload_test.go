@@ -22,7 +22,9 @@ import (
 
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/verify"
 )
 
 // reloadFixture is serve's wiring (shared state, edge, repository,
@@ -75,7 +77,7 @@ func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	sh, err := newShared(log, reg, cfg.Verify.X5U)
+	sh, err := newShared(log, reg, cfg.Verify.X5U, store.NewMemory(), verify.NewMemoryReplay())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -144,7 +145,16 @@ func serve(args []string) int {
 		log.Error("cannot create the development PKI", "err", err)
 		return 2
 	}
-	sh, err := newShared(log, reg, cfg.Verify.X5U)
+	st, replay, err := openState(cfg, reg)
+	if err != nil {
+		log.Error("cannot open the state backend", "err", err)
+		return 2
+	}
+	defer st.Close()
+	if cfg.State.Backend == "redis" {
+		log.Info("state shared in Redis", "mode", cfg.State.Redis.Mode, "addrs", cfg.State.Redis.Addrs)
+	}
+	sh, err := newShared(log, reg, cfg.Verify.X5U, st, replay)
 	if err != nil {
 		log.Error("cannot build call pipeline", "err", err)
 		return 2
@@ -274,6 +284,9 @@ func (r *reloader) reload() error {
 	}
 	if cfg.Runtime != r.cfg.Runtime {
 		restart = append(restart, "runtime")
+	}
+	if !reflect.DeepEqual(cfg.State, r.cfg.State) {
+		restart = append(restart, "state")
 	}
 	if cfg.Log.Format != r.cfg.Log.Format {
 		restart = append(restart, "log.format")
