@@ -27,7 +27,7 @@ const storeTimeout = 20 * time.Millisecond
 // 460 ms, is margin for a loaded 2-core machine (stirgate, SIPp and
 // redis-server share it; a call normally takes ~1 ms). 500 ms is SIP's
 // T1: a caller that got no 100 Trying would retransmit then. A call that
-// waited for Redis (the 2 s CLIENT PAUSE, the 1 s dial_timeout) or hung
+// waited for Redis (the 5 s CLIENT PAUSE, the 1 s dial_timeout) or hung
 // exceeds it.
 const decisionBound = 2*storeTimeout + 460*time.Millisecond
 
@@ -319,4 +319,95 @@ func TestRedisOutageFailClosed(t *testing.T) {
 		t.Errorf("SIPp counted %d successful calls, %d were answered 200", res.Successful, codes[200])
 	}
 	requireLimitResumed(t, cfg)
+}
+
+// TestRedisSlowIsAnOutage: a Redis that does not answer (CLIENT PAUSE
+// 5000 ALL: it holds every command for 5 s; long enough for the SIPp
+// caller, ~1 s to start, to call inside it) is treated like an outage at
+// the store deadline. During the pause a call from the trunk whose rule
+// fails closed gets 503, and a SIPp call whose rule fails open is
+// answered 200 by the callee, each within decisionBound (20 ms of store
+// deadline + margin: well before the pause ends, so neither waited for
+// Redis), each with a store_error hit naming the deadline in its call
+// record; stirgate_state_redis_errors_total{kind="timeout"} grows. Once
+// the pause is over, the closed rule counts again: calls go through.
+func TestRedisSlowIsAnOutage(t *testing.T) {
+	requireSipp(t)
+	redis, cfg, p := redisProxy(t, `rules:
+  - name: open-limit
+    type: rate
+    match: {realm: outside, sources: ["127.0.0.1/32"]}
+    key: caller
+    limit: 1000
+    window: 1m
+    on_store_error: open
+    action: {type: reject}
+  - name: closed-limit
+    type: rate
+    match: {realm: outside, sources: ["127.0.0.3/32"]}
+    key: caller
+    limit: 1000
+    window: 1m
+    on_store_error: closed
+    action: {type: reject}
+`)
+	// The callee of each SIPp call is started first; the caller from
+	// source (its rule) at 10 calls/s sends its INVITE 100 ms after start.
+	call := func(name, source string, uas *sippProc) []callTiming {
+		t.Helper()
+		if uas == nil {
+			uas = startSipp(t, sippRun{Name: name + "-uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: 1, Timeout: 20 * time.Second})
+		}
+		res := runSipp(t, sippRun{Name: name + "-uac", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: source, Calls: 1, Rate: 10, ShortMsg: true, Timeout: 20 * time.Second})
+		res.require(t, 1)
+		uas.Wait(t).require(t, 1)
+		return inviteTimings(t, filepath.Join(res.Dir, "shortmsg.csv"))
+	}
+	// Both rules reach Redis before the pause: connected, scripts loaded.
+	call("before-open", "127.0.0.1", nil)
+	call("before-closed", "127.0.0.3", nil)
+	if recs := recordsWith(p, "action=store_error"); len(recs) != 0 {
+		t.Fatalf("store errors before the pause: %q", recs)
+	}
+	before := redisErrors(t, p)
+
+	uas := startSipp(t, sippRun{Name: "paused-uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: 1, Timeout: 20 * time.Second})
+	if got := redis.Do("CLIENT", "PAUSE", "5000", "ALL"); got != "OK" {
+		t.Fatalf("CLIENT PAUSE: %q", got)
+	}
+	paused := time.Now()
+	got := sendUDPFrom(t, "127.0.0.3", cfg.OutsideAddr(), inviteFrom(cfg.OutsideAddr(), "+15551230003", "+15559870002", 1), answerWait)
+	closedWait := time.Since(paused)
+	if !strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Fatalf("closed-limit call while Redis is paused: %q, want 503", got)
+	}
+	openCalls := call("paused-open", "127.0.0.1", uas)
+	t.Logf("while paused: the closed rule's 503 after %v, the open rule's call answered %d after %v (bound %v); %v since the pause began",
+		closedWait, openCalls[0].Code, openCalls[0].Wait, decisionBound, time.Since(paused))
+	if closedWait > decisionBound {
+		t.Errorf("closed-limit call while Redis is paused: 503 after %v, want within %v", closedWait, decisionBound)
+	}
+	requireDecidedInTime(t, openCalls, 1)
+
+	// Both calls failed their store at the deadline, not on an answer.
+	for _, rule := range []string{"open-limit", "closed-limit"} {
+		recs := recordsWith(p, "rule="+rule+" mode=enforce action=store_error")
+		if len(recs) != 1 || !strings.Contains(recs[0], "deadline exceeded") {
+			t.Errorf("call records with a store_error of rule %s: %q, want 1 naming the deadline", rule, recs)
+		}
+	}
+	after := redisErrors(t, p)
+	if after["timeout"] < before["timeout"]+2 {
+		t.Errorf("stirgate_state_redis_errors_total{kind=\"timeout\"} %v -> %v, want +2 (one per paused call)", before["timeout"], after["timeout"])
+	}
+
+	// redis-cli's PING is held until the pause ends: then the closed rule
+	// counts again and lets the trunk's calls through.
+	if got := redis.Do("PING"); got != "PONG" {
+		t.Fatalf("PING after the pause: %q", got)
+	}
+	call("after-closed", "127.0.0.3", nil)
+	if recs := recordsWith(p, "action=store_error"); len(recs) != 2 {
+		t.Errorf("%d call records with a store_error, want the 2 paused calls only: %q", len(recs), recs)
+	}
 }
