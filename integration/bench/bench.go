@@ -48,8 +48,10 @@ type step struct {
 	Mem        memory  `json:"proxy_memory"`
 	// Identity: sign mode, what secsipidx said about the callee's sample.
 	Identity *identitySample `json:"identity_sample,omitempty"`
-	Clean    bool            `json:"clean"`
-	Why      string          `json:"why,omitempty"`
+	// Redis: policy-redis mode, what Redis did per call.
+	Redis *redisStepStats `json:"redis,omitempty"`
+	Clean bool            `json:"clean"`
+	Why   string          `json:"why,omitempty"`
 }
 
 func (b *bench) runAll(ctx context.Context) error {
@@ -66,6 +68,9 @@ func (b *bench) runAll(ctx context.Context) error {
 		return err
 	}
 
+	if b.o.stateOnly {
+		return b.stateRun(ctx)
+	}
 	if b.o.only == "" {
 		log.Printf("harness ceiling: SIPp -> SIPp")
 		if err := b.ramp(ctx, "plain", []*proxy{nil}); err != nil {
@@ -97,6 +102,11 @@ func (b *bench) runAll(ctx context.Context) error {
 			p.stop()
 		}
 		if err != nil {
+			return err
+		}
+	}
+	if len(b.o.states) > 0 && b.o.only != "kamailio" {
+		if err := b.stateRun(ctx); err != nil {
 			return err
 		}
 	}
@@ -168,7 +178,7 @@ func (b *bench) startSystem(ctx context.Context, system, mode string, nextHop in
 		nextHop = port
 	}
 	if system == "stirgate" {
-		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env)
+		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env, b.o.stateTimeout)
 	}
 	return b.env.startKamailio(ctx, mode, nextHop, b.o.workers)
 }
@@ -213,6 +223,9 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		}
 		scenario, extra = b.env.scenario("uac_signed.xml"), []string{"-inf", ids, "-key", "x5u", b.env.x5u}
 	}
+	if strings.HasPrefix(mode, "policy-") && p != nil {
+		scenario, extra = b.env.benchScenario("uac_callers.xml"), []string{"-inf", b.env.callers}
+	}
 	// In sign mode the callee fails every call whose INVITE arrives
 	// without a signed-looking Identity and logs a sample of the headers,
 	// which secsipidx verifies after the step: both proxies must really
@@ -243,6 +256,18 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 			return s, err
 		}
 	}
+	// Redis and stirgate's store metrics, read as close to the calls as
+	// stirgate's CPU.
+	var r0 redisSnap
+	var m0 map[string]float64
+	if p != nil && p.redis != nil {
+		if r0, err = p.redis.snapshot(); err != nil {
+			return s, err
+		}
+		if m0, err = scrapeMetrics(p); err != nil {
+			return s, err
+		}
+	}
 	drops := udpRcvbufErrors()
 	var profErr chan error
 	if b.o.profile != "" && p != nil && p.system == "stirgate" && d >= 4*time.Second {
@@ -266,6 +291,17 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		}
 		s.CPUus = float64((cpu1-cpu0)/time.Microsecond) / float64(calls)
 		s.Mem = readMemory(pids)
+	}
+	if p != nil && p.redis != nil {
+		r1, err := p.redis.snapshot()
+		if err != nil {
+			return s, err
+		}
+		m1, err := scrapeMetrics(p)
+		if err != nil {
+			return s, err
+		}
+		s.Redis = redisStats(r0, r1, m0, m1, calls)
 	}
 	// The callee has what it will get; give it its timewait, then stop it.
 	select {
@@ -308,6 +344,9 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	}
 	if s.Achieved < 0.98*float64(rate) {
 		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, rate))
+	}
+	if s.Redis != nil && len(s.Redis.Errors) > 0 {
+		why = append(why, fmt.Sprintf("store errors %v", s.Redis.Errors))
 	}
 	if signed {
 		// The oldest sampled header was signed when the step started;

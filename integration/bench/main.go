@@ -3,6 +3,7 @@
 //
 //	go run ./integration/bench            # full run, ~25 minutes
 //	go run ./integration/bench -smoke     # one low rate per mode, ~1 minute (CI)
+//	go run ./integration/bench -state-only  # policy state: memory vs Redis, ~1 minute
 //
 // It installs what it needs when run as root on Debian (sip-tester,
 // kamailio, kamailio-secsipid-modules, secsipidx), builds stirgate, creates a test STI
@@ -14,7 +15,14 @@
 //     step so that both see the same machine state;
 //  3. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
 //     signing on and reads its memory;
-//  4. prints a table with the ratios stirgate/Kamailio and writes it all as
+//  4. compares the policy state backends (-state, default memory,redis):
+//     stirgate with store-backed policy rules (rate per caller, bombing,
+//     one-ring), each call from its own number, at -state-cps (1,000) for
+//     one step each, once with its state in memory and once in a
+//     redis-server the bench starts on loopback; per backend p50/p99
+//     INVITE->final, and for Redis its commands, round trips and CPU per
+//     call and its memory per tracked caller (state.go, redis.go);
+//  5. prints a table with the ratios stirgate/Kamailio and writes it all as
 //     JSON (-out).
 //
 // A step is clean when fewer than 0.1% of its calls failed and the calls/s
@@ -48,18 +56,22 @@ import (
 
 // options are the command line.
 type options struct {
-	step    time.Duration
-	rates   []int
-	modes   []string
-	soak    time.Duration
-	soakCPS int
-	workers int
-	out     string
-	keep    bool
-	smoke   bool
-	only    string   // "", "stirgate" or "kamailio": skip the other system (profiling)
-	profile string   // directory for stirgate CPU profiles, one per step ("": none)
-	env     []string // extra environment for stirgate (experiments: GOGC=...)
+	step         time.Duration
+	rates        []int
+	modes        []string
+	soak         time.Duration
+	soakCPS      int
+	workers      int
+	out          string
+	keep         bool
+	smoke        bool
+	only         string        // "", "stirgate" or "kamailio": skip the other system (profiling)
+	profile      string        // directory for stirgate CPU profiles, one per step ("": none)
+	env          []string      // extra environment for stirgate (experiments: GOGC=...)
+	states       []string      // policy state backends to compare: memory, redis (none: skip)
+	stateCPS     int           // their call rate
+	stateOnly    bool          // only the state comparison: no ceiling, ramp or soak
+	stateTimeout time.Duration // state.redis.timeout of stirgate (0: its default)
 }
 
 var allModes = []string{"plain", "sign", "verify"}
@@ -78,14 +90,38 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.smoke, "smoke", false, "smoke test: one step of 2 s at 200 calls/s per mode and system, no soak")
 	flag.StringVar(&o.only, "only", "", "run one system only: stirgate or kamailio (for profiling; no ratios)")
 	flag.StringVar(&o.profile, "profile", "", "directory: fetch a CPU profile of stirgate during each of its steps (via the admin port and its token)")
-	var env string
+	var env, states string
+	flag.StringVar(&states, "state", "memory,redis", "policy state backends to compare at -state-cps: memory, redis, or none")
+	flag.IntVar(&o.stateCPS, "state-cps", referenceCPS, "call rate of the state comparison")
+	flag.DurationVar(&o.stateTimeout, "state-timeout", 0, "state.redis.timeout of stirgate in the state comparison (0: stirgate's default; -smoke: 100ms, so that one slow round trip on a loaded CI machine does not fail the smoke run)")
+	flag.BoolVar(&o.stateOnly, "state-only", false, "run the state comparison only (no harness ceiling, ramp or soak)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
 		o.env = strings.Split(env, ",")
 	}
 	if o.smoke {
-		o.step, rates, o.soak = 2*time.Second, "200", 0
+		o.step, rates, o.soak, o.stateCPS = 2*time.Second, "200", 0, 200
+		if o.stateTimeout == 0 {
+			o.stateTimeout = 100 * time.Millisecond
+		}
+	}
+	if states != "none" {
+		for _, s := range strings.Split(states, ",") {
+			s = strings.TrimSpace(s)
+			if s != "memory" && s != "redis" {
+				return o, fmt.Errorf("-state: %q: want memory, redis or none", s)
+			}
+			if !slices.Contains(o.states, s) {
+				o.states = append(o.states, s)
+			}
+		}
+	}
+	if o.stateOnly && len(o.states) == 0 {
+		return o, fmt.Errorf("-state-only with -state none: nothing to run")
+	}
+	if o.stateCPS < 1 || o.stateCPS > 20000 {
+		return o, fmt.Errorf("-state-cps %d: want 1..20000", o.stateCPS)
 	}
 	for _, f := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -20,6 +20,7 @@ type results struct {
 	Finished time.Time     `json:"finished"`
 	Steps    []step        `json:"steps"`
 	Soak     *soak         `json:"soak,omitempty"`
+	State    *stateCompare `json:"state,omitempty"`
 
 	// Summary, filled by summarize.
 	Ceiling int                       `json:"harness_ceiling_cps"`
@@ -34,19 +35,23 @@ type results struct {
 }
 
 type publicOptions struct {
-	Step    string   `json:"step"`
-	Rates   []int    `json:"rates"`
-	Modes   []string `json:"modes"`
-	Soak    string   `json:"soak"`
-	SoakCPS int      `json:"soak_cps"`
-	Workers int      `json:"workers"`
-	Smoke   bool     `json:"smoke"`
-	Command string   `json:"command"`
+	Step         string   `json:"step"`
+	Rates        []int    `json:"rates"`
+	Modes        []string `json:"modes"`
+	Soak         string   `json:"soak"`
+	SoakCPS      int      `json:"soak_cps"`
+	Workers      int      `json:"workers"`
+	Smoke        bool     `json:"smoke"`
+	States       []string `json:"states"`
+	StateCPS     int      `json:"state_cps"`
+	StateOnly    bool     `json:"state_only"`
+	StateTimeout string   `json:"state_timeout,omitempty"`
+	Command      string   `json:"command"`
 }
 
 func (o options) public() publicOptions {
 	return publicOptions{Step: o.step.String(), Rates: o.rates, Modes: o.modes, Soak: o.soak.String(), SoakCPS: o.soakCPS,
-		Workers: o.workers, Smoke: o.smoke, Command: strings.Join(os.Args, " ")}
+		Workers: o.workers, Smoke: o.smoke, States: o.states, StateCPS: o.stateCPS, StateOnly: o.stateOnly, StateTimeout: durationOrDefault(o.stateTimeout), Command: strings.Join(os.Args, " ")}
 }
 
 // target is one goal of issue 6 and whether this run met it.
@@ -133,11 +138,17 @@ func (r *results) table() string {
 	var b strings.Builder
 	m := r.Machine
 	fmt.Fprintf(&b, "\nstirgate vs Kamailio + secsipid, %s .. %s\n", r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339))
-	fmt.Fprintf(&b, "machine: %s, %d cores, %d MB, Linux %s; %s; %s; libsecsipid %s; %s\n", m.CPU, m.Cores, m.MemoryMB, m.Kernel, m.Go, m.Kamailio, m.Secsipid, m.SIPp)
+	fmt.Fprintf(&b, "machine: %s, %d cores, %d MB, Linux %s; %s; %s; libsecsipid %s; %s; %s\n", m.CPU, m.Cores, m.MemoryMB, m.Kernel, m.Go, m.Kamailio, m.Secsipid, m.SIPp, m.Redis)
 	fmt.Fprintf(&b, "workers: %d (stirgate GOMAXPROCS, Kamailio children); steps of %s; clean = < 0.1%% failed and >= 98%% of the target rate\n", r.Options.Workers, r.Options.Step)
 	fmt.Fprintf(&b, "command: %s\n\n", r.Options.Command)
 	if r.Ceiling > 0 || slices.ContainsFunc(r.Steps, func(s step) bool { return s.System == "direct" }) {
 		fmt.Fprintf(&b, "harness ceiling (SIPp -> SIPp): %s calls/s\n\n", r.maxString("direct", "plain", r.Ceiling))
+	}
+	if r.Options.StateOnly {
+		if r.State != nil {
+			b.WriteString(r.State.table())
+		}
+		return b.String()
 	}
 	fmt.Fprintf(&b, "%-7s | %-16s | %-16s | %-6s | %-26s | %-26s\n", "mode", "stirgate max cps", "kamailio max cps", "ratio",
 		fmt.Sprintf("CPU µs/call @%d s / k", referenceCPS), fmt.Sprintf("p50/p99 ms @%d s | k", referenceCPS))
@@ -160,6 +171,9 @@ func (r *results) table() string {
 		s := r.Soak
 		fmt.Fprintf(&b, "\nsoak: stirgate sign mode, %d calls/s for %s: %s; RSS %.0f MB, PSS %.0f MB, Go heap in use %.0f MB, %d goroutines\n",
 			s.Rate, s.Duration, cleanWord(s.Step), s.Step.Mem.RSSMB, s.Step.Mem.PSSMB, s.HeapInUse, s.Goroutines)
+	}
+	if r.State != nil {
+		b.WriteString(r.State.table())
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(&b, "\ntargets:\n")
@@ -232,6 +246,9 @@ func (r *results) smokeCheck() error {
 		if s.Try == 1 && !s.Clean && !slices.ContainsFunc(r.Steps, func(o step) bool { return o.System == s.System && o.Mode == s.Mode && o.Clean }) {
 			bad = append(bad, fmt.Sprintf("%s/%s: %s", s.System, s.Mode, s.Why))
 		}
+	}
+	if r.State != nil {
+		bad = append(bad, r.State.check(r.Options.States)...)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("smoke run: not clean at %d calls/s: %s", r.Options.Rates[0], strings.Join(bad, "; "))

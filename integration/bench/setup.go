@@ -29,7 +29,8 @@ var debs = []struct{ pkg, file string }{
 	{"sip-tester", "sipp"},
 	{"kamailio", "kamailio"},
 	{"kamailio-secsipid-modules", "secsipid.so"},
-	{"secsipidx", "secsipidx"}, // verifies the sign-mode callee's sample
+	{"secsipidx", "secsipidx"},       // verifies the sign-mode callee's sample
+	{"redis-server", "redis-server"}, // the state comparison's Redis
 }
 
 // ensureTools installs the missing packages (root with apt-get only) and
@@ -112,6 +113,8 @@ type env struct {
 	kamKey     string // the same SP key as SEC1 PEM for libsecsipid
 	certPort   int
 	certSrv    *http.Server
+	callers    string       // SIPp injection file of uac_callers.xml
+	redis      *redisServer // during the state comparison
 }
 
 func setup(ctx context.Context, work string) (*env, error) {
@@ -252,6 +255,7 @@ type machine struct {
 	Kamailio string `json:"kamailio"`
 	SIPp     string `json:"sipp"`
 	Secsipid string `json:"libsecsipid"`
+	Redis    string `json:"redis"`
 }
 
 func describeMachine() machine {
@@ -274,6 +278,7 @@ func describeMachine() machine {
 	}
 	m.Kamailio = firstLine(commandOutput("kamailio", "-v"))
 	m.SIPp = firstLine(commandOutput("sipp", "-v"))
+	m.Redis = firstLine(commandOutput("redis-server", "--version"))
 	m.Secsipid = strings.TrimSpace(commandOutput("dpkg-query", "-W", "-f", "${Version}", "libsecsipid1"))
 	return m
 }

@@ -26,10 +26,11 @@ var kamailioCfg string
 type proxy struct {
 	system  string // "stirgate" | "kamailio"
 	mode    string
-	addr    string // host:port the caller sends to
-	nextHop int    // the callee port it forwards to
-	admin   string // stirgate admin base URL
-	token   string // stirgate admin token
+	addr    string       // host:port the caller sends to
+	nextHop int          // the callee port it forwards to
+	admin   string       // stirgate admin base URL
+	token   string       // stirgate admin token
+	redis   *redisServer // policy-redis: the Redis its state is in
 	cmd     *exec.Cmd
 	done    chan struct{}
 	log     string
@@ -38,7 +39,7 @@ type proxy struct {
 const callee = "+15559870002" // SIPp -s, the number every call goes to
 
 // startStirgate starts stirgate for mode, forwarding to nextHop.
-func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string) (*proxy, error) {
+func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string, stateTimeout time.Duration) (*proxy, error) {
 	ports, err := freeUDPPorts(3)
 	if err != nil {
 		return nil, err
@@ -84,6 +85,22 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
       sources: ["127.0.0.0/8"]
       numbers: ["+15551230001"]
 `, filepath.Join(e.pki, "sp.key"), filepath.Join(e.pki, "sp.pem"), e.x5u)
+	case "policy-memory", "policy-redis":
+		target = outside
+		polFile := filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(polFile, []byte(statePolicy), 0o644); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "policy:\n  files: [%q]\n", polFile)
+		if mode == "policy-redis" {
+			if e.redis == nil {
+				return nil, fmt.Errorf("mode %s: no redis-server started", mode)
+			}
+			fmt.Fprintf(&b, "state:\n  backend: redis\n  redis:\n    addrs: [%q]\n", e.redis.addr)
+			if stateTimeout > 0 {
+				fmt.Fprintf(&b, "    timeout: %s\n", stateTimeout)
+			}
+		}
 	case "verify":
 		target = outside
 		fmt.Fprintf(&b, `verify:
@@ -100,6 +117,9 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 		return nil, err
 	}
 	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), nextHop: nextHop, admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
+	if mode == "policy-redis" {
+		p.redis = e.redis
+	}
 	cmd := exec.Command(e.stirgate, "serve", "--config", cfgPath)
 	cmd.Env = append(append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", workers)), extraEnv...)
 	if err := p.start(cmd, dir); err != nil {
