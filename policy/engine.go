@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/stirgate/stirgate/attest/passport"
@@ -84,6 +85,9 @@ type Hit struct {
 	// prefix with *), or the numbers with counts, limit and window.
 	Entry string
 	typ   *ruleType // nil: the emergency hit
+	// failClosed: a store_error hit whose on_store_error: closed rejected
+	// the call (else the call went on).
+	failClosed bool
 }
 
 // ActionStoreError is the action of a hit that records a store failure:
@@ -100,9 +104,15 @@ type Decision struct {
 	// Hits are every rule that matched, in evaluation order, report-mode
 	// ones included: the call record's inputs.
 	Hits []Hit
-	// Held are the concurrent-call slots the call now holds: give them
-	// back with Release when the call ends (rejected or not).
+	// Held are the concurrent-call slots the call now holds (every slot a
+	// concurrent rule took, whether it or another rule rejected the call):
+	// give them back with Release when the call ends (rejected or not).
 	Held []Slot
+	// RoundTrips are the store round trips the evaluation waited for: 1
+	// for the stage's batch (0 on Memory, or when the client-side cache
+	// answered every read), one more when a protect rule turns protect
+	// mode on or a Redis node had forgotten the scripts.
+	RoundTrips int
 }
 
 // Slot is one concurrent-call slot held by a call.
@@ -281,6 +291,13 @@ func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
 // reject ends the evaluation, tags accumulate, report-mode hits are only
 // recorded. Within a list the longest matching prefix (or the exact number)
 // is the entry that matched.
+//
+// The store operations of every stateful rule that looks at the call run
+// in one batch (one round trip to Redis) before any of them decides. So a
+// stateful rule counts the call even when an earlier rule of the stage
+// rejects it; rules after the first stateless rule that ends the
+// evaluation (an enforce-mode reject or allow that fired) are not run at
+// all, as before. Every concurrent-call slot taken is in Decision.Held.
 func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision {
 	var d Decision
 	if e.emergency[in.Callee] {
@@ -297,45 +314,154 @@ func (e *Engine) Evaluate(ctx context.Context, in Input, now time.Time) Decision
 			return d
 		}
 	}
+	// First pass, in file order: stateless rules decide at once (as long
+	// as no stateful rule came before them), stateful ones add their store
+	// operations to the batch. The batch comes from a pool, only for a
+	// call that meets a stateful rule: the rule types' functions see it,
+	// so it would escape from the stack anyway.
+	var b *batch
 	for i := range e.rules {
 		r := &e.rules[i]
 		if r.phase != in.Phase || r.allower || !e.matches(r, in) {
 			continue
 		}
+		if r.typ.plan != nil {
+			if e.store == nil {
+				continue
+			}
+			if b == nil {
+				b = batches.Get().(*batch)
+			}
+			from := len(b.ops)
+			if b.ops = r.typ.plan(r, in, b.ops); len(b.ops) > from {
+				b.steps = append(b.steps, step{rule: i, from: from, to: len(b.ops), fired: -1})
+			}
+			continue
+		}
 		v := r.typ.eval(e, ctx, r, in, now)
-		if v.held.Key != "" {
-			d.Held = append(d.Held, v.held)
-		}
-		if v.also != nil {
-			d.Hits = append(d.Hits, *v.also)
-		}
 		if !v.ok {
 			continue
 		}
-		h := v.hit
-		d.Hits = append(d.Hits, h)
-		if r.Mode == "report" {
-			continue
-		}
-		if h.Action == ActionStoreError {
-			if r.closed != nil {
-				d.Reject = r.closed
+		if b == nil {
+			if d.apply(r, v) {
 				return d
 			}
 			continue
 		}
-		switch r.Action.Type {
-		case "reject":
-			d.Reject = &r.Action
-			return d
-		case "tag":
-			if d.Tags == nil {
-				d.Tags = map[string]string{}
+		b.steps = append(b.steps, step{rule: i, fired: len(b.fired)})
+		b.fired = append(b.fired, v)
+		if r.Mode == "enforce" && (r.Action.Type == "reject" || r.Action.Type == "allow") {
+			break // nothing after it runs
+		}
+	}
+	if b == nil {
+		return d
+	}
+	defer b.put()
+	var res []store.Result
+	if len(b.ops) > 0 {
+		ops := b.ops
+		if cap(b.res) < len(ops) {
+			b.res = make([]store.Result, len(ops))
+		}
+		res = b.res[:len(ops)]
+		d.RoundTrips = store.Run(ctx, e.store, ops, now, res)
+		for j := range ops {
+			if ops[j].Kind == store.OpConcurrencyAcquire && res[j].Err == nil {
+				d.Held = append(d.Held, Slot{Key: ops[j].Key, Member: ops[j].Member})
 			}
-			d.Tags[r.Action.Header] = r.Action.Value
-		case "allow":
+		}
+	}
+	// Second pass: in file order, as if each rule had run alone.
+	for _, s := range b.steps {
+		r := &e.rules[s.rule]
+		var v verdict
+		if s.fired >= 0 {
+			v = b.fired[s.fired]
+		} else {
+			v = r.typ.decide(e, ctx, r, in, now, res[s.from:s.to])
+			d.RoundTrips += v.trips
+		}
+		if v.ok && d.apply(r, v) {
 			return d
 		}
 	}
 	return d
+}
+
+// apply records what a rule that fired (v.ok) makes of the call and
+// reports whether that ends the evaluation: an enforce-mode reject (or a
+// store failure with on_store_error: closed) or allow.
+func (d *Decision) apply(r *rule, v verdict) (done bool) {
+	h := v.hit
+	if r.Mode == "report" {
+		d.Hits = append(d.Hits, h)
+		return false
+	}
+	if h.Action == ActionStoreError {
+		if r.closed == nil {
+			d.Hits = append(d.Hits, h)
+			return false
+		}
+		h.failClosed = true
+		d.Hits = append(d.Hits, h)
+		d.Reject = r.closed
+		return true
+	}
+	d.Hits = append(d.Hits, h)
+	switch r.Action.Type {
+	case "reject":
+		d.Reject = &r.Action
+		return true
+	case "tag":
+		if d.Tags == nil {
+			d.Tags = map[string]string{}
+		}
+		d.Tags[r.Action.Header] = r.Action.Value
+	case "allow":
+		return true
+	}
+	return false
+}
+
+// step is one rule of the first pass that the second pass decides: a
+// stateful one with its operations ops[from:to], or a stateless one that
+// fired (fired >= 0: its verdict).
+type step struct {
+	rule, from, to, fired int
+}
+
+// batch holds the store operations of one call's stage and their results.
+type batch struct {
+	ops   []store.Op
+	res   []store.Result
+	steps []step
+	fired []verdict
+}
+
+var batches = sync.Pool{New: func() any {
+	return &batch{ops: make([]store.Op, 0, 16), res: make([]store.Result, 16), steps: make([]step, 0, 16), fired: make([]verdict, 0, 4)}
+}}
+
+// put pools the batch. The operations' keys stay until the next call
+// overwrites them (a few strings per pooled batch); results are
+// overwritten by every run.
+func (b *batch) put() {
+	clear(b.fired)
+	b.ops, b.steps, b.fired = b.ops[:0], b.steps[:0], b.fired[:0]
+	batches.Put(b)
+}
+
+// ranOp is one store operation run on its own, and its round trips.
+type ranOp struct {
+	store.Result
+	trips int
+}
+
+// run runs one store operation (after the stage's batch).
+func (e *Engine) run(ctx context.Context, op store.Op, now time.Time) ranOp {
+	ops := [1]store.Op{op}
+	var res [1]store.Result
+	n := store.Run(ctx, e.store, ops[:], now, res[:])
+	return ranOp{res[0], n}
 }

@@ -48,6 +48,7 @@ func input(c *sip.Call, phase Phase) Input {
 // an enforce-mode rejection ends the call.
 func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	d := h.Engine.Evaluate(ctx, input(c, h.Phase), h.now())
+	h.Metrics.stage(h.Phase, d.RoundTrips)
 	if len(d.Held) > 0 {
 		engine, metrics := h.Engine, h.Metrics
 		c.OnEnd(func() {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // DefaultBombing are the caller->callee thresholds of a bombing rule, after
@@ -31,30 +33,34 @@ func init() {
 			}
 			return p
 		},
-		eval: bombingHit,
+		plan:   bombingPlan,
+		decide: bombingHit,
 	})
 }
 
-// bombingHit counts the call for each caller->callee threshold of a
-// bombing rule and reports the first one exceeded.
-func bombingHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
-	if e.store == nil || in.Caller == "" || in.Callee == "" {
-		return verdict{}
+// bombingPlan counts the call for each caller->callee threshold.
+func bombingPlan(r *rule, in Input, ops []store.Op) []store.Op {
+	if in.Caller == "" || in.Callee == "" {
+		return ops
 	}
-	var over *Hit
 	for i, th := range r.Thresholds {
 		key := "bomb:" + r.Name + ":" + strconv.Itoa(i) + ":" + in.Caller + ">" + in.Callee
-		n, err := e.store.Counter().Add(ctx, key, 1, th.Window, now)
-		if err != nil {
-			return r.storeError("caller>callee", in.Caller+">"+in.Callee, err)
-		}
-		if n > th.Limit && over == nil {
-			h := r.hitf("caller>callee", "%s>%s count=%d limit=%d window=%s", in.Caller, in.Callee, n, th.Limit, th.Window)
-			over = &h
+		ops = append(ops, store.Op{Kind: store.OpCounterAdd, Key: key, N: 1, Window: th.Window})
+	}
+	return ops
+}
+
+// bombingHit reports the first threshold exceeded.
+func bombingHit(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+	for _, x := range res {
+		if x.Err != nil {
+			return r.storeError("caller>callee", in.Caller+">"+in.Callee, x.Err)
 		}
 	}
-	if over == nil {
-		return verdict{}
+	for i, th := range r.Thresholds {
+		if n := res[i].N; n > th.Limit {
+			return fired(r.hitf("caller>callee", "%s>%s count=%d limit=%d window=%s", in.Caller, in.Callee, n, th.Limit, th.Window))
+		}
 	}
-	return fired(*over)
+	return verdict{}
 }

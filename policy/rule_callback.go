@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // callback: the callback shield. Calls from the inside to a number a
@@ -13,8 +15,11 @@ func init() {
 		realm:    "inside",
 		code:     608,
 		stateful: true,
-		eval: func(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
-			return e.flagHit(ctx, r, in.Callee, now)
+		plan: func(r *rule, in Input, ops []store.Op) []store.Op {
+			return flagPlan(in.Callee, ops)
+		},
+		decide: func(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+			return flagHit(r, in.Callee, res)
 		},
 	})
 }

@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // concurrent: at most limit calls in progress per key (customer, source,
@@ -25,38 +27,32 @@ func init() {
 			}
 			return p
 		},
-		eval: concurrentHit,
+		plan:   concurrentPlan,
+		decide: concurrentHit,
 	})
 }
 
-// concurrentHit takes a slot for the call under the rule's key and fires
-// when that makes more than limit calls in progress. A rejecting hit gives
-// its slot back at once; otherwise the call holds the slot (Decision.Held)
-// until Release.
-func concurrentHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
+// concurrentPlan takes a slot for the call under the rule's key. The
+// engine puts every slot taken in Decision.Held, whatever the decision:
+// the call gives them back when it ends (a rejected call at once).
+func concurrentPlan(r *rule, in Input, ops []store.Op) []store.Op {
 	k := keyValue(r.Key, in)
-	if e.store == nil || in.CallID == "" || k == "" {
-		return verdict{}
+	if in.CallID == "" || k == "" {
+		return ops
 	}
-	slot := Slot{Key: "concurrent:" + r.Name + ":" + k, Member: in.CallID}
-	n, err := e.store.Concurrency().Acquire(ctx, slot.Key, slot.Member, r.MaxDuration, now)
-	if err != nil {
-		return r.storeError(r.Key, k, err)
+	return append(ops, store.Op{Kind: store.OpConcurrencyAcquire, Key: "concurrent:" + r.Name + ":" + k, Member: in.CallID, Window: r.MaxDuration})
+}
+
+// concurrentHit fires when the slot made more than limit calls in
+// progress.
+func concurrentHit(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+	if res[0].Err != nil {
+		return r.storeError(r.Key, keyValue(r.Key, in), res[0].Err)
 	}
-	if n <= r.Limit {
-		return verdict{held: slot}
+	if n := res[0].N; n > r.Limit {
+		return fired(r.hitf(r.Key, "%s calls=%d limit=%d", keyValue(r.Key, in), n, r.Limit))
 	}
-	v := fired(r.hitf(r.Key, "%s calls=%d limit=%d", k, n, r.Limit))
-	if r.Mode == "enforce" && r.Action.Type == "reject" {
-		if err := e.store.Concurrency().Release(ctx, slot.Key, slot.Member); err != nil {
-			// The slot frees itself after max_duration; record the error.
-			h := r.storeErrorHit(r.Key, k, err)
-			v.also = &h
-		}
-	} else {
-		v.held = slot
-	}
-	return v
+	return verdict{}
 }
 
 // Release gives back the slots a call held; errors are counted by the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // keyOneRing prefixes the one-ring mark of a number. It is not per rule:
@@ -44,26 +46,33 @@ func init() {
 			p.flagFor(r)
 			return p
 		},
-		eval: func(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
-			return e.flagHit(ctx, r, in.Caller, now)
+		plan: func(r *rule, in Input, ops []store.Op) []store.Op {
+			return flagPlan(in.Caller, ops)
+		},
+		decide: func(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+			return flagHit(r, in.Caller, res)
 		},
 		learn: learnOneRing,
 	})
 }
 
+// flagPlan reads number's one-ring mark.
+func flagPlan(number string, ops []store.Op) []store.Op {
+	if number == "" {
+		return ops
+	}
+	return append(ops, store.Op{Kind: store.OpFlagsGet, Key: keyOneRing + number})
+}
+
 // flagHit fires when number carries the one-ring mark.
-func (e *Engine) flagHit(ctx context.Context, r *rule, number string, now time.Time) verdict {
-	if e.store == nil || number == "" {
+func flagHit(r *rule, number string, res []store.Result) verdict {
+	if res[0].Err != nil {
+		return r.storeError("one_ring", number, res[0].Err)
+	}
+	if !res[0].OK {
 		return verdict{}
 	}
-	until, on, err := e.store.Flags().Get(ctx, keyOneRing+number, now)
-	if err != nil {
-		return r.storeError("one_ring", number, err)
-	}
-	if !on {
-		return verdict{}
-	}
-	return fired(r.hitf("one_ring", "%s flagged until=%s", number, until.UTC().Format(time.RFC3339)))
+	return fired(r.hitf("one_ring", "%s flagged until=%s", number, res[0].Until.UTC().Format(time.RFC3339)))
 }
 
 // learnOneRing counts the caller's distinct callees reached within the

@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // protect: victim protection. More than distinct (default 10) different
@@ -33,41 +35,56 @@ func init() {
 			p.minAttest(r)
 			return p
 		},
-		eval: protectHit,
+		plan:   protectPlan,
+		decide: protectHit,
 	})
 }
 
-// protectHit counts the distinct callers of the callee; above the limit
-// the callee is protected for flag_for, during which only the rule's
-// allow-lists and calls verified at min_attest pass.
-func protectHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
-	if e.store == nil || in.Callee == "" {
-		return verdict{}
+// protectPlan counts the caller among the callee's distinct callers and
+// reads the callee's protect mode.
+func protectPlan(r *rule, in Input, ops []store.Op) []store.Op {
+	if in.Callee == "" {
+		return ops
 	}
 	key := "protect:" + r.Name + ":" + in.Callee
 	caller := in.Caller
 	if caller == "" {
 		caller = "anonymous@" + in.Source.String()
 	}
-	n, err := e.store.Distinct().Add(ctx, key, caller, r.Window, now)
-	if err != nil {
-		return r.storeError("protect", in.Callee, err)
-	}
-	until, on, err := e.store.Flags().Get(ctx, key, now)
-	if err != nil {
-		return r.storeError("protect", in.Callee, err)
-	}
-	if !on && n > r.Distinct {
-		if err := e.store.Flags().Set(ctx, key, r.FlagFor, now); err != nil {
-			return r.storeError("protect", in.Callee, err)
+	return append(ops,
+		store.Op{Kind: store.OpDistinctAdd, Key: key, Member: caller, Window: r.Window},
+		store.Op{Kind: store.OpFlagsGet, Key: key})
+}
+
+// protectHit: above the limit the callee is protected for flag_for (the
+// one store call after the batch, on the call that turns protect mode on),
+// during which only the rule's allow-lists and calls verified at
+// min_attest pass.
+func protectHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time, res []store.Result) verdict {
+	for _, x := range res {
+		if x.Err != nil {
+			return r.storeError("protect", in.Callee, x.Err)
 		}
+	}
+	n, until, on := res[0].N, res[1].Until, res[1].OK
+	var v verdict
+	if !on && n > r.Distinct {
+		set := e.run(ctx, store.Op{Kind: store.OpFlagsSet, Key: "protect:" + r.Name + ":" + in.Callee, Window: r.FlagFor}, now)
+		if set.Err != nil {
+			v = r.storeError("protect", in.Callee, set.Err)
+			v.trips = set.trips
+			return v
+		}
+		v.trips = set.trips
 		until, on = now.Add(r.FlagFor), true
 	}
 	if !on || verifiedAt(in, r.MinAttest) {
-		return verdict{}
+		return v
 	}
 	if _, _, ok := listed(r.lists, in.Caller, now); ok {
-		return verdict{}
+		return v
 	}
-	return fired(r.hitf("protect", "%s callers=%d limit=%d window=%s until=%s", in.Callee, n, r.Distinct, r.Window, until.UTC().Format(time.RFC3339)))
+	h := fired(r.hitf("protect", "%s callers=%d limit=%d window=%s until=%s", in.Callee, n, r.Distinct, r.Window, until.UTC().Format(time.RFC3339)))
+	h.trips = v.trips
+	return h
 }

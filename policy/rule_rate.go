@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // rate: more than limit calls within window for one key (source, caller,
@@ -27,23 +29,27 @@ func init() {
 			}
 			return p
 		},
-		eval: rateHit,
+		plan:   ratePlan,
+		decide: rateHit,
 	})
 }
 
-// rateHit counts the call for a rate rule and reports whether it is over
-// the limit.
-func rateHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
+// ratePlan counts the call under the rule's key.
+func ratePlan(r *rule, in Input, ops []store.Op) []store.Op {
 	k := keyValue(r.Key, in)
-	if e.store == nil || k == "" {
-		return verdict{}
+	if k == "" {
+		return ops
 	}
-	n, err := e.store.Counter().Add(ctx, "rate:"+r.Name+":"+k, 1, r.Window, now)
-	if err != nil {
-		return r.storeError(r.Key, k, err)
+	return append(ops, store.Op{Kind: store.OpCounterAdd, Key: "rate:" + r.Name + ":" + k, N: 1, Window: r.Window})
+}
+
+// rateHit reports whether the count is over the limit.
+func rateHit(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+	if res[0].Err != nil {
+		return r.storeError(r.Key, keyValue(r.Key, in), res[0].Err)
 	}
-	if n <= r.Limit {
-		return verdict{}
+	if n := res[0].N; n > r.Limit {
+		return fired(r.hitf(r.Key, "%s count=%d limit=%d window=%s", keyValue(r.Key, in), n, r.Limit, r.Window))
 	}
-	return fired(r.hitf(r.Key, "%s count=%d limit=%d window=%s", k, n, r.Limit, r.Window))
+	return verdict{}
 }

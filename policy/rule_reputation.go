@@ -3,6 +3,8 @@ package policy
 import (
 	"context"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // reputation: the caller (subject: caller, the default) or the source
@@ -28,26 +30,32 @@ func init() {
 			p.window(r, 30*24*time.Hour)
 			return p
 		},
-		eval: reputationHit,
+		plan:   reputationPlan,
+		decide: reputationHit,
 	})
+}
+
+// reputationSubject is who the rule counts complaints against.
+func reputationSubject(r *rule, in Input) string {
+	if r.Subject == "source" || in.Caller == "" {
+		return trunkSubject(in)
+	}
+	return in.Caller
+}
+
+// reputationPlan counts the subject's complaints within the window.
+func reputationPlan(r *rule, in Input, ops []store.Op) []store.Op {
+	return append(ops, store.Op{Kind: store.OpComplaintsCount, Key: reputationSubject(r, in), Window: r.Window})
 }
 
 // reputationHit fires when the subject has at least limit complaints
 // within the window.
-func reputationHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict {
-	if e.store == nil {
-		return verdict{}
+func reputationHit(_ *Engine, _ context.Context, r *rule, in Input, _ time.Time, res []store.Result) verdict {
+	if res[0].Err != nil {
+		return r.storeError("complaints", reputationSubject(r, in), res[0].Err)
 	}
-	subject := in.Caller
-	if r.Subject == "source" || subject == "" {
-		subject = trunkSubject(in)
+	if n := res[0].N; n >= r.Limit {
+		return fired(r.hitf("complaints", "%s count=%d limit=%d window=%s", reputationSubject(r, in), n, r.Limit, r.Window))
 	}
-	n, err := e.store.Complaints().Count(ctx, subject, r.Window, now)
-	if err != nil {
-		return r.storeError("complaints", subject, err)
-	}
-	if n < r.Limit {
-		return verdict{}
-	}
-	return fired(r.hitf("complaints", "%s count=%d limit=%d window=%s", subject, n, r.Limit, r.Window))
+	return verdict{}
 }

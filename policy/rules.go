@@ -25,10 +25,9 @@ func (r *rule) hitf(matched, format string, a ...any) Hit {
 
 // verdict is what one rule made of one call.
 type verdict struct {
-	hit  Hit
-	ok   bool // the rule fired, or its store failed: hit is set
-	held Slot // concurrent: a slot the call now holds (Key "": none)
-	also *Hit // a store_error hit to record before hit (nil: none)
+	hit   Hit
+	ok    bool // the rule fired, or its store failed: hit is set
+	trips int  // store round trips the rule made after the stage's batch
 }
 
 // fired is the verdict of a rule that fired.

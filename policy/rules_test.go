@@ -294,9 +294,14 @@ func TestConcurrentRule(t *testing.T) {
 	if d1.Reject != nil || d2.Reject != nil || len(d1.Held) != 1 || len(d2.Held) != 1 {
 		t.Fatalf("two calls within the limit: %+v %+v", d1, d2)
 	}
+	// The rejected call holds the slot it took until it ends (the handler
+	// releases Held when the call ends, a rejected one at once).
 	d3 := call("c3", "acme")
-	if d3.Reject == nil || d3.Reject.Code != 503 || len(d3.Held) != 0 || !strings.Contains(d3.Hits[0].Entry, "calls=3 limit=2") {
-		t.Fatalf("third concurrent call: %+v, want 503 holding nothing", d3)
+	if d3.Reject == nil || d3.Reject.Code != 503 || len(d3.Held) != 1 || !strings.Contains(d3.Hits[0].Entry, "calls=3 limit=2") {
+		t.Fatalf("third concurrent call: %+v, want 503 holding its slot", d3)
+	}
+	if failed := e.Release(ctx, d3.Held); failed != 0 {
+		t.Fatalf("%d releases failed", failed)
 	}
 	if d := call("c4", "other"); d.Reject != nil {
 		t.Fatal("another customer was limited")

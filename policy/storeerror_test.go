@@ -289,3 +289,28 @@ func TestValidateOnStoreError(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreFailMetric: each store failure a rule's on_store_error decided
+// is counted by rule and the mode applied: open (the call went on, and
+// always for report mode) or closed (rejected).
+func TestStoreFailMetric(t *testing.T) {
+	h := Handler{Engine: compileOn(t, downStore{},
+		RuleConfig{Name: "watch", Type: "rate", Mode: "report", Key: "caller", Limit: 10, Window: time.Minute, OnStoreError: "closed", Action: ActionConfig{Type: "reject"}},
+		RuleConfig{Name: "lenient", Type: "rate", Key: "caller", Limit: 10, Window: time.Minute, Action: ActionConfig{Type: "reject"}},
+		RuleConfig{Name: "strict", Type: "one_ring", OnStoreError: "closed", Action: ActionConfig{Type: "reject"}},
+	), Metrics: NewMetrics(prometheus.NewRegistry())}
+	for i := range 2 {
+		c := &sip.Call{CallID: "c" + itoa(i), Realm: "outside", Orig: "14155550100", Dest: "12025550199", Source: netip.MustParseAddrPort("192.0.2.1:5060")}
+		if err := h.HandleCall(context.Background(), c); err == nil {
+			t.Fatal("on_store_error: closed let the call through")
+		}
+	}
+	for _, tt := range []struct {
+		rule, mode string
+		want       float64
+	}{{"watch", "open", 2}, {"watch", "closed", 0}, {"lenient", "open", 2}, {"lenient", "closed", 0}, {"strict", "closed", 2}, {"strict", "open", 0}} {
+		if n := testutil.ToFloat64(h.Metrics.storeFail.WithLabelValues(tt.rule, tt.mode)); n != tt.want {
+			t.Errorf("stirgate_policy_store_fail_total{rule=%q,on_store_error=%q} = %v, want %v", tt.rule, tt.mode, n, tt.want)
+		}
+	}
+}

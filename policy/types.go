@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/stirgate/stirgate/policy/store"
 )
 
 // ruleType is everything a rule type contributes to the engine. Each type
@@ -45,6 +47,13 @@ type ruleType struct {
 	// Decision, whose address would escape through the function value:
 	// one allocation on every call.
 	eval func(e *Engine, ctx context.Context, r *rule, in Input, now time.Time) verdict
+	// plan and decide replace eval for the types that keep state: plan
+	// appends the store operations the rule needs for the call (none: the
+	// rule does not apply), Evaluate runs those of every such rule of the
+	// stage in one batch (one round trip), and decide reads their results,
+	// in plan's order.
+	plan   func(r *rule, in Input, ops []store.Op) []store.Op
+	decide func(e *Engine, ctx context.Context, r *rule, in Input, now time.Time, res []store.Result) verdict
 	// learn, when set, learns from how an inbound call that reached its
 	// callee ended (see Engine.CallEnded).
 	learn func(e *Engine, ctx context.Context, r *rule, o Outcome, now time.Time, l *Learned)
@@ -64,7 +73,8 @@ var ruleTypes = map[string]*ruleType{}
 
 // register adds a rule type; called from the init of the type's file.
 func register(t *ruleType) {
-	if t.name == "" || t.eval == nil || t.code == 0 || ruleTypes[t.name] != nil {
+	if t.name == "" || (t.eval == nil) == (t.plan == nil) || (t.plan == nil) != (t.decide == nil) ||
+		(t.plan != nil) != t.stateful || t.code == 0 || ruleTypes[t.name] != nil {
 		panic(fmt.Sprintf("policy: bad or duplicate rule type %q", t.name))
 	}
 	ruleTypes[t.name] = t

@@ -486,3 +486,78 @@ func TestRedisKeysHashTagged(t *testing.T) {
 		t.Errorf("keys %q", all)
 	}
 }
+
+// TestBatchContract: random batches of operations through Run give the
+// same results on Memory (one by one), Redis and a Cluster (Batch: one
+// DoMulti, split by node on the Cluster), and Redis says each batch was
+// one round trip. A batch never reads a flag it sets (Batcher's rule).
+func TestBatchContract(t *testing.T) {
+	impls := contractImpls(t)
+	if len(impls) < 2 {
+		t.Skip("needs redis-server")
+	}
+	ctx := context.Background()
+	stores := make([]Store, len(impls))
+	for i, impl := range impls {
+		stores[i], _ = impl.open(t)
+	}
+	rng := rand.New(rand.NewPCG(7, 42))
+	windows := []time.Duration{time.Minute, 2 * time.Minute, 10 * time.Minute}
+	keys := []string{"a", "b", "c"}
+	members := []string{"m1", "m2", "m3", "m4", "m5", "m6"}
+	var now time.Duration
+	for b := range 200 {
+		now += time.Duration(rng.IntN(40_000_000)) * time.Microsecond
+		var ops []Op
+		setFlags := map[string]bool{}
+		for range 1 + rng.IntN(6) {
+			op := Op{Kind: OpKind(1 + rng.IntN(int(OpConcurrencyRelease))), Key: keys[rng.IntN(len(keys))],
+				Member: members[rng.IntN(len(members))], N: rng.IntN(3), Window: windows[rng.IntN(len(windows))]}
+			if op.Kind == OpFlagsSet {
+				op.Window = time.Duration(rng.IntN(180)-20) * time.Second
+				setFlags[op.Key] = true
+			}
+			if op.Kind == OpFlagsGet && setFlags[op.Key] {
+				continue
+			}
+			ops = append(ops, op)
+		}
+		at := time.Unix(1_800_000_000, 0).Add(now)
+		var answers []string
+		for i, st := range stores {
+			res := make([]Result, len(ops))
+			trips := Run(ctx, st, ops, at, res)
+			// One round trip; none on Memory, or when the batch only
+			// reads flags the client-side cache holds.
+			want := 1
+			if impls[i].name == "memory" || (trips == 0 && onlyFlagGets(ops)) {
+				want = 0
+			}
+			if trips != want {
+				t.Fatalf("batch %d on %s: %d round trips, want %d", b, impls[i].name, trips, want)
+			}
+			var sb strings.Builder
+			for j, r := range res {
+				if r.Err != nil {
+					t.Fatalf("batch %d on %s: op %d %+v: %v", b, impls[i].name, j, ops[j], r.Err)
+				}
+				fmt.Fprintf(&sb, "%d/%v/%d ", r.N, r.OK, r.Until.UnixNano())
+			}
+			answers = append(answers, sb.String())
+		}
+		for j := range answers {
+			if answers[j] != answers[0] {
+				t.Fatalf("batch %d %+v: %s says %s, %s says %s", b, ops, impls[0].name, answers[0], impls[j].name, answers[j])
+			}
+		}
+	}
+}
+
+func onlyFlagGets(ops []Op) bool {
+	for _, op := range ops {
+		if op.Kind != OpFlagsGet {
+			return false
+		}
+	}
+	return true
+}

@@ -33,7 +33,20 @@ type RedisOptions struct {
 	// The same caps as Memory's (0: Memory's defaults).
 	MaxMembers, MaxComplaints int
 	ComplaintRetention        time.Duration
+	// CacheTTL bounds how long a flag read stays in the client-side cache
+	// (0: DefaultRedisCacheTTL; negative: no client-side caching).
+	CacheTTL time.Duration
 }
+
+// DefaultRedisCacheTTL bounds how long a flag read is served from the
+// client-side cache. Redis invalidates an entry as soon as any node changes
+// the key, and an entry never outlives the key's own expiry; the bound only
+// limits how long a lost invalidation could go unnoticed.
+const DefaultRedisCacheTTL = 30 * time.Second
+
+// redisCacheBytes is the client-side cache of each connection: flags are
+// ~100 bytes an entry, so 32 MiB holds a few hundred thousand callers.
+const redisCacheBytes = 32 << 20
 
 // Redis is the Store shared by several nodes through Redis (standalone,
 // Sentinel or Cluster). Every operation is one round trip: a single command
@@ -52,7 +65,11 @@ type Redis struct {
 	client  rueidis.Client
 	prefix  string
 	timeout time.Duration
-	m       *redisMetrics
+	// cacheTTL > 0: Flags.Get goes through the client-side cache for at
+	// most this long.
+	cacheTTL time.Duration
+	own      ownSets // flags this node just set: read from Redis
+	m        *redisMetrics
 
 	maxMembers, maxComplaints int
 	retention                 time.Duration
@@ -65,7 +82,10 @@ type Redis struct {
 	once       redisOnce
 }
 
-var _ Store = (*Redis)(nil)
+var (
+	_ Store   = (*Redis)(nil)
+	_ Batcher = (*Redis)(nil)
+)
 
 // NewRedis connects to Redis. An error names the mode, the addresses and
 // the cause (never the password).
@@ -87,9 +107,10 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		SelectDB:    o.DB,
 		TLSConfig:   o.TLS,
 		Dialer:      net.Dialer{Timeout: o.DialTimeout},
-		// Client-side caching comes with the batching step; until then no
-		// CLIENT TRACKING.
-		DisableCache: true,
+		// Client-side caching (RESP3 CLIENT TRACKING, opt-in: only the
+		// flag reads are tracked) for the flags read on every call.
+		DisableCache:      o.CacheTTL < 0,
+		CacheSizeEachConn: redisCacheBytes,
 	}
 	switch o.Mode {
 	case "standalone":
@@ -113,6 +134,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		return nil, fmt.Errorf("%s: mode %q is not one of standalone, sentinel, cluster", where, o.Mode)
 	}
 	client, err := rueidis.NewClient(opt)
+	if errors.Is(err, rueidis.ErrNoCache) {
+		// A Redis before 6 (no RESP3, no tracking): no client-side cache.
+		opt.DisableCache, o.CacheTTL = true, -1
+		client, err = rueidis.NewClient(opt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -129,6 +155,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		client:        client,
 		prefix:        o.KeyPrefix,
 		timeout:       o.Timeout,
+		cacheTTL:      o.CacheTTL,
 		m:             m,
 		maxMembers:    cmp0(o.MaxMembers, DefaultMaxMembers),
 		maxComplaints: cmp0(o.MaxComplaints, DefaultMaxComplaints),
@@ -136,6 +163,9 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	}
 	if r.retention <= 0 {
 		r.retention = DefaultComplaintRetention
+	}
+	if r.cacheTTL == 0 {
+		r.cacheTTL = DefaultRedisCacheTTL
 	}
 	r.counter.r, r.distinct.r, r.flags.r, r.complaints.r, r.concurrent.r, r.once.r = r, r, r, r, r, r
 	// Load the scripts on every node now, so calls start with EVALSHA. A
@@ -212,18 +242,13 @@ func (r *Redis) do(ctx context.Context, op string, cmd rueidis.Completed) rueidi
 	return res
 }
 
-// eval runs a script on one key under the operation deadline: EVALSHA, and
-// EVAL when the node does not know the script.
-func (r *Redis) eval(ctx context.Context, op string, s *script, key string, args ...string) rueidis.RedisResult {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	start := time.Now()
-	res := r.client.Do(ctx, s.evalsha(r.client.B(), key, args))
-	if e, ok := rueidis.IsRedisErr(res.Error()); ok && e.IsNoScript() {
-		res = r.client.Do(ctx, s.eval(r.client.B(), key, args))
+// cacheObserve counts a read through the client-side cache.
+func (r *Redis) cacheObserve(res rueidis.RedisResult) {
+	if res.IsCacheHit() {
+		r.m.cacheHits.Inc()
+	} else {
+		r.m.cacheMisses.Inc()
 	}
-	r.observe(op, start, res.Error())
-	return res
 }
 
 func (r *Redis) observe(op string, start time.Time, err error) {

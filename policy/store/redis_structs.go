@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -27,35 +28,14 @@ type redisCounter struct{ r *Redis }
 
 // Add implements Counter.
 func (c *redisCounter) Add(ctx context.Context, key string, n int, window time.Duration, now time.Time) (int, error) {
-	if err := checkWindow(window); err != nil {
-		return 0, err
-	}
-	if n < 0 {
-		return 0, fmt.Errorf("%w: negative count %d", ErrInvalid, n)
-	}
-	width := int64(window) / CounterBuckets
-	idx := floorDiv(now.UnixNano(), width)
-	ttl := ceilMillis(window + time.Duration(width))
-	got, err := asInt(c.r.eval(ctx, opCounterAdd, counterAddScript, c.r.key(keyCounter, key),
-		itoa(width), itoa(idx), itoa(min(int64(n), math.MaxUint32)), itoa(ttl)))
-	if err != nil {
-		return 0, wrap("counter", key, err)
-	}
-	return got, nil
+	res := c.r.one(ctx, Op{Kind: OpCounterAdd, Key: key, N: n, Window: window}, now)
+	return res.N, res.Err
 }
 
 // Count implements Counter.
 func (c *redisCounter) Count(ctx context.Context, key string, window time.Duration, now time.Time) (int, error) {
-	if err := checkWindow(window); err != nil {
-		return 0, err
-	}
-	width := int64(window) / CounterBuckets
-	idx := floorDiv(now.UnixNano(), width)
-	got, err := asInt(c.r.eval(ctx, opCounterCount, counterCountScript, c.r.key(keyCounter, key), itoa(width), itoa(idx)))
-	if err != nil {
-		return 0, wrap("counter", key, err)
-	}
-	return got, nil
+	res := c.r.one(ctx, Op{Kind: OpCounterCount, Key: key, Window: window}, now)
+	return res.N, res.Err
 }
 
 type redisDistinct struct{ r *Redis }
@@ -64,55 +44,22 @@ type redisDistinct struct{ r *Redis }
 // their SHA-256: a fixed size per member, and no collisions an attacker
 // could aim for (a spoofed caller made to count as one already seen).
 func (d *redisDistinct) Add(ctx context.Context, key, member string, window time.Duration, now time.Time) (int, error) {
-	if window <= 0 {
-		return 0, fmt.Errorf("%w: window %v", ErrInvalid, window)
-	}
-	h := sha256.Sum256([]byte(member))
-	ns := now.UnixNano()
-	got, err := asInt(d.r.eval(ctx, opDistinctAdd, distinctAddScript, d.r.key(keyDistinct, key),
-		microsNs(ns), microsNs(ns-int64(window)), string(h[:16]), strconv.Itoa(d.r.maxMembers), itoa(ceilMillis(window))))
-	if err != nil {
-		return 0, wrap("distinct", key, err)
-	}
-	return got, nil
+	res := d.r.one(ctx, Op{Kind: OpDistinctAdd, Key: key, Member: member, Window: window}, now)
+	return res.N, res.Err
 }
 
 type redisFlags struct{ r *Redis }
 
 // Set implements Flags: SET key <until ns> PX ttl, or DEL when ttl <= 0.
 func (f *redisFlags) Set(ctx context.Context, key string, ttl time.Duration, now time.Time) error {
-	b := f.r.client.B()
-	k := f.r.key(keyFlags, key)
-	var cmd rueidis.Completed
-	if ttl <= 0 {
-		cmd = b.Del().Key(k).Build()
-	} else {
-		cmd = b.Set().Key(k).Value(itoa(now.UnixNano() + int64(ttl))).PxMilliseconds(ceilMillis(ttl)).Build()
-	}
-	if err := f.r.do(ctx, opFlagsSet, cmd).Error(); err != nil {
-		return wrap("flags", key, err)
-	}
-	return nil
+	return f.r.one(ctx, Op{Kind: OpFlagsSet, Key: key, Window: ttl}, now).Err
 }
 
-// Get implements Flags: GET key; set while now is before the until stored.
+// Get implements Flags: GET key (from the client-side cache when it holds
+// the key); set while now is before the until stored.
 func (f *redisFlags) Get(ctx context.Context, key string, now time.Time) (time.Time, bool, error) {
-	b := f.r.client.B()
-	s, err := f.r.do(ctx, opFlagsGet, b.Get().Key(f.r.key(keyFlags, key)).Build()).ToString()
-	if rueidis.IsRedisNil(err) {
-		return time.Time{}, false, nil
-	}
-	if err != nil {
-		return time.Time{}, false, wrap("flags", key, err)
-	}
-	u, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return time.Time{}, false, wrap("flags", key, fmt.Errorf("value %q is not a time", s))
-	}
-	if u <= now.UnixNano() {
-		return time.Time{}, false, nil
-	}
-	return time.Unix(0, u), true, nil
+	res := f.r.one(ctx, Op{Kind: OpFlagsGet, Key: key}, now)
+	return res.Until, res.OK, res.Err
 }
 
 type redisComplaints struct{ r *Redis }
@@ -120,52 +67,314 @@ type redisComplaints struct{ r *Redis }
 // Add implements Complaints. The member is the time in ns and 8 random
 // bytes, unique per complaint.
 func (c *redisComplaints) Add(ctx context.Context, subject string, at time.Time) error {
-	var m [16]byte
-	binary.BigEndian.PutUint64(m[:8], uint64(at.UnixNano()))
-	binary.BigEndian.PutUint64(m[8:], rand.Uint64())
-	err := c.r.eval(ctx, opComplaintsAdd, complaintsAddScript, c.r.key(keyComplaints, subject),
-		micros(at), durMicros(c.r.retention), strconv.Itoa(c.r.maxComplaints), string(m[:])).Error()
-	if err != nil {
-		return wrap("complaints", subject, err)
-	}
-	return nil
+	return c.r.one(ctx, Op{Kind: OpComplaintsAdd, Key: subject}, at).Err
 }
 
 // Count implements Complaints: ZCOUNT subject (now-window now].
 func (c *redisComplaints) Count(ctx context.Context, subject string, window time.Duration, now time.Time) (int, error) {
-	if window <= 0 {
-		return 0, fmt.Errorf("%w: window %v", ErrInvalid, window)
-	}
-	ns := now.UnixNano()
-	b := c.r.client.B()
-	cmd := b.Zcount().Key(c.r.key(keyComplaints, subject)).Min("(" + microsNs(ns-int64(window))).Max(microsNs(ns)).Build()
-	got, err := asInt(c.r.do(ctx, opComplaintsCount, cmd))
-	if err != nil {
-		return 0, wrap("complaints", subject, err)
-	}
-	return got, nil
+	res := c.r.one(ctx, Op{Kind: OpComplaintsCount, Key: subject, Window: window}, now)
+	return res.N, res.Err
 }
 
 type redisConcurrency struct{ r *Redis }
 
 // Acquire implements Concurrency.
 func (c *redisConcurrency) Acquire(ctx context.Context, key, member string, ttl time.Duration, now time.Time) (int, error) {
-	ns := now.UnixNano()
-	got, err := asInt(c.r.eval(ctx, opConcurrencyAcquire, concurrencyAcquireScript, c.r.key(keyConcurrency, key),
-		microsNs(ns), microsNs(ns+int64(ttl)), member))
-	if err != nil {
-		return 0, wrap("concurrency", key, err)
-	}
-	return got, nil
+	res := c.r.one(ctx, Op{Kind: OpConcurrencyAcquire, Key: key, Member: member, Window: ttl}, now)
+	return res.N, res.Err
 }
 
 // Release implements Concurrency: ZREM key member.
 func (c *redisConcurrency) Release(ctx context.Context, key, member string) error {
-	b := c.r.client.B()
-	if err := c.r.do(ctx, opConcurrencyRelease, b.Zrem().Key(c.r.key(keyConcurrency, key)).Member(member).Build()).Error(); err != nil {
-		return wrap("concurrency", key, err)
+	return c.r.one(ctx, Op{Kind: OpConcurrencyRelease, Key: key, Member: member}, time.Time{}).Err
+}
+
+// call is one operation as Redis runs it: a script with its key and
+// arguments, or one command, or a cacheable GET; err when the arguments
+// are invalid (nothing is sent).
+type call struct {
+	kind      OpKind
+	op        string // the op label of the metrics
+	structure string // for errors
+	key       string // the caller's key, for errors
+	s         *script
+	rkey      string
+	args      []string
+	cmd       rueidis.Completed // when s == nil and not cached
+	cached    rueidis.Cacheable // a Flags.Get served through the client-side cache
+	cache     bool
+	err       error
+}
+
+// prepare turns op into its Redis call: the layouts of the README.
+func (r *Redis) prepare(op Op, now time.Time) call {
+	b := r.client.B()
+	c := call{kind: op.Kind, key: op.Key}
+	ns := now.UnixNano()
+	switch op.Kind {
+	case OpCounterAdd, OpCounterCount:
+		c.structure, c.rkey = "counter", r.key(keyCounter, op.Key)
+		if c.err = checkWindow(op.Window); c.err != nil {
+			return c
+		}
+		width := int64(op.Window) / CounterBuckets
+		idx := floorDiv(ns, width)
+		if op.Kind == OpCounterCount {
+			c.op, c.s, c.args = opCounterCount, counterCountScript, []string{itoa(width), itoa(idx)}
+			return c
+		}
+		if op.N < 0 {
+			c.err = fmt.Errorf("%w: negative count %d", ErrInvalid, op.N)
+			return c
+		}
+		ttl := ceilMillis(op.Window + time.Duration(width))
+		c.op, c.s = opCounterAdd, counterAddScript
+		c.args = []string{itoa(width), itoa(idx), itoa(min(int64(op.N), math.MaxUint32)), itoa(ttl)}
+	case OpDistinctAdd:
+		c.structure, c.rkey, c.op, c.s = "distinct", r.key(keyDistinct, op.Key), opDistinctAdd, distinctAddScript
+		if op.Window <= 0 {
+			c.err = fmt.Errorf("%w: window %v", ErrInvalid, op.Window)
+			return c
+		}
+		h := sha256.Sum256([]byte(op.Member))
+		c.args = []string{microsNs(ns), microsNs(ns - int64(op.Window)), string(h[:16]), strconv.Itoa(r.maxMembers), itoa(ceilMillis(op.Window))}
+	case OpFlagsSet:
+		c.structure, c.op = "flags", opFlagsSet
+		k := r.key(keyFlags, op.Key)
+		if op.Window <= 0 {
+			c.cmd = b.Del().Key(k).Build()
+		} else {
+			c.cmd = b.Set().Key(k).Value(itoa(ns + int64(op.Window))).PxMilliseconds(ceilMillis(op.Window)).Build()
+		}
+	case OpFlagsGet:
+		c.structure, c.op = "flags", opFlagsGet
+		k := r.key(keyFlags, op.Key)
+		if r.cacheTTL > 0 && !r.own.recent(k) {
+			c.cached, c.cache = b.Get().Key(k).Cache(), true
+		} else {
+			c.cmd = b.Get().Key(k).Build()
+		}
+	case OpComplaintsAdd:
+		c.structure, c.rkey, c.op, c.s = "complaints", r.key(keyComplaints, op.Key), opComplaintsAdd, complaintsAddScript
+		var m [16]byte
+		binary.BigEndian.PutUint64(m[:8], uint64(ns))
+		binary.BigEndian.PutUint64(m[8:], rand.Uint64())
+		c.args = []string{micros(now), durMicros(r.retention), strconv.Itoa(r.maxComplaints), string(m[:])}
+	case OpComplaintsCount:
+		c.structure, c.op = "complaints", opComplaintsCount
+		if op.Window <= 0 {
+			c.err = fmt.Errorf("%w: window %v", ErrInvalid, op.Window)
+			return c
+		}
+		c.cmd = b.Zcount().Key(r.key(keyComplaints, op.Key)).Min("(" + microsNs(ns-int64(op.Window))).Max(microsNs(ns)).Build()
+	case OpConcurrencyAcquire:
+		c.structure, c.rkey, c.op, c.s = "concurrency", r.key(keyConcurrency, op.Key), opConcurrencyAcquire, concurrencyAcquireScript
+		c.args = []string{microsNs(ns), microsNs(ns + int64(op.Window)), op.Member}
+	case OpConcurrencyRelease:
+		c.structure, c.op = "concurrency", opConcurrencyRelease
+		c.cmd = b.Zrem().Key(r.key(keyConcurrency, op.Key)).Member(op.Member).Build()
+	default:
+		c.err = fmt.Errorf("%w: operation kind %d", ErrInvalid, op.Kind)
 	}
-	return nil
+	return c
+}
+
+// read turns a call's reply into its Result, the error wrapped with the
+// structure and key.
+func (c *call) read(res rueidis.RedisResult, now time.Time) Result {
+	var out Result
+	switch c.kind {
+	case OpFlagsSet, OpComplaintsAdd, OpConcurrencyRelease:
+		out.Err = res.Error()
+	case OpFlagsGet:
+		s, err := res.ToString()
+		switch {
+		case rueidis.IsRedisNil(err):
+		case err != nil:
+			out.Err = err
+		default:
+			u, perr := strconv.ParseInt(s, 10, 64)
+			if perr != nil {
+				out.Err = fmt.Errorf("value %q is not a time", s)
+			} else if u > now.UnixNano() {
+				out.Until, out.OK = time.Unix(0, u), true
+			}
+		}
+	default:
+		out.N, out.Err = asInt(res)
+	}
+	if out.Err != nil {
+		return Result{Err: wrap(c.structure, c.key, out.Err)}
+	}
+	return out
+}
+
+// one runs one operation in its own round trip (or from the cache) under
+// the operation deadline.
+func (r *Redis) one(ctx context.Context, op Op, now time.Time) Result {
+	c := r.prepare(op, now)
+	if c.err != nil {
+		return Result{Err: c.err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	start := time.Now()
+	var res rueidis.RedisResult
+	switch {
+	case c.s != nil:
+		res = r.client.Do(ctx, c.s.evalsha(r.client.B(), c.rkey, c.args))
+		if e, ok := rueidis.IsRedisErr(res.Error()); ok && e.IsNoScript() {
+			res = r.client.Do(ctx, c.s.eval(r.client.B(), c.rkey, c.args))
+		}
+	case c.cache:
+		res = r.client.DoCache(ctx, c.cached, r.cacheTTL)
+		r.cacheObserve(res)
+	default:
+		res = r.client.Do(ctx, c.cmd)
+	}
+	r.observe(c.op, start, res.Error())
+	return r.result(&c, res, now)
+}
+
+// result reads a call's reply; a Flags.Set that succeeded is remembered,
+// so this node's next Gets of the key skip the cache (see ownSets).
+func (r *Redis) result(c *call, res rueidis.RedisResult, now time.Time) Result {
+	out := c.read(res, now)
+	if c.kind == OpFlagsSet && out.Err == nil && r.cacheTTL > 0 {
+		r.own.add(r.key(keyFlags, c.key))
+	}
+	return out
+}
+
+// ownSets are the flags this node set within the last ownSetWindow. Redis
+// invalidates a node's cached copy of a key it writes itself too, but the
+// invalidation may come on another connection than the write's reply
+// (rueidis spreads commands over its connections), so a Get right after
+// this node's own Set could still read the old cached value. Such keys
+// are read from Redis, not the cache, for ownSetWindow: by then the
+// invalidation has long arrived (or its connection broke, which empties
+// that connection's cache).
+type ownSets struct {
+	mu sync.Mutex
+	m  map[string]time.Time // Redis key -> until when it skips the cache
+}
+
+// ownSetWindow is how long a node reads a flag it set from Redis.
+const ownSetWindow = time.Second
+
+func (o *ownSets) add(k string) {
+	now := time.Now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = map[string]time.Time{}
+	}
+	if len(o.m) >= 1024 {
+		for key, until := range o.m {
+			if now.After(until) {
+				delete(o.m, key)
+			}
+		}
+	}
+	o.m[k] = now.Add(ownSetWindow)
+}
+
+func (o *ownSets) recent(k string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	until, ok := o.m[k]
+	if ok && time.Now().After(until) {
+		delete(o.m, k)
+		ok = false
+	}
+	return ok
+}
+
+// Batch implements Batcher: the operations' commands go out in one write
+// (DoMulti; cacheable Flags.Get through DoMultiCache, concurrently, so
+// both are in flight together) and their replies come back in one round
+// trip; on a Cluster rueidis splits the batch by slot and sends each
+// node's part in parallel. A script that a restarted or failed-over node
+// forgot is sent again with EVAL: one more round trip for all of them.
+// The whole batch runs under one operation deadline.
+func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result) int {
+	calls := make([]call, len(ops))
+	replies := make([]rueidis.RedisResult, len(ops))
+	var plain []rueidis.Completed
+	var cached []rueidis.CacheableTTL
+	var plainAt, cachedAt []int
+	b := r.client.B()
+	for i, op := range ops {
+		calls[i] = r.prepare(op, now)
+		c := &calls[i]
+		switch {
+		case c.err != nil:
+			res[i] = Result{Err: c.err}
+		case c.s != nil:
+			plain, plainAt = append(plain, c.s.evalsha(b, c.rkey, c.args)), append(plainAt, i)
+		case c.cache:
+			cached, cachedAt = append(cached, rueidis.CT(c.cached, r.cacheTTL)), append(cachedAt, i)
+		default:
+			plain, plainAt = append(plain, c.cmd), append(plainAt, i)
+		}
+	}
+	if len(plain)+len(cached) == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	start := time.Now()
+	trips := 0
+	var wg sync.WaitGroup
+	fromCache := func() {
+		for j, rr := range r.client.DoMultiCache(ctx, cached...) {
+			replies[cachedAt[j]] = rr
+		}
+	}
+	if len(cached) > 0 && len(plain) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); fromCache() }()
+	} else if len(cached) > 0 {
+		fromCache()
+	}
+	if len(plain) > 0 {
+		trips = 1
+		for j, rr := range r.client.DoMulti(ctx, plain...) {
+			replies[plainAt[j]] = rr
+		}
+	}
+	wg.Wait()
+	for _, i := range cachedAt {
+		r.cacheObserve(replies[i])
+		if !replies[i].IsCacheHit() {
+			trips = 1
+		}
+	}
+	var again []rueidis.Completed
+	var againAt []int
+	for _, i := range plainAt {
+		c := &calls[i]
+		if e, ok := rueidis.IsRedisErr(replies[i].Error()); ok && e.IsNoScript() && c.s != nil {
+			again, againAt = append(again, c.s.eval(b, c.rkey, c.args)), append(againAt, i)
+		}
+	}
+	if len(again) > 0 {
+		trips++
+		for j, rr := range r.client.DoMulti(ctx, again...) {
+			replies[againAt[j]] = rr
+		}
+	}
+	for i := range calls {
+		if calls[i].err != nil {
+			continue
+		}
+		if err := replies[i].Error(); err != nil && !rueidis.IsRedisNil(err) {
+			r.m.errors.WithLabelValues(errKind(err)).Inc()
+		}
+		res[i] = r.result(&calls[i], replies[i], now)
+	}
+	r.m.seconds.WithLabelValues(opBatch).Observe(time.Since(start).Seconds())
+	return trips
 }
 
 type redisOnce struct{ r *Redis }

@@ -92,7 +92,9 @@ func waitUp(t *testing.T, r *Redis, what string) {
 func TestRedisTimeout(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 20 * time.Millisecond
-	r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{srv.Addr}, Timeout: timeout})
+	// No client-side cache: a cached flag read would be answered during the
+	// pause (TestRedisCacheSurvivesTimeout).
+	r := openRedis(t, RedisOptions{Mode: "standalone", Addrs: []string{srv.Addr}, Timeout: timeout, CacheTTL: -1})
 	waitUp(t, r, "before the pause")
 
 	const pause = 1500 * time.Millisecond

@@ -75,7 +75,9 @@ type Distinct interface {
 //
 // Redis: Set is SET key <until in ns> PX ttl (DEL when ttl <= 0); Get is GET
 // key, ok when it exists and until is after now (now is compared too, so a
-// node whose clock is ahead of Redis's sees the same answer as Memory).
+// node whose clock is ahead of Redis's sees the same answer as Memory),
+// served from the client-side cache that Redis invalidates when any node
+// writes the key.
 type Flags interface {
 	// Set sets key for ttl from now (until = now+ttl), replacing any
 	// previous expiry, earlier or later: the last Set wins. A ttl <= 0
