@@ -154,10 +154,13 @@ type redisStepStats struct {
 	// script run by EVALSHA is one command, whatever it does inside).
 	CommandsPerCall float64            `json:"commands_per_call"`
 	ByCommand       map[string]float64 `json:"commands_per_call_by_command"`
-	// Round trips per call: stirgate's stirgate_state_redis_seconds
-	// observations (one per round trip: an operation, or a batch of them).
-	RoundTripsPerCall float64            `json:"round_trips_per_call"`
-	RoundTripsByOp    map[string]float64 `json:"round_trips_per_call_by_op"`
+	// Round trips per call: the sum of stirgate's
+	// stirgate_policy_store_round_trips (per stage, a batch is one).
+	RoundTripsPerCall float64 `json:"round_trips_per_call"`
+	// Store operations per call by op: stirgate_state_redis_seconds
+	// observations (op="batch" for a stage's batch; a flag read served by
+	// the client-side cache is counted but costs no round trip).
+	OpsByOp map[string]float64 `json:"store_ops_per_call_by_op"`
 	// Redis CPU per call: user+system time of redis-server (/proc).
 	CPUusPerCall float64 `json:"redis_cpu_us_per_call"`
 	// Store errors during the step, by kind (any makes the step unclean).
@@ -171,7 +174,7 @@ type redisStepStats struct {
 // per-call numbers.
 func redisStats(r0, r1 redisSnap, m0, m1 map[string]float64, calls int) *redisStepStats {
 	n := float64(calls)
-	st := &redisStepStats{ByCommand: map[string]float64{}, RoundTripsByOp: map[string]float64{}, Errors: map[string]float64{}}
+	st := &redisStepStats{ByCommand: map[string]float64{}, OpsByOp: map[string]float64{}, Errors: map[string]float64{}}
 	own := r1.byCommand["info"] - r0.byCommand["info"]
 	st.CommandsPerCall = float64(r1.commands-r0.commands-own) / n
 	for c, v := range r1.byCommand {
@@ -185,9 +188,10 @@ func redisStats(r0, r1 redisSnap, m0, m1 map[string]float64, calls int) *redisSt
 			continue
 		}
 		switch name, labels := splitSeries(series); name {
-		case "stirgate_state_redis_seconds_count":
+		case "stirgate_policy_store_round_trips_sum":
 			st.RoundTripsPerCall += d / n
-			st.RoundTripsByOp[labels["op"]] += d / n
+		case "stirgate_state_redis_seconds_count":
+			st.OpsByOp[labels["op"]] += d / n
 		case "stirgate_state_redis_errors_total":
 			st.Errors[labels["kind"]] += d
 		case "stirgate_state_cache_hits_total":

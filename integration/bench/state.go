@@ -203,7 +203,7 @@ func (sc *stateCompare) summarize() {
 func (sc *stateCompare) table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npolicy state, memory vs redis-server on loopback, %d calls/s, each call from its own number (rules: rate per caller, bombing, one-ring); state.redis.timeout %s:\n", sc.Rate, sc.Timeout)
-	fmt.Fprintf(&b, "(redis cmd/c: commands Redis executed, those the scripts run inside EVALSHA included; round trip/c: stirgate's stirgate_state_redis_seconds observations)\n")
+	fmt.Fprintf(&b, "(redis cmd/c: commands Redis executed, those the scripts run inside EVALSHA included; round trip/c: stirgate's stirgate_policy_store_round_trips, summed over the stages)\n")
 	fmt.Fprintf(&b, "%-8s %3s %8s %8s %8s %9s %10s %12s %12s %10s  %s\n", "state", "try", "failed%", "p50 ms", "p99 ms", "sg µs/c", "redis cmd/c", "round trip/c", "redis µs/c", "errors", "clean")
 	for _, s := range sc.Steps {
 		cmds, rts, cpu, errs := "-", "-", "-", "-"
@@ -214,8 +214,8 @@ func (sc *stateCompare) table() string {
 		fmt.Fprintf(&b, "%-8s %3d %8.3f %8.2f %8.2f %9.0f %10s %12s %12s %10s  %s\n", strings.TrimPrefix(s.Mode, "policy-"), s.Try, s.FailedPct, s.P50ms, s.P99ms, s.CPUus, cmds, rts, cpu, errs, cleanWord(s))
 	}
 	if red, ok, _ := sc.pick("redis"); ok && red.Redis != nil {
-		fmt.Fprintf(&b, "redis commands per call: %s; round trips per call by op: %s; flag cache hits %.0f, misses %.0f\n",
-			perCall(red.Redis.ByCommand), perCall(red.Redis.RoundTripsByOp), red.Redis.CacheHits, red.Redis.CacheMisses)
+		fmt.Fprintf(&b, "redis commands per call: %s; store operations per call by op: %s; flag cache hits %.0f, misses %.0f\n",
+			perCall(red.Redis.ByCommand), perCall(red.Redis.OpsByOp), red.Redis.CacheHits, red.Redis.CacheMisses)
 	}
 	if a := sc.Added; a != nil {
 		fmt.Fprintf(&b, "added by redis: p50 %+.2f ms, p99 %+.2f ms\n", a.P50ms, a.P99ms)
