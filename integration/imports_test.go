@@ -12,12 +12,12 @@ import (
 
 const module = "github.com/stirgate/stirgate"
 
-// passportPkg is the leaf every package may import (DESIGN.md, layout).
+// passportPkg is the leaf every package may import (docs/DESIGN.md).
 const passportPkg = module + "/attest/passport"
 
 func ours(imp string) bool { return strings.HasPrefix(imp, module+"/") }
 
-// importRule is one boundary of DESIGN.md: bad reports whether file (path
+// importRule is one boundary of docs/DESIGN.md: bad reports whether file (path
 // from the repository root) of top-level package pkg breaks it by
 // importing imp.
 type importRule struct {
@@ -31,6 +31,10 @@ var importRules = []importRule{
 	}},
 	{"only configs imports yaml", func(pkg, _, imp string) bool {
 		return strings.Contains(imp, "yaml") && pkg != "configs"
+	}},
+	{"only policy/store imports the Redis client", func(_, file, imp string) bool {
+		redis := strings.HasPrefix(imp, "github.com/redis/") || strings.HasPrefix(imp, "github.com/valkey-io/")
+		return redis && !strings.HasPrefix(filepath.ToSlash(file), "policy/store/")
 	}},
 	{"certs imports nothing of ours", func(pkg, _, imp string) bool {
 		return pkg == "certs" && ours(imp)
@@ -68,8 +72,9 @@ func broken(file, imp string) []string {
 	return out
 }
 
-// TestImportRules keeps the package boundaries of DESIGN.md true: only sip
-// (and integration) import sipgo, only configs imports YAML, certs and
+// TestImportRules keeps the package boundaries of docs/DESIGN.md true: only
+// sip (and integration) import sipgo, only configs imports YAML, only
+// policy/store imports the Redis client, certs and
 // attest/passport import nothing of ours, anyone may import
 // attest/passport, the domain cores import sip only from handler.go.
 func TestImportRules(t *testing.T) {
@@ -130,6 +135,9 @@ func TestImportRulesCatch(t *testing.T) {
 		{"integration/bench/bench.go", passportPkg, ""},
 		{"attest/service.go", "github.com/emiago/sipgo/sip", "only sip and integration import sipgo"},
 		{"certs/x.go", "gopkg.in/yaml.v3", "only configs imports yaml"},
+		{"policy/store/redis.go", "github.com/redis/rueidis", ""},
+		{"cmd/stirgate/state.go", "github.com/redis/rueidis", "only policy/store imports the Redis client"},
+		{"integration/bench/redis.go", "github.com/redis/go-redis/v9", "only policy/store imports the Redis client"},
 	}
 	for _, tt := range tests {
 		got := broken(tt.file, tt.imp)
