@@ -10,47 +10,60 @@ package store
 // ARGV: width, idx (now/width), n (<= 2^32-1), ttl ms. Returns the sum of
 // the buckets in (head-12, head]. A different width resets the key; an idx
 // before the head counts in the head bucket (as Memory). Buckets saturate
-// at 2^32-1.
+// at 2^32-1. One HGETALL reads everything (width, head and buckets), one
+// HSET writes the head bucket (and a new head): a new key costs HGETALL,
+// HSET, PEXPIRE. Buckets are never written above the head, so the new
+// head's bucket starts at 0.
 const counterAddLua = `
 local k, w, idxs, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
-local idx = tonumber(idxs)
-local meta = redis.call('HMGET', k, 'w', 'h')
-local heads, head = meta[2], tonumber(meta[2])
-if meta[1] ~= w or head == nil then
-  redis.call('DEL', k)
-  heads, head = idxs, idx
-  redis.call('HSET', k, 'w', w, 'h', heads)
-elseif idx > head then
-  heads, head = idxs, idx
-  redis.call('HSET', k, 'h', heads)
-end
-if redis.call('HINCRBY', k, heads, n) > 4294967295 then
-  redis.call('HSET', k, heads, '4294967295')
-end
 local all = redis.call('HGETALL', k)
-local sum, old = 0, {}
+local kw, kh
+for i = 1, #all, 2 do
+  if all[i] == 'w' then kw = all[i + 1] elseif all[i] == 'h' then kh = all[i + 1] end
+end
+local head = tonumber(kh)
+if kw ~= w or head == nil then
+  if #all > 0 then redis.call('DEL', k) end
+  redis.call('HSET', k, 'w', w, 'h', idxs, idxs, ARGV[3])
+  redis.call('PEXPIRE', k, ARGV[4])
+  return n
+end
+local heads = kh
+if tonumber(idxs) > head then heads, head = idxs, tonumber(idxs) end
+local sum, cur, old = 0, 0, {}
 for i = 1, #all, 2 do
   local f = tonumber(all[i])
   if f then
     if f <= head - 12 then
       old[#old + 1] = all[i]
+    elseif all[i] == heads then
+      cur = tonumber(all[i + 1])
     else
       sum = sum + tonumber(all[i + 1])
     end
   end
 end
+cur = math.min(cur + n, 4294967295)
+local curs = string.format('%d', cur)
+if heads ~= kh then
+  redis.call('HSET', k, 'h', heads, heads, curs)
+else
+  redis.call('HSET', k, heads, curs)
+end
 if #old > 0 then redis.call('HDEL', k, unpack(old)) end
 redis.call('PEXPIRE', k, ARGV[4])
-return sum
+return sum + cur
 `
 
-// counterCountLua: ARGV: width, idx. Read only.
+// counterCountLua: ARGV: width, idx. Read only: one HGETALL.
 const counterCountLua = `
-local k = KEYS[1]
-local meta = redis.call('HMGET', k, 'w', 'h')
-if meta[1] ~= ARGV[1] or not meta[2] then return 0 end
-local head = math.max(tonumber(meta[2]), tonumber(ARGV[2]))
-local all = redis.call('HGETALL', k)
+local all = redis.call('HGETALL', KEYS[1])
+local kw, kh
+for i = 1, #all, 2 do
+  if all[i] == 'w' then kw = all[i + 1] elseif all[i] == 'h' then kh = all[i + 1] end
+end
+if kw ~= ARGV[1] or not kh then return 0 end
+local head = math.max(tonumber(kh), tonumber(ARGV[2]))
 local sum = 0
 for i = 1, #all, 2 do
   local f = tonumber(all[i])
@@ -67,17 +80,17 @@ const distinctAddLua = `
 local k, now, m, cap = KEYS[1], ARGV[1], ARGV[3], tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[2])
 local s = redis.call('ZSCORE', k, m)
+local card = redis.call('ZCARD', k)
 if s then
   if tonumber(s) < tonumber(now) then redis.call('ZADD', k, now, m) end
+elseif card >= cap then
+  card = cap
 else
-  if redis.call('ZCARD', k) >= cap then
-    redis.call('PEXPIRE', k, ARGV[5])
-    return cap
-  end
   redis.call('ZADD', k, now, m)
+  card = card + 1
 end
 redis.call('PEXPIRE', k, ARGV[5])
-return redis.call('ZCARD', k)
+return card
 `
 
 // complaintsAddLua: one sorted set per subject, score = time (µs), member
