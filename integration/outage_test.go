@@ -1,17 +1,15 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stirgate/stirgate/integration/internal/sippfiles"
 	"github.com/stirgate/stirgate/policy/store/redistest"
 )
 
@@ -89,75 +87,21 @@ func waitRecords(t *testing.T, p *proxy, n int) int {
 	return 0
 }
 
-// callTiming is one INVITE as the caller saw it: when it was first sent
-// and the final response that ended it (code 0: none).
-type callTiming struct {
-	CallID string
-	Wait   time.Duration // first INVITE sent -> final response received
-	Code   int
-}
-
-// inviteTimings reads SIPp's -trace_shortmsg file (tab-separated: date,
-// time, epoch seconds with µs, S|R, Call-ID, "CSeq: N METHOD", first line)
-// and returns every INVITE the caller sent, with its final response.
-func inviteTimings(t *testing.T, path string) []callTiming {
+// inviteTimings reads the INVITE timings of a SIPp caller's
+// -trace_shortmsg file.
+func inviteTimings(t *testing.T, path string) []sippfiles.InviteTiming {
 	t.Helper()
-	f, err := os.Open(path)
+	calls, err := sippfiles.InviteTimings(path)
 	if err != nil {
-		t.Fatalf("sipp short messages: %v", err)
+		t.Fatal(err)
 	}
-	defer f.Close()
-	sent := map[string]float64{}
-	var order []string
-	final := map[string]callTiming{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fs := strings.Split(sc.Text(), "\t")
-		if len(fs) < 7 || !strings.HasSuffix(fs[5], " INVITE") {
-			continue
-		}
-		ts, err := strconv.ParseFloat(fs[2], 64)
-		if err != nil {
-			continue
-		}
-		id, line := fs[4], fs[6]
-		switch {
-		case fs[3] == "S" && strings.HasPrefix(line, "INVITE "):
-			if _, ok := sent[id]; !ok {
-				sent[id] = ts
-				order = append(order, id)
-			}
-		case fs[3] == "R" && strings.HasPrefix(line, "SIP/2.0 "):
-			code := 0
-			if f := strings.Fields(line); len(f) > 1 {
-				code, _ = strconv.Atoi(f[1])
-			}
-			t0, ok := sent[id]
-			if _, done := final[id]; !ok || done || code < 200 {
-				continue
-			}
-			final[id] = callTiming{CallID: id, Code: code, Wait: time.Duration(math.Round((ts-t0)*1e6)) * time.Microsecond}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("sipp short messages %s: %v", path, err)
-	}
-	out := make([]callTiming, 0, len(order))
-	for _, id := range order {
-		c, ok := final[id]
-		if !ok {
-			c = callTiming{CallID: id}
-		}
-		out = append(out, c)
-	}
-	return out
+	return calls
 }
 
 // requireDecidedInTime fails for every INVITE without a final response or
 // whose final response took longer than decisionBound, and returns the
 // count by status code.
-func requireDecidedInTime(t *testing.T, calls []callTiming, want int) map[int]int {
+func requireDecidedInTime(t *testing.T, calls []sippfiles.InviteTiming, want int) map[int]int {
 	t.Helper()
 	if len(calls) != want {
 		t.Errorf("the caller sent %d INVITEs, want %d", len(calls), want)
@@ -167,11 +111,11 @@ func requireDecidedInTime(t *testing.T, calls []callTiming, want int) map[int]in
 	var bad []string
 	for _, c := range calls {
 		codes[c.Code]++
-		slowest = max(slowest, c.Wait)
+		slowest = max(slowest, c.Wait())
 		if c.Code == 0 {
 			bad = append(bad, c.CallID+": no final response")
-		} else if c.Wait > decisionBound {
-			bad = append(bad, fmt.Sprintf("%s: %d after %v", c.CallID, c.Code, c.Wait))
+		} else if c.Wait() > decisionBound {
+			bad = append(bad, fmt.Sprintf("%s: %d after %v", c.CallID, c.Code, c.Wait()))
 		}
 	}
 	t.Logf("%d INVITEs, final responses by code %v, slowest %v (bound %v)", len(calls), codes, slowest, decisionBound)
@@ -197,7 +141,7 @@ func redisErrors(t *testing.T, p *proxy) map[string]float64 {
 // whose Redis is stopped after 200 call records and started again (same
 // port, empty) after 600. It returns the caller's result, the INVITE
 // timings and the number of call records written before the restart.
-func outageRun(t *testing.T, mode string, uasCalls int) (proxyConfig, *proxy, sippResult, []callTiming) {
+func outageRun(t *testing.T, mode string, uasCalls int) (proxyConfig, *proxy, sippResult, []sippfiles.InviteTiming) {
 	t.Helper()
 	requireSipp(t)
 	const calls = 1000
@@ -353,7 +297,7 @@ func TestRedisSlowIsAnOutage(t *testing.T) {
 `)
 	// The callee of each SIPp call is started first; the caller from
 	// source (its rule) at 10 calls/s sends its INVITE 100 ms after start.
-	call := func(name, source string, uas *sippProc) []callTiming {
+	call := func(name, source string, uas *sippProc) []sippfiles.InviteTiming {
 		t.Helper()
 		if uas == nil {
 			uas = startSipp(t, sippRun{Name: name + "-uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: 1, Timeout: 20 * time.Second})
@@ -383,7 +327,7 @@ func TestRedisSlowIsAnOutage(t *testing.T) {
 	}
 	openCalls := call("paused-open", "127.0.0.1", uas)
 	t.Logf("while paused: the closed rule's 503 after %v, the open rule's call answered %d after %v (bound %v); %v since the pause began",
-		closedWait, openCalls[0].Code, openCalls[0].Wait, decisionBound, time.Since(paused))
+		closedWait, openCalls[0].Code, openCalls[0].Wait(), decisionBound, time.Since(paused))
 	if closedWait > decisionBound {
 		t.Errorf("closed-limit call while Redis is paused: 503 after %v, want within %v", closedWait, decisionBound)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -183,53 +181,21 @@ type latency struct {
 	Span     time.Duration
 }
 
-// inviteLatency reads a -trace_shortmsg file: tab-separated date, time,
-// epoch seconds, S|R, Call-ID, "CSeq:N METHOD", first line.
+// inviteLatency is the latency of the INVITEs of a -trace_shortmsg file
+// that got a final response.
 func inviteLatency(path string) (latency, error) {
-	f, err := os.Open(path)
+	calls, err := sippfiles.InviteTimings(path)
 	if err != nil {
 		return latency{}, fmt.Errorf("latency: %w", err)
 	}
-	defer f.Close()
-	sent := map[string]float64{}
 	var ds []time.Duration
 	first, last := math.Inf(1), math.Inf(-1)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fs := strings.Split(sc.Text(), "\t")
-		if len(fs) < 7 || !strings.HasSuffix(fs[5], " INVITE") {
+	for _, c := range calls {
+		if c.Code == 0 {
 			continue
 		}
-		ts, err := strconv.ParseFloat(fs[2], 64)
-		if err != nil {
-			continue
-		}
-		id, line := fs[4], fs[6]
-		switch {
-		case fs[3] == "S" && strings.HasPrefix(line, "INVITE "):
-			if _, ok := sent[id]; !ok {
-				sent[id] = ts
-				first = math.Min(first, ts)
-			}
-		case fs[3] == "R" && strings.HasPrefix(line, "SIP/2.0 "):
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			code, err := strconv.Atoi(f[1])
-			if err != nil || code < 200 {
-				continue
-			}
-			if t0, ok := sent[id]; ok {
-				ds = append(ds, time.Duration((ts-t0)*float64(time.Second)))
-				delete(sent, id)
-				last = math.Max(last, ts)
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return latency{}, fmt.Errorf("latency: %s: %w", path, err)
+		ds = append(ds, c.Wait())
+		first, last = math.Min(first, c.Sent), math.Max(last, c.Final)
 	}
 	if len(ds) == 0 {
 		return latency{}, fmt.Errorf("latency: %s: no INVITE with a final response", path)

@@ -3,10 +3,13 @@
 package sippfiles
 
 import (
+	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Stats is one line of a -trace_stat file, by column.
@@ -60,4 +63,63 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// InviteTiming is one INVITE as a SIPp caller saw it.
+type InviteTiming struct {
+	CallID string
+	Sent   float64 // epoch seconds (µs resolution) the first INVITE left
+	Final  float64 // epoch seconds its final response arrived (0: none)
+	Code   int     // the final response's status (0: none)
+}
+
+// Wait is first INVITE sent -> final response received (0 without one).
+func (c InviteTiming) Wait() time.Duration {
+	if c.Code == 0 {
+		return 0
+	}
+	return time.Duration(math.Round((c.Final-c.Sent)*1e6)) * time.Microsecond
+}
+
+// InviteTimings reads SIPp's -trace_shortmsg file (tab-separated: date,
+// time, epoch seconds with µs, S|R, Call-ID, "CSeq: N METHOD", first line)
+// and returns every INVITE the caller sent, in sending order, with its
+// final response.
+func InviteTimings(path string) ([]InviteTiming, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("sipp short messages: %w", err)
+	}
+	defer f.Close()
+	index := map[string]int{}
+	var out []InviteTiming
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fs := strings.Split(sc.Text(), "\t")
+		if len(fs) < 7 || !strings.HasSuffix(fs[5], " INVITE") {
+			continue
+		}
+		ts, err := strconv.ParseFloat(fs[2], 64)
+		if err != nil {
+			continue
+		}
+		id, line := fs[4], fs[6]
+		i, seen := index[id]
+		switch {
+		case fs[3] == "S" && strings.HasPrefix(line, "INVITE ") && !seen:
+			index[id] = len(out)
+			out = append(out, InviteTiming{CallID: id, Sent: ts})
+		case fs[3] == "R" && strings.HasPrefix(line, "SIP/2.0 ") && seen && out[i].Code == 0:
+			if f := strings.Fields(line); len(f) > 1 {
+				if code, err := strconv.Atoi(f[1]); err == nil && code >= 200 {
+					out[i].Code, out[i].Final = code, ts
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("sipp short messages %s: %w", path, err)
+	}
+	return out, nil
 }
