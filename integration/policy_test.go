@@ -210,10 +210,9 @@ func TestPolicyCallBombing(t *testing.T) {
 // one caller to 3 distinct callees, driven by SIPp through stirgate to a
 // SIPp PBX, flags the caller: its next call gets 608, our PBX's call back
 // to it is refused by the callback shield, and other callers keep calling.
-func TestPolicyOneRing(t *testing.T) {
-	requireSipp(t)
-	cfg, p, _ := policyProxy(t, `rules:
-  - name: wangiri
+// wangiriRule is a one_ring rule: a caller who rings 3 callees briefly in
+// 10 minutes (80% of its calls cancelled within 2 s) is flagged for an hour.
+const wangiriRule = `  - name: wangiri
     type: one_ring
     callees: 3
     percent: 80
@@ -221,7 +220,11 @@ func TestPolicyOneRing(t *testing.T) {
     window: 10m
     flag_for: 1h
     action: {type: reject, code: 608}
-  - name: callback-shield
+`
+
+func TestPolicyOneRing(t *testing.T) {
+	requireSipp(t)
+	cfg, p, _ := policyProxy(t, "rules:\n"+wangiriRule+`  - name: callback-shield
     type: callback
     action: {type: reject, code: 603, reason: Decline}
 `)

@@ -92,16 +92,7 @@ func TestSharedReplayAcrossNodes(t *testing.T) {
 // refused through B.
 func TestSharedOneRingAcrossNodes(t *testing.T) {
 	requireSipp(t)
-	a, b, pa, _ := twoNodes(t, `rules:
-  - name: wangiri
-    type: one_ring
-    callees: 3
-    percent: 80
-    ring_max: 2s
-    window: 10m
-    flag_for: 1h
-    action: {type: reject, code: 608}
-`, nil)
+	a, b, pa, _ := twoNodes(t, "rules:\n"+wangiriRule, nil)
 	for i := 0; i < 3; i++ {
 		callee := fmt.Sprintf("+1555987010%d", i)
 		uas := startSipp(t, sippRun{Name: fmt.Sprintf("ring%d-uas", i), Scenario: "uas_cancel.xml", Port: a.PBXPort, Calls: 1, Timeout: 20 * time.Second})
