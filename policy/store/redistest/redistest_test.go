@@ -19,3 +19,18 @@ func TestStartAndCluster(t *testing.T) {
 		t.Fatalf("cluster info:\n%s", info)
 	}
 }
+
+func TestStartACLTLSSentinel(t *testing.T) {
+	s := StartOptions(t, Options{ACL: []string{"user app on >app-pw ~app:* +@all"}, TLS: NewTLSFiles(t), AuthClients: "yes"})
+	if got := s.Do("set", "k", "v"); got != "OK" {
+		t.Fatalf("SET as admin over TLS: %q", got)
+	}
+	if got := s.Do("acl", "whoami"); got != AdminUser {
+		t.Fatalf("ACL WHOAMI: %q", got)
+	}
+	m := StartOptions(t, Options{ACL: []string{"user app on >app-pw ~app:* +@all"}})
+	sen := StartSentinel(t, m, "mymaster")
+	if got := sen.Do("sentinel", "master", "mymaster"); !strings.Contains(got, "flags\nmaster\n") {
+		t.Fatalf("SENTINEL MASTER:\n%s", got)
+	}
+}
