@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ type reloadFixture struct {
 	cfgPath string
 	r       *reloader
 	x5u     string       // a chain an HTTP server on loopback publishes
+	log     syncBuffer   // what the reloader logged
 	hits    atomic.Int64 // GETs of x5u
 }
 
@@ -46,6 +48,7 @@ type reloadConfig struct {
 	logLevel  string
 	inviteTTL string // sip.invite_timeout
 	noSigning bool   // attest.enabled: false
+	state     string // a state: section ("" none: memory)
 }
 
 func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
@@ -75,7 +78,7 @@ func newReloadFixture(t *testing.T, c reloadConfig) *reloadFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(&f.log, nil))
 	reg := prometheus.NewRegistry()
 	sh, err := newShared(log, reg, cfg.Verify.X5U, store.NewMemory(), verify.NewMemoryReplay())
 	if err != nil {
@@ -131,7 +134,7 @@ verify:
   enabled: true
   trust_roots: [a/root.pem]
   x5u: {allow_http: true, ports: [%s], allow_addresses: ["127.0.0.0/8"], timeout: %s}
-`, c.logLevel, c.inviteTTL, !c.noSigning, c.pki, c.pki, c.x5uPath, u.Port(), c.timeout)
+`, c.logLevel, c.inviteTTL, !c.noSigning, c.pki, c.pki, c.x5uPath, u.Port(), c.timeout) + c.state
 	if err := os.WriteFile(f.cfgPath, []byte(yaml), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -292,5 +295,45 @@ func TestReloadPublishesWhatItSigns(t *testing.T) {
 	}
 	if code, _ := get("/certs/sp-2.pem"); code != http.StatusOK {
 		t.Fatalf("new x5u: %d, want 200", code)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestReloadStateNeedsRestart: the state backend is opened at start only
+// (configs/stirgate.yaml says "a change needs a restart"): a reload that
+// changes it is applied otherwise, warns with key state, and the policy
+// store in force stays the one opened at start.
+func TestReloadStateNeedsRestart(t *testing.T) {
+	base := reloadConfig{pki: "a", x5uPath: "/certs/sp.pem", timeout: 2 * time.Second}
+	f := newReloadFixture(t, base)
+	st := f.r.sh.policy
+	base.state = "state:\n  backend: redis\n  redis: {addrs: [\"127.0.0.1:1\"]}\n"
+	base.logLevel = "debug"
+	f.write(base)
+	if err := f.r.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(f.log.String(), "keys=state") {
+		t.Fatalf("no restart warning naming state:\n%s", f.log.String())
+	}
+	if f.r.sh.policy != st || f.r.level.Level() != slog.LevelDebug {
+		t.Fatal("the reload replaced the policy store, or did not apply the rest")
 	}
 }
