@@ -71,6 +71,8 @@ type options struct {
 	states       []string      // policy state backends to compare: memory, redis (none: skip)
 	stateCPS     int           // their call rate
 	stateOnly    bool          // only the state comparison: no ceiling, ramp or soak
+	stateRounds  int           // rounds of the state comparison (each backend once per round)
+	statePolicy  string        // policy file of the state comparison ("": statePolicy)
 	stateTimeout time.Duration // state.redis.timeout of stirgate (0: its default)
 }
 
@@ -95,13 +97,15 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.stateCPS, "state-cps", referenceCPS, "call rate of the state comparison")
 	flag.DurationVar(&o.stateTimeout, "state-timeout", 0, "state.redis.timeout of stirgate in the state comparison (0: stirgate's default; -smoke: 100ms, so that one slow round trip on a loaded CI machine does not fail the smoke run)")
 	flag.BoolVar(&o.stateOnly, "state-only", false, "run the state comparison only (no harness ceiling, ramp or soak)")
+	flag.IntVar(&o.stateRounds, "state-rounds", 3, "rounds of the state comparison: each backend runs one step per round, alternating, from a fresh process; the medians over the rounds are compared")
+	flag.StringVar(&o.statePolicy, "state-policy", "", "policy file of the state comparison (default: the built-in one of rate, bombing and one-ring rules)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
 		o.env = strings.Split(env, ",")
 	}
 	if o.smoke {
-		o.step, rates, o.soak, o.stateCPS = 2*time.Second, "200", 0, 200
+		o.step, rates, o.soak, o.stateCPS, o.stateRounds = 2*time.Second, "200", 0, 200, 1
 		if o.stateTimeout == 0 {
 			o.stateTimeout = 100 * time.Millisecond
 		}
@@ -119,6 +123,9 @@ func parseFlags() (options, error) {
 	}
 	if o.stateOnly && len(o.states) == 0 {
 		return o, fmt.Errorf("-state-only with -state none: nothing to run")
+	}
+	if o.stateRounds < 1 || o.stateRounds > 20 {
+		return o, fmt.Errorf("-state-rounds %d: want 1..20", o.stateRounds)
 	}
 	if o.stateCPS < 1 || o.stateCPS > 20000 {
 		return o, fmt.Errorf("-state-cps %d: want 1..20000", o.stateCPS)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -168,12 +169,20 @@ type redisStepStats struct {
 	// Client-side cache of flag reads.
 	CacheHits   float64 `json:"cache_hits"`
 	CacheMisses float64 `json:"cache_misses"`
+	// A stage's batch as stirgate timed it (stirgate_state_redis_seconds
+	// op="batch": from the call into the client to the last reply): the
+	// mean, and the bucket bounds under which 50% and 99% fell.
+	BatchMeanMs float64 `json:"batch_mean_ms"`
+	BatchP50ms  float64 `json:"batch_p50_le_ms"`
+	BatchP99ms  float64 `json:"batch_p99_le_ms"`
 }
 
 // redisStats turns two snapshots of Redis and of stirgate's metrics into
 // per-call numbers.
 func redisStats(r0, r1 redisSnap, m0, m1 map[string]float64, calls int) *redisStepStats {
 	n := float64(calls)
+	var batchSum, batchCount float64
+	batchLE := map[float64]float64{} // upper bound (s) -> observations at or under it
 	st := &redisStepStats{ByCommand: map[string]float64{}, OpsByOp: map[string]float64{}, Errors: map[string]float64{}}
 	own := r1.byCommand["info"] - r0.byCommand["info"]
 	st.CommandsPerCall = float64(r1.commands-r0.commands-own) / n
@@ -192,6 +201,17 @@ func redisStats(r0, r1 redisSnap, m0, m1 map[string]float64, calls int) *redisSt
 			st.RoundTripsPerCall += d / n
 		case "stirgate_state_redis_seconds_count":
 			st.OpsByOp[labels["op"]] += d / n
+			if labels["op"] == "batch" {
+				batchCount = d
+			}
+		case "stirgate_state_redis_seconds_sum":
+			if labels["op"] == "batch" {
+				batchSum = d
+			}
+		case "stirgate_state_redis_seconds_bucket":
+			if le, err := strconv.ParseFloat(labels["le"], 64); err == nil && labels["op"] == "batch" {
+				batchLE[le] = d
+			}
 		case "stirgate_state_redis_errors_total":
 			st.Errors[labels["kind"]] += d
 		case "stirgate_state_cache_hits_total":
@@ -201,7 +221,28 @@ func redisStats(r0, r1 redisSnap, m0, m1 map[string]float64, calls int) *redisSt
 		}
 	}
 	st.CPUusPerCall = float64((r1.cpu-r0.cpu)/time.Microsecond) / n
+	if batchCount > 0 {
+		st.BatchMeanMs = 1000 * batchSum / batchCount
+		st.BatchP50ms = 1000 * bucketBound(batchLE, 0.50*batchCount)
+		st.BatchP99ms = 1000 * bucketBound(batchLE, 0.99*batchCount)
+	}
 	return st
+}
+
+// bucketBound is the smallest histogram bound with at least want
+// observations at or under it (+Inf when only the last bucket has them).
+func bucketBound(le map[float64]float64, want float64) float64 {
+	bounds := make([]float64, 0, len(le))
+	for b := range le {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	for _, b := range bounds {
+		if le[b] >= want {
+			return b
+		}
+	}
+	return math.Inf(1)
 }
 
 // redisMemory is what the keys of one step's distinct callers cost in

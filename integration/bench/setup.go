@@ -115,6 +115,7 @@ type env struct {
 	certSrv    *http.Server
 	callers    string       // SIPp injection file of uac_callers.xml
 	redis      *redisServer // during the state comparison
+	policy     string       // policy of the state comparison's stirgate
 }
 
 func setup(ctx context.Context, work string) (*env, error) {

@@ -41,21 +41,36 @@ const statePolicy = `rules:
     action: {type: reject, code: 608}
 `
 
-// stateCompare is stirgate with statePolicy on each state backend, at one
-// rate, each call from its own calling number.
+// stateCompare is stirgate with one policy on each state backend, at one
+// rate, each call from its own calling number: Rounds rounds, each backend
+// one step per round from a fresh process, alternating, so that a drift
+// of the machine hits both alike.
 type stateCompare struct {
 	Rate     int          `json:"target_cps"`
+	Rounds   int          `json:"rounds"`
 	Timeout  string       `json:"state_redis_timeout"`
 	Policy   string       `json:"policy"`
 	Steps    []step       `json:"steps"`
+	Median   []median     `json:"medians"`
 	Memory   *redisMemory `json:"redis_memory,omitempty"`
 	Added    *added       `json:"redis_added_latency,omitempty"`
 	Capacity *capacity    `json:"redis_capacity,omitempty"`
 	Targets  []target     `json:"targets,omitempty"`
 }
 
-// added is INVITE -> final with Redis less with memory (first clean step
-// of each).
+// median is one backend's medians over its clean steps.
+type median struct {
+	Backend string  `json:"backend"`
+	Steps   int     `json:"clean_steps"`
+	P50ms   float64 `json:"p50_ms"`
+	P99ms   float64 `json:"p99_ms"`
+	CPUus   float64 `json:"cpu_us_per_call"`
+	// Redis only: Redis CPU per call and the mean batch round trip.
+	RedisCPUus  float64 `json:"redis_cpu_us_per_call,omitempty"`
+	BatchMeanMs float64 `json:"batch_mean_ms,omitempty"`
+}
+
+// added is INVITE -> final with Redis less with memory (medians).
 type added struct {
 	P50ms float64 `json:"p50_ms"`
 	P99ms float64 `json:"p99_ms"`
@@ -70,16 +85,24 @@ type capacity struct {
 	NodesAt3000At70   float64 `json:"stirgate_nodes_at_3000_cps_at_70pct"`
 }
 
-// stateRun runs the comparison: one stirgate per backend, one step each
-// (a second try from a fresh process if the first is not clean).
+// stateRun runs the comparison: per round, each backend one step from a
+// fresh stirgate (a second try if the first is not clean).
 func (b *bench) stateRun(ctx context.Context) error {
 	rate, d := b.o.stateCPS, b.o.step
 	calls := rate * int(d/time.Second)
-	log.Printf("policy state: %s at %d calls/s, %d calls each, each from its own number", strings.Join(b.o.states, " vs "), rate, calls)
+	b.env.policy = statePolicy
+	if b.o.statePolicy != "" {
+		pol, err := os.ReadFile(b.o.statePolicy)
+		if err != nil {
+			return fmt.Errorf("-state-policy: %w", err)
+		}
+		b.env.policy = string(pol)
+	}
+	log.Printf("policy state: %s at %d calls/s, %d calls each, each from its own number, %d rounds", strings.Join(b.o.states, " vs "), rate, calls, b.o.stateRounds)
 	if err := b.env.writeCallers(calls); err != nil {
 		return err
 	}
-	sc := &stateCompare{Rate: rate, Timeout: durationOrDefault(b.o.stateTimeout), Policy: statePolicy}
+	sc := &stateCompare{Rate: rate, Rounds: b.o.stateRounds, Timeout: durationOrDefault(b.o.stateTimeout), Policy: b.env.policy}
 	b.res.State = sc
 	if slices.Contains(b.o.states, "redis") {
 		r, err := startRedis(ctx, filepath.Join(b.env.work, "redis"))
@@ -89,50 +112,57 @@ func (b *bench) stateRun(ctx context.Context) error {
 		b.env.redis = r
 		defer func() { r.stop(); b.env.redis = nil }()
 	}
-	for _, backend := range b.o.states {
-		p, err := b.startSystem(ctx, "stirgate", "policy-"+backend, 0)
+	for round := 1; round <= b.o.stateRounds; round++ {
+		for _, backend := range b.o.states {
+			if err := b.stateStep(ctx, sc, backend, rate, d); err != nil {
+				return err
+			}
+		}
+	}
+	sc.summarize()
+	return nil
+}
+
+// stateStep runs one backend's step of a round.
+func (b *bench) stateStep(ctx context.Context, sc *stateCompare, backend string, rate int, d time.Duration) error {
+	p, err := b.startSystem(ctx, "stirgate", "policy-"+backend, 0)
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop() }()
+	for try := 1; try <= 2; try++ {
+		var used0 int64
+		if p.redis != nil {
+			if err := p.redis.flush(); err != nil {
+				return err
+			}
+			s0, err := p.redis.snapshot()
+			if err != nil {
+				return err
+			}
+			used0 = s0.usedMemory
+		}
+		s, err := b.step(ctx, p, p.mode, rate, d, try)
 		if err != nil {
 			return err
 		}
-		for try := 1; try <= 2; try++ {
-			var used0 int64
-			if p.redis != nil {
-				if err := p.redis.flush(); err != nil {
-					p.stop()
-					return err
-				}
-				s0, err := p.redis.snapshot()
-				if err != nil {
-					p.stop()
-					return err
-				}
-				used0 = s0.usedMemory
-			}
-			s, err := b.step(ctx, p, p.mode, rate, d, try)
-			if err != nil {
-				p.stop()
-				return err
-			}
-			sc.Steps = append(sc.Steps, s)
-			log.Printf("  %s%s", s, s.redisString())
-			// Redis memory after the step: the clean one's, else the last.
-			if p.redis != nil && (s.Clean || !sc.clean("redis")) {
-				if sc.Memory, err = p.redis.memory(used0); err != nil {
-					log.Printf("redis memory: %v", err)
-				}
-			}
-			if s.Clean {
-				break
-			}
-			if try == 1 {
-				if err := b.restart(ctx, p); err != nil {
-					return err
-				}
+		sc.Steps = append(sc.Steps, s)
+		log.Printf("  %s%s", s, s.redisString())
+		// Redis memory after the step: the last clean one's.
+		if p.redis != nil && s.Clean {
+			if sc.Memory, err = p.redis.memory(used0); err != nil {
+				log.Printf("redis memory: %v", err)
 			}
 		}
-		p.stop()
+		if s.Clean {
+			return nil
+		}
+		if try == 1 {
+			if err := b.restart(ctx, p); err != nil {
+				return err
+			}
+		}
 	}
-	sc.summarize()
 	return nil
 }
 
@@ -148,11 +178,6 @@ func (e *env) writeCallers(n int) error {
 	return os.WriteFile(e.callers, []byte(sb.String()), 0o644)
 }
 
-func (sc *stateCompare) clean(backend string) bool {
-	_, ok := sc.first(backend)
-	return ok
-}
-
 func (sc *stateCompare) first(backend string) (step, bool) {
 	for _, s := range sc.Steps {
 		if s.Mode == "policy-"+backend && s.Clean {
@@ -162,63 +187,96 @@ func (sc *stateCompare) first(backend string) (step, bool) {
 	return step{}, false
 }
 
-// pick is the backend's first clean step, else its last one (clean false).
-func (sc *stateCompare) pick(backend string) (s step, found, clean bool) {
-	if s, ok := sc.first(backend); ok {
-		return s, true, true
-	}
-	for _, t := range sc.Steps {
-		if t.Mode == "policy-"+backend {
-			s, found = t, true
+// medianOf is backend's medians over its clean steps (Steps 0: none).
+func (sc *stateCompare) medianOf(backend string) median {
+	m := median{Backend: backend}
+	var p50, p99, cpu, rcpu, batch []float64
+	for _, s := range sc.Steps {
+		if s.Mode != "policy-"+backend || !s.Clean {
+			continue
+		}
+		p50, p99, cpu = append(p50, s.P50ms), append(p99, s.P99ms), append(cpu, s.CPUus)
+		if r := s.Redis; r != nil {
+			rcpu, batch = append(rcpu, r.CPUusPerCall), append(batch, r.BatchMeanMs)
 		}
 	}
-	return s, found, false
+	m.Steps = len(p50)
+	m.P50ms, m.P99ms, m.CPUus = middle(p50), middle(p99), middle(cpu)
+	m.RedisCPUus, m.BatchMeanMs = middle(rcpu), middle(batch)
+	return m
 }
 
-// summarize compares the first clean step of each backend (else the last:
-// a target is then not met, whatever the numbers).
-func (sc *stateCompare) summarize() {
-	mem, ok1, clean1 := sc.pick("memory")
-	red, ok2, clean2 := sc.pick("redis")
-	if ok2 && red.Redis != nil && red.Redis.CPUusPerCall > 0 {
-		perCore := 1e6 / red.Redis.CPUusPerCall
-		sc.Capacity = &capacity{RedisCPUusPerCall: red.Redis.CPUusPerCall, CallsPerSecond: perCore, NodesAt3000: perCore / 3000, NodesAt3000At70: 0.7 * perCore / 3000}
+// middle is the median of v (0 when empty).
+func middle(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
 	}
-	if !ok1 || !ok2 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+// summarize compares the medians of the backends' clean steps. A target
+// is met only when every round of both backends gave a clean step.
+func (sc *stateCompare) summarize() {
+	sc.Median = nil
+	for _, be := range []string{"memory", "redis"} {
+		if m := sc.medianOf(be); m.Steps > 0 {
+			sc.Median = append(sc.Median, m)
+		}
+	}
+	mem, red := sc.medianOf("memory"), sc.medianOf("redis")
+	if red.RedisCPUus > 0 {
+		perCore := 1e6 / red.RedisCPUus
+		sc.Capacity = &capacity{RedisCPUusPerCall: red.RedisCPUus, CallsPerSecond: perCore, NodesAt3000: perCore / 3000, NodesAt3000At70: 0.7 * perCore / 3000}
+	}
+	if mem.Steps == 0 || red.Steps == 0 {
 		return
 	}
 	sc.Added = &added{P50ms: red.P50ms - mem.P50ms, P99ms: red.P99ms - mem.P99ms}
+	all := mem.Steps == sc.Rounds && red.Steps == sc.Rounds
 	note := ""
-	if !clean1 || !clean2 {
-		note = " (a step not clean)"
+	if !all {
+		note = fmt.Sprintf(" (clean steps: memory %d, redis %d of %d rounds)", mem.Steps, red.Steps, sc.Rounds)
 	}
 	sc.Targets = append(sc.Targets,
 		target{Name: fmt.Sprintf("added p50 INVITE->final, Redis vs memory, %d calls/s", sc.Rate), Want: "<= +0.3 ms",
-			Got: fmt.Sprintf("%+.2f ms (%.2f vs %.2f)%s", sc.Added.P50ms, red.P50ms, mem.P50ms, note), Met: sc.Added.P50ms <= 0.3 && clean1 && clean2},
+			Got: fmt.Sprintf("%+.2f ms (%.2f vs %.2f)%s", sc.Added.P50ms, red.P50ms, mem.P50ms, note), Met: sc.Added.P50ms <= 0.3 && all},
 		target{Name: fmt.Sprintf("added p99 INVITE->final, Redis vs memory, %d calls/s", sc.Rate), Want: "<= +2 ms",
-			Got: fmt.Sprintf("%+.2f ms (%.2f vs %.2f)%s", sc.Added.P99ms, red.P99ms, mem.P99ms, note), Met: sc.Added.P99ms <= 2 && clean1 && clean2})
+			Got: fmt.Sprintf("%+.2f ms (%.2f vs %.2f)%s", sc.Added.P99ms, red.P99ms, mem.P99ms, note), Met: sc.Added.P99ms <= 2 && all})
 }
 
 // table is the comparison's part of the text report.
 func (sc *stateCompare) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\npolicy state, memory vs redis-server on loopback, %d calls/s, each call from its own number (rules: rate per caller, bombing, one-ring); state.redis.timeout %s:\n", sc.Rate, sc.Timeout)
+	fmt.Fprintf(&b, "\npolicy state, memory vs redis-server on loopback, %d calls/s, each call from its own number, %d rounds; state.redis.timeout %s:\n", sc.Rate, sc.Rounds, sc.Timeout)
 	fmt.Fprintf(&b, "(redis cmd/c: commands Redis executed, those the scripts run inside EVALSHA included; round trip/c: stirgate's stirgate_policy_store_round_trips, summed over the stages)\n")
-	fmt.Fprintf(&b, "%-8s %3s %8s %8s %8s %9s %10s %12s %12s %10s  %s\n", "state", "try", "failed%", "p50 ms", "p99 ms", "sg µs/c", "redis cmd/c", "round trip/c", "redis µs/c", "errors", "clean")
+	fmt.Fprintf(&b, "(batch ms: a stage's batch as stirgate timed it, mean)\n")
+	fmt.Fprintf(&b, "%-8s %3s %8s %8s %8s %9s %10s %12s %12s %8s %8s  %s\n", "state", "try", "failed%", "p50 ms", "p99 ms", "sg µs/c", "redis cmd/c", "round trip/c", "redis µs/c", "batch ms", "errors", "clean")
 	for _, s := range sc.Steps {
-		cmds, rts, cpu, errs := "-", "-", "-", "-"
+		cmds, rts, cpu, batch, errs := "-", "-", "-", "-", "-"
 		if r := s.Redis; r != nil {
 			cmds, rts, cpu = fmt.Sprintf("%.2f", r.CommandsPerCall), fmt.Sprintf("%.2f", r.RoundTripsPerCall), fmt.Sprintf("%.1f", r.CPUusPerCall)
-			errs = strconv.Itoa(int(sumValues(r.Errors)))
+			batch, errs = fmt.Sprintf("%.3f", r.BatchMeanMs), strconv.Itoa(int(sumValues(r.Errors)))
 		}
-		fmt.Fprintf(&b, "%-8s %3d %8.3f %8.2f %8.2f %9.0f %10s %12s %12s %10s  %s\n", strings.TrimPrefix(s.Mode, "policy-"), s.Try, s.FailedPct, s.P50ms, s.P99ms, s.CPUus, cmds, rts, cpu, errs, cleanWord(s))
+		fmt.Fprintf(&b, "%-8s %3d %8.3f %8.2f %8.2f %9.0f %10s %12s %12s %8s %8s  %s\n", strings.TrimPrefix(s.Mode, "policy-"), s.Try, s.FailedPct, s.P50ms, s.P99ms, s.CPUus, cmds, rts, cpu, batch, errs, cleanWord(s))
 	}
-	if red, ok, _ := sc.pick("redis"); ok && red.Redis != nil {
+	for _, m := range sc.Median {
+		fmt.Fprintf(&b, "median %-6s over %d clean steps: p50 %.2f ms, p99 %.2f ms, stirgate %.0f µs/call", m.Backend, m.Steps, m.P50ms, m.P99ms, m.CPUus)
+		if m.RedisCPUus > 0 {
+			fmt.Fprintf(&b, ", redis %.1f µs/call, batch %.3f ms", m.RedisCPUus, m.BatchMeanMs)
+		}
+		b.WriteString("\n")
+	}
+	if red, ok := sc.first("redis"); ok && red.Redis != nil {
 		fmt.Fprintf(&b, "redis commands per call: %s; store operations per call by op: %s; flag cache hits %.0f, misses %.0f\n",
 			perCall(red.Redis.ByCommand), perCall(red.Redis.OpsByOp), red.Redis.CacheHits, red.Redis.CacheMisses)
 	}
 	if a := sc.Added; a != nil {
-		fmt.Fprintf(&b, "added by redis: p50 %+.2f ms, p99 %+.2f ms\n", a.P50ms, a.P99ms)
+		fmt.Fprintf(&b, "added by redis (medians): p50 %+.2f ms, p99 %+.2f ms\n", a.P50ms, a.P99ms)
 	}
 	if c := sc.Capacity; c != nil {
 		fmt.Fprintf(&b, "one Redis shard (one core): %.0f calls/s at %.1f µs/call = %.1f stirgate nodes at 3,000 calls/s (%.1f at 70%% of the core)\n",
@@ -263,7 +321,8 @@ func (s step) redisString() string {
 	if r == nil {
 		return ""
 	}
-	return fmt.Sprintf("; redis: %.2f commands/call, %.2f round trips/call, %.1f µs CPU/call, errors %v", r.CommandsPerCall, r.RoundTripsPerCall, r.CPUusPerCall, r.Errors)
+	return fmt.Sprintf("; redis: %.2f commands/call, %.2f round trips/call, %.1f µs CPU/call, batch mean %.3f ms (p50 <= %g, p99 <= %g), errors %v",
+		r.CommandsPerCall, r.RoundTripsPerCall, r.CPUusPerCall, r.BatchMeanMs, r.BatchP50ms, r.BatchP99ms, r.Errors)
 }
 
 func perCall(m map[string]float64) string {

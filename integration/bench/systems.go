@@ -88,7 +88,7 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 	case "policy-memory", "policy-redis":
 		target = outside
 		polFile := filepath.Join(dir, "policy.yaml")
-		if err := os.WriteFile(polFile, []byte(statePolicy), 0o644); err != nil {
+		if err := os.WriteFile(polFile, []byte(e.policy), 0o644); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(&b, "policy:\n  files: [%q]\n", polFile)

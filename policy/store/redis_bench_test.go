@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -149,5 +150,32 @@ func BenchmarkRedisOnceClaim(b *testing.B) {
 	benchRun(b, func(ctx context.Context, i int) error {
 		_, err := o.Claim(ctx, "passport:"+strconv.Itoa(i), time.Minute, t0)
 		return err
+	})
+}
+
+// BenchmarkRedisBatchStage is the policy stage of the bench's state
+// comparison (rate, bombing's three thresholds, the one-ring mark), each
+// call from a new number: four counter adds and one flag read in one batch.
+func BenchmarkRedisBatchStage(b *testing.B) {
+	r := benchRedis(b)
+	res := make([]Result, 5)
+	benchRun(b, func(ctx context.Context, i int) error {
+		caller := "+1555" + strconv.Itoa(2000000+i)
+		ops := []Op{
+			{Kind: OpCounterAdd, Key: "rate:per-caller:" + caller, N: 1, Window: time.Minute},
+			{Kind: OpCounterAdd, Key: "bomb:0:" + caller, N: 1, Window: 15 * time.Minute},
+			{Kind: OpCounterAdd, Key: "bomb:1:" + caller, N: 1, Window: time.Hour},
+			{Kind: OpCounterAdd, Key: "bomb:2:" + caller, N: 1, Window: 24 * time.Hour},
+			{Kind: OpFlagsGet, Key: "onering:" + caller},
+		}
+		if trips := Run(ctx, r, ops, t0.Add(time.Duration(i)*time.Millisecond), res); trips != 1 {
+			return fmt.Errorf("%d round trips, want 1", trips)
+		}
+		for _, x := range res {
+			if x.Err != nil {
+				return x.Err
+			}
+		}
+		return nil
 	})
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +164,62 @@ func TestRedisBatchAfterScriptFlush(t *testing.T) {
 	}
 	if trips := Run(ctx, r, ops, now, res); trips != 2 || res[0].N != 2 || res[1].N != 1 || res[0].Err != nil {
 		t.Fatalf("batch after SCRIPT FLUSH: %d round trips, %+v; want 2 and counts 2, 1", trips, res)
+	}
+}
+
+// commandCalls is how many times srv ran cmd (INFO commandstats; 0 when
+// never).
+func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
+	t.Helper()
+	for _, l := range strings.Split(srv.Do("INFO", "commandstats"), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "cmdstat_"+cmd+":calls="); ok {
+			n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			if err != nil {
+				t.Fatalf("commandstats line %q: %v", l, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestRedisBatchFlagReads: a stage's flag reads go through the client-side
+// cache only when the batch has nothing else (a hit then saves the round
+// trip); beside other operations they are plain GETs in the batch's one
+// round trip, never a cache miss's CLIENT CACHING + MULTI/GET/PTTL/EXEC,
+// and they read what another node just set.
+func TestRedisBatchFlagReads(t *testing.T) {
+	srv := redistest.Start(t)
+	opts := RedisOptions{Mode: "standalone", Addrs: []string{srv.Addr}, KeyPrefix: "shared:"}
+	a, b := openRedis(t, opts), openRedis(t, opts)
+	ctx := context.Background()
+	now := time.Now()
+	res := make([]Result, 2)
+
+	flagOnly := []Op{{Kind: OpFlagsGet, Key: "caller"}}
+	for i, want := range []int{1, 0} { // a miss, then a hit: no round trip
+		if trips := Run(ctx, a, flagOnly, now, res[:1]); trips != want || res[0].Err != nil || res[0].OK {
+			t.Fatalf("flag-only batch %d: %d round trips, %+v; want %d and not set", i, trips, res[0], want)
+		}
+	}
+	if h, m := cacheCounts(a); h != 1 || m != 1 {
+		t.Fatalf("flag-only batches: cache hits %v misses %v, want 1 and 1", h, m)
+	}
+
+	caching := commandCalls(t, srv, "client|caching")
+	if err := b.Flags().Set(ctx, "other", time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	mixed := []Op{{Kind: OpCounterAdd, Key: "caller", N: 1, Window: time.Minute}, {Kind: OpFlagsGet, Key: "other"}}
+	for i := range 3 {
+		if trips := Run(ctx, a, mixed, now, res); trips != 1 || res[0].N != i+1 || !res[1].OK || !res[1].Until.Equal(now.Add(time.Hour)) {
+			t.Fatalf("mixed batch %d: %d round trips, %+v; want 1, count %d and the flag node B set", i, trips, res, i+1)
+		}
+	}
+	if got := commandCalls(t, srv, "client|caching"); got != caching {
+		t.Errorf("mixed batches sent CLIENT CACHING %d times: their flag reads went through the cache", got-caching)
+	}
+	if h, m := cacheCounts(a); h != 1 || m != 1 {
+		t.Errorf("mixed batches changed the cache counts to hits %v misses %v", h, m)
 	}
 }

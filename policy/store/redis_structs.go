@@ -149,6 +149,7 @@ func (r *Redis) prepare(op Op, now time.Time) call {
 	case OpFlagsGet:
 		c.structure, c.op = "flags", opFlagsGet
 		k := r.key(keyFlags, op.Key)
+		c.rkey = k
 		if r.cacheTTL > 0 && !r.own.recent(k) {
 			c.cached, c.cache = b.Get().Key(k).Cache(), true
 		} else {
@@ -291,9 +292,9 @@ func (o *ownSets) recent(k string) bool {
 }
 
 // Batch implements Batcher: the operations' commands go out in one write
-// (DoMulti; cacheable Flags.Get through DoMultiCache, concurrently, so
-// both are in flight together) and their replies come back in one round
-// trip; on a Cluster rueidis splits the batch by slot and sends each
+// (DoMulti) and their replies come back in one round trip. Flag reads go
+// through the client-side cache (DoMultiCache) only when the batch holds
+// nothing else, since only then can a hit save the round trip; on a Cluster rueidis splits the batch by slot and sends each
 // node's part in parallel. A script that a restarted or failed-over node
 // forgot is sent again with EVAL: one more round trip for all of them.
 // The whole batch runs under one operation deadline.
@@ -304,9 +305,19 @@ func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result
 	var cached []rueidis.CacheableTTL
 	var plainAt, cachedAt []int
 	b := r.client.B()
+	uncached := false // an op that needs Redis whatever the cache holds
 	for i, op := range ops {
 		calls[i] = r.prepare(op, now)
+		uncached = uncached || (calls[i].err == nil && !calls[i].cache)
+	}
+	for i := range calls {
 		c := &calls[i]
+		if c.cache && uncached {
+			// The batch makes its round trip anyway: a plain GET rides
+			// along for free, where a miss through the cache would cost
+			// four more commands and a second pipeline.
+			c.cache, c.cmd = false, b.Get().Key(c.rkey).Build()
+		}
 		switch {
 		case c.err != nil:
 			res[i] = Result{Err: c.err}
@@ -325,25 +336,17 @@ func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result
 	defer cancel()
 	start := time.Now()
 	trips := 0
-	var wg sync.WaitGroup
-	fromCache := func() {
-		for j, rr := range r.client.DoMultiCache(ctx, cached...) {
-			replies[cachedAt[j]] = rr
-		}
-	}
-	if len(cached) > 0 && len(plain) > 0 {
-		wg.Add(1)
-		go func() { defer wg.Done(); fromCache() }()
-	} else if len(cached) > 0 {
-		fromCache()
-	}
+	// Either plain commands or cached reads (see above), never both.
 	if len(plain) > 0 {
 		trips = 1
 		for j, rr := range r.client.DoMulti(ctx, plain...) {
 			replies[plainAt[j]] = rr
 		}
+	} else {
+		for j, rr := range r.client.DoMultiCache(ctx, cached...) {
+			replies[cachedAt[j]] = rr
+		}
 	}
-	wg.Wait()
 	for _, i := range cachedAt {
 		r.cacheObserve(replies[i])
 		if !replies[i].IsCacheHit() {
