@@ -355,3 +355,45 @@ func TestRedisSlowIsAnOutage(t *testing.T) {
 		t.Errorf("%d call records with a store_error, want the 2 paused calls only: %q", len(recs), recs)
 	}
 }
+
+// TestRedisDownAtStart: a node started while its Redis is down serves at
+// once instead of exiting: it answers OPTIONS, a call from the trunk whose
+// rule fails closed is refused with 503 and a store_error record, and
+// once redis-server is started (same port) the node connects by itself,
+// as its log says, and the shared probe limit holds, same process.
+func TestRedisDownAtStart(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Stop()
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(polFile, []byte(outagePolicy("closed")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newProxyConfig(t)
+	cfg.DrainTimeout = 2 * time.Second
+	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile) +
+		fmt.Sprintf("state:\n  backend: redis\n  redis:\n    addrs: [%q]\n    timeout: %s\n    dial_timeout: 200ms\n", redis.Addr, storeTimeout)
+	p := startProxy(t, cfg)
+	pid := p.PID()
+	if !strings.Contains(p.Log(), "redis unreachable at start") {
+		t.Errorf("no log line says Redis was unreachable at start:\n%s", tail(p.Log(), 20))
+	}
+	got := sendUDP(t, cfg.OutsideAddr(), inviteFrom(cfg.OutsideAddr(), "+15551230001", "+15559870002", 1), answerWait)
+	if !strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Fatalf("call while Redis is down, rule on_store_error closed: %q, want 503", got)
+	}
+	if recs := recordsWith(p, "action=store_error"); len(recs) != 1 || !strings.Contains(recs[0], "on_store_error=closed") {
+		t.Fatalf("call records with a store_error hit: %q, want the one refused call's", recs)
+	}
+
+	redis.Restart()
+	for i := 0; !strings.Contains(p.Log(), "redis connected"); i++ {
+		if i >= 300 {
+			t.Fatalf("no 'redis connected' log line 15 s after redis-server started:\n%s", tail(p.Log(), 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	requireLimitResumed(t, cfg)
+	if p.PID() != pid {
+		t.Fatalf("stirgate PID %d, was %d", p.PID(), pid)
+	}
+}

@@ -118,7 +118,7 @@ func TestREADMEMetricsAreRegistered(t *testing.T) {
 	cfg.State.ApplyDefaults()
 	reg := &describingRegisterer{Registerer: prometheus.NewRegistry(), labels: map[string][]string{}}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, replay, err := openState(cfg, reg)
+	st, replay, err := openState(cfg, reg, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func serve(args []string) int {
 		log.Error("cannot create the development PKI", "err", err)
 		return 2
 	}
-	st, replay, err := openState(cfg, reg)
+	st, replay, err := openState(cfg, reg, log)
 	if err != nil {
 		log.Error("cannot open the state backend", "err", err)
 		return 2

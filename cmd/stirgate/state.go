@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -18,8 +19,10 @@ import (
 
 // openState opens what cfg.state names: the policy store and the
 // verifier's replay cache, in this process (memory) or in Redis, shared by
-// every node that serves one address. It is read at start only.
-func openState(cfg *configs.Config, reg prometheus.Registerer) (store.Store, verify.ReplayStore, error) {
+// every node that serves one address. It is read at start only. A Redis
+// that cannot be reached at start is not fatal: the node serves with every
+// stateful rule's on_store_error and connects as soon as Redis answers.
+func openState(cfg *configs.Config, reg prometheus.Registerer, log *slog.Logger) (store.Store, verify.ReplayStore, error) {
 	sc := cfg.State
 	if sc.Backend != "redis" {
 		return store.NewMemory(), verify.NewMemoryReplay(), nil
@@ -28,6 +31,7 @@ func openState(cfg *configs.Config, reg prometheus.Registerer) (store.Store, ver
 	if err != nil {
 		return nil, nil, err
 	}
+	o.Background, o.Log = true, log
 	ctx, cancel := context.WithTimeout(context.Background(), sc.Redis.DialTimeout)
 	defer cancel()
 	r, err := store.NewRedis(ctx, o)

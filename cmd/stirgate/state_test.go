@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ func stateConfig(t *testing.T, dir, stateYAML string) *configs.Config {
 // addOnce opens the state cfg names and records one event: what a call
 // through a rate rule does first.
 func addOnce(cfg *configs.Config, key string) (int, error) {
-	st, _, err := openState(cfg, prometheus.NewRegistry())
+	st, _, err := openState(cfg, prometheus.NewRegistry(), slog.Default())
 	if err != nil {
 		return 0, err
 	}

@@ -466,16 +466,18 @@ func TestRedisKeysHashTagged(t *testing.T) {
 	must(err)
 	_, err = r.Once().Claim(ctx, "k", time.Minute, now)
 	must(err)
+	client, err := r.client()
+	must(err)
 	keys := map[string]bool{}
 	for _, k := range []string{"p:c:{k}", "p:d:{k}", "p:f:{k}", "p:p:{k}", "p:n:{k}", "p:o:{k}"} {
-		ttl, err := r.client.Do(ctx, r.client.B().Pttl().Key(k).Build()).AsInt64()
+		ttl, err := client.Do(ctx, client.B().Pttl().Key(k).Build()).AsInt64()
 		must(err)
 		if ttl <= 0 {
 			t.Errorf("key %s: PTTL %d, want an expiry", k, ttl)
 		}
 		keys[k] = true
 	}
-	all, err := r.client.Do(ctx, r.client.B().Keys().Pattern("*").Build()).AsStrSlice()
+	all, err := client.Do(ctx, client.B().Keys().Pattern("*").Build()).AsStrSlice()
 	must(err)
 	for _, k := range all {
 		if !keys[k] {

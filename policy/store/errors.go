@@ -13,4 +13,7 @@ var (
 	ErrFull = errors.New("store: full")
 	// ErrInvalid: an argument out of range (window too small, negative n).
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrNotConnected: the Redis store has not reached Redis yet (it could
+	// not at start, RedisOptions.Background) and keeps trying.
+	ErrNotConnected = errors.New("store: redis not connected yet")
 )

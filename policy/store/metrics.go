@@ -104,7 +104,7 @@ func errKind(err error) string {
 	var oe *net.OpError
 	switch {
 	case errors.As(err, &oe),
-		errors.Is(err, rueidis.ErrClosing), errors.Is(err, rueidis.ErrNoAddr),
+		errors.Is(err, rueidis.ErrClosing), errors.Is(err, rueidis.ErrNoAddr), errors.Is(err, ErrNotConnected),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return errKindConnection

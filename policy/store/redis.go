@@ -7,10 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +40,13 @@ type RedisOptions struct {
 	// CacheTTL bounds how long a flag read stays in the client-side cache
 	// (0: DefaultRedisCacheTTL; negative: no client-side caching).
 	CacheTTL time.Duration
+	// Background: a Redis that cannot be reached at start (refused, timed
+	// out) is not an error; NewRedis returns a store whose operations fail
+	// with ErrNotConnected, and keeps trying in the background until Redis
+	// answers (logged to Log). Errors that retrying cannot fix (a wrong
+	// password, not a Cluster) are still returned.
+	Background bool
+	Log        *slog.Logger
 }
 
 // DefaultRedisCacheTTL bounds how long a flag read is served from the
@@ -62,7 +73,9 @@ const redisCacheBytes = 32 << 20
 // the caller's context) and wraps any failure with the structure and key.
 // The client reconnects by itself after an outage.
 type Redis struct {
-	client  rueidis.Client
+	conn    atomic.Pointer[redisConn] // nil until connected
+	closing chan struct{}             // closed by Close: stops connecting
+	close1  sync.Once
 	prefix  string
 	timeout time.Duration
 	// cacheTTL > 0: Flags.Get goes through the client-side cache for at
@@ -82,13 +95,25 @@ type Redis struct {
 	once       redisOnce
 }
 
+// redisConn is a connected client.
+type redisConn struct{ client rueidis.Client }
+
+// client is the connected client, or ErrNotConnected.
+func (r *Redis) client() (rueidis.Client, error) {
+	if c := r.conn.Load(); c != nil {
+		return c.client, nil
+	}
+	return nil, ErrNotConnected
+}
+
 var (
 	_ Store   = (*Redis)(nil)
 	_ Batcher = (*Redis)(nil)
 )
 
-// NewRedis connects to Redis. An error names the mode, the addresses and
-// the cause (never the password).
+// NewRedis connects to Redis (see RedisOptions.Background for a Redis
+// that cannot be reached). An error names the mode, the addresses and the
+// cause (never the password).
 func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultRedisTimeout
@@ -96,9 +121,52 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = DefaultRedisDialTimeout
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	where := fmt.Sprintf("redis %s %s", o.Mode, strings.Join(o.Addrs, ","))
+	opt, err := clientOption(o, where)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newRedisMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: metrics: %w", where, err)
+	}
+	r := &Redis{
+		closing:       make(chan struct{}),
+		prefix:        o.KeyPrefix,
+		timeout:       o.Timeout,
+		cacheTTL:      o.CacheTTL,
+		m:             m,
+		maxMembers:    cmp0(o.MaxMembers, DefaultMaxMembers),
+		maxComplaints: cmp0(o.MaxComplaints, DefaultMaxComplaints),
+		retention:     o.ComplaintRetention,
+	}
+	if r.retention <= 0 {
+		r.retention = DefaultComplaintRetention
+	}
+	if r.cacheTTL == 0 {
+		r.cacheTTL = DefaultRedisCacheTTL
+	}
+	r.counter.r, r.distinct.r, r.flags.r, r.complaints.r, r.concurrent.r, r.once.r = r, r, r, r, r, r
+	client, err := r.connect(ctx, opt, o)
+	if err == nil {
+		r.conn.Store(&redisConn{client})
+		return r, nil
+	}
+	if !o.Background || !unreachable(err) {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	o.Log.Error("state: redis unreachable at start; stateful rules apply on_store_error until it answers", "redis", where, "err", err)
+	go r.connectLater(opt, o, where)
+	return r, nil
+}
+
+// clientOption is rueidis's option for o.
+func clientOption(o RedisOptions, where string) (rueidis.ClientOption, error) {
 	if len(o.Addrs) == 0 {
-		return nil, fmt.Errorf("%s: no address", where)
+		return rueidis.ClientOption{}, fmt.Errorf("%s: no address", where)
 	}
 	opt := rueidis.ClientOption{
 		InitAddress: o.Addrs,
@@ -117,7 +185,7 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		opt.ForceSingleClient = true
 	case "sentinel":
 		if o.MasterName == "" {
-			return nil, fmt.Errorf("%s: sentinel needs a master name", where)
+			return opt, fmt.Errorf("%s: sentinel needs a master name", where)
 		}
 		// The sentinels are reached with the same TLS and without AUTH;
 		// the master with the ACL user above.
@@ -128,59 +196,87 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		}
 	case "cluster":
 		if o.DB != 0 {
-			return nil, fmt.Errorf("%s: a Redis Cluster has database 0 only", where)
+			return opt, fmt.Errorf("%s: a Redis Cluster has database 0 only", where)
 		}
 	default:
-		return nil, fmt.Errorf("%s: mode %q is not one of standalone, sentinel, cluster", where, o.Mode)
+		return opt, fmt.Errorf("%s: mode %q is not one of standalone, sentinel, cluster", where, o.Mode)
 	}
+	return opt, nil
+}
+
+// connect makes a client, checks the mode and loads the scripts on every
+// node, so calls start with EVALSHA (a node that forgets them later, by a
+// restart or failover, gets EVAL once).
+func (r *Redis) connect(ctx context.Context, opt rueidis.ClientOption, o RedisOptions) (rueidis.Client, error) {
 	client, err := rueidis.NewClient(opt)
 	if errors.Is(err, rueidis.ErrNoCache) {
 		// A Redis before 6 (no RESP3, no tracking): no client-side cache.
-		opt.DisableCache, o.CacheTTL = true, -1
+		opt.DisableCache, r.cacheTTL = true, -1
 		client, err = rueidis.NewClient(opt)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
+		return nil, err
 	}
 	if o.Mode == "cluster" && client.Mode() != rueidis.ClientModeCluster {
 		client.Close()
-		return nil, fmt.Errorf("%s: not a Redis Cluster (cluster_enabled is off)", where)
+		return nil, errNotCluster
 	}
-	m, err := newRedisMetrics(o.Registerer)
-	if err != nil {
-		client.Close()
-		return nil, fmt.Errorf("%s: metrics: %w", where, err)
-	}
-	r := &Redis{
-		client:        client,
-		prefix:        o.KeyPrefix,
-		timeout:       o.Timeout,
-		cacheTTL:      o.CacheTTL,
-		m:             m,
-		maxMembers:    cmp0(o.MaxMembers, DefaultMaxMembers),
-		maxComplaints: cmp0(o.MaxComplaints, DefaultMaxComplaints),
-		retention:     o.ComplaintRetention,
-	}
-	if r.retention <= 0 {
-		r.retention = DefaultComplaintRetention
-	}
-	if r.cacheTTL == 0 {
-		r.cacheTTL = DefaultRedisCacheTTL
-	}
-	r.counter.r, r.distinct.r, r.flags.r, r.complaints.r, r.concurrent.r, r.once.r = r, r, r, r, r, r
-	// Load the scripts on every node now, so calls start with EVALSHA. A
-	// node that forgets them later (restart, failover) gets EVAL once.
 	lctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	defer cancel()
 	for addr, node := range client.Nodes() {
 		for _, s := range allScripts {
 			if err := node.Do(lctx, node.B().ScriptLoad().Script(s.src).Build()).Error(); err != nil {
 				client.Close()
-				return nil, fmt.Errorf("%s: loading scripts on %s: %w", where, addr, err)
+				return nil, fmt.Errorf("loading scripts on %s: %w", addr, err)
 			}
 		}
 	}
-	return r, nil
+	return client, nil
+}
+
+var errNotCluster = errors.New("not a Redis Cluster (cluster_enabled is off)")
+
+// unreachable tells a Redis that did not answer (down, starting, out of
+// reach: retrying may help) from one that answered and refused us (a wrong
+// password, a TLS handshake it or we refused, a reset, not a Cluster:
+// retrying will not).
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	if e, ok := rueidis.IsRedisErr(err); ok {
+		return e.IsLoading()
+	}
+	return errKind(err) == errKindTimeout || errors.As(err, &dns) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
+// connectLater retries connect, backing off from 250 ms to 5 s, until it
+// succeeds or Close is called.
+func (r *Redis) connectLater(opt rueidis.ClientOption, o RedisOptions, where string) {
+	wait := 250 * time.Millisecond
+	for attempt := 2; ; attempt++ {
+		select {
+		case <-r.closing:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+		client, err := r.connect(context.Background(), opt, o)
+		if err != nil {
+			if attempt%10 == 0 || !unreachable(err) {
+				o.Log.Error("state: redis still not connected", "redis", where, "attempt", attempt, "err", err)
+			}
+			continue
+		}
+		r.conn.Store(&redisConn{client})
+		select {
+		case <-r.closing: // Close ran meanwhile: it did not see this client
+			client.Close()
+			return
+		default:
+		}
+		o.Log.Info("state: redis connected; shared state in use", "redis", where, "attempt", attempt)
+		return
+	}
 }
 
 func cmp0(v, def int) int {
@@ -208,9 +304,15 @@ func (r *Redis) Concurrency() Concurrency { return &r.concurrent }
 // Once returns the replay cache shared by all nodes.
 func (r *Redis) Once() Once { return &r.once }
 
-// Close closes the connections; calls made afterwards fail.
+// Close closes the connections (or stops connecting); calls made
+// afterwards fail.
 func (r *Redis) Close() error {
-	r.client.Close()
+	r.close1.Do(func() {
+		close(r.closing)
+		if c := r.conn.Load(); c != nil {
+			c.client.Close()
+		}
+	})
 	return nil
 }
 
@@ -232,12 +334,18 @@ func (r *Redis) key(kind, key string) string {
 	return r.prefix + kind + ":{" + key + "}"
 }
 
-// do runs one command under the operation deadline and records it.
-func (r *Redis) do(ctx context.Context, op string, cmd rueidis.Completed) rueidis.RedisResult {
+// do runs the command that build makes under the operation deadline and
+// records it.
+func (r *Redis) do(ctx context.Context, op string, build func(rueidis.Builder) rueidis.Completed) rueidis.RedisResult {
+	client, err := r.client()
+	if err != nil {
+		r.m.errors.WithLabelValues(errKind(err)).Inc()
+		return rueidis.NewErrorResult(err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	start := time.Now()
-	res := r.client.Do(ctx, cmd)
+	res := client.Do(ctx, build(client.B()))
 	r.observe(op, start, res.Error())
 	return res
 }

@@ -14,7 +14,7 @@ import (
 // Benchmarks of the Redis store against a standalone redis-server on
 // loopback: one call at a time (the round trip), and Parallel ones where
 // concurrent calls share round trips (rueidis auto-pipelining). Numbers:
-// README "Redis".
+// README "Performance".
 //
 //	go test -run '^$' -bench Redis -benchtime 2000x -benchmem ./policy/store/
 

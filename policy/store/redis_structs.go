@@ -107,8 +107,7 @@ type call struct {
 }
 
 // prepare turns op into its Redis call: the layouts of the README.
-func (r *Redis) prepare(op Op, now time.Time) call {
-	b := r.client.B()
+func (r *Redis) prepare(b rueidis.Builder, op Op, now time.Time) call {
 	c := call{kind: op.Kind, key: op.Key}
 	ns := now.UnixNano()
 	switch op.Kind {
@@ -213,7 +212,13 @@ func (c *call) read(res rueidis.RedisResult, now time.Time) Result {
 // one runs one operation in its own round trip (or from the cache) under
 // the operation deadline.
 func (r *Redis) one(ctx context.Context, op Op, now time.Time) Result {
-	c := r.prepare(op, now)
+	client, err := r.client()
+	if err != nil {
+		r.m.errors.WithLabelValues(errKind(err)).Inc()
+		return Result{Err: wrap("store", op.Key, err)}
+	}
+	b := client.B()
+	c := r.prepare(b, op, now)
 	if c.err != nil {
 		return Result{Err: c.err}
 	}
@@ -223,15 +228,15 @@ func (r *Redis) one(ctx context.Context, op Op, now time.Time) Result {
 	var res rueidis.RedisResult
 	switch {
 	case c.s != nil:
-		res = r.client.Do(ctx, c.s.evalsha(r.client.B(), c.rkey, c.args))
+		res = client.Do(ctx, c.s.evalsha(b, c.rkey, c.args))
 		if e, ok := rueidis.IsRedisErr(res.Error()); ok && e.IsNoScript() {
-			res = r.client.Do(ctx, c.s.eval(r.client.B(), c.rkey, c.args))
+			res = client.Do(ctx, c.s.eval(b, c.rkey, c.args))
 		}
 	case c.cache:
-		res = r.client.DoCache(ctx, c.cached, r.cacheTTL)
+		res = client.DoCache(ctx, c.cached, r.cacheTTL)
 		r.cacheObserve(res)
 	default:
-		res = r.client.Do(ctx, c.cmd)
+		res = client.Do(ctx, c.cmd)
 	}
 	r.observe(c.op, start, res.Error())
 	return r.result(&c, res, now)
@@ -299,15 +304,23 @@ func (o *ownSets) recent(k string) bool {
 // forgot is sent again with EVAL: one more round trip for all of them.
 // The whole batch runs under one operation deadline.
 func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result) int {
+	client, err := r.client()
+	if err != nil {
+		for i := range ops {
+			res[i] = Result{Err: wrap("store", ops[i].Key, err)}
+		}
+		r.m.errors.WithLabelValues(errKind(err)).Add(float64(len(ops)))
+		return 0
+	}
 	calls := make([]call, len(ops))
 	replies := make([]rueidis.RedisResult, len(ops))
 	var plain []rueidis.Completed
 	var cached []rueidis.CacheableTTL
 	var plainAt, cachedAt []int
-	b := r.client.B()
+	b := client.B()
 	uncached := false // an op that needs Redis whatever the cache holds
 	for i, op := range ops {
-		calls[i] = r.prepare(op, now)
+		calls[i] = r.prepare(b, op, now)
 		uncached = uncached || (calls[i].err == nil && !calls[i].cache)
 	}
 	for i := range calls {
@@ -339,11 +352,11 @@ func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result
 	// Either plain commands or cached reads (see above), never both.
 	if len(plain) > 0 {
 		trips = 1
-		for j, rr := range r.client.DoMulti(ctx, plain...) {
+		for j, rr := range client.DoMulti(ctx, plain...) {
 			replies[plainAt[j]] = rr
 		}
 	} else {
-		for j, rr := range r.client.DoMultiCache(ctx, cached...) {
+		for j, rr := range client.DoMultiCache(ctx, cached...) {
 			replies[cachedAt[j]] = rr
 		}
 	}
@@ -363,7 +376,7 @@ func (r *Redis) Batch(ctx context.Context, ops []Op, now time.Time, res []Result
 	}
 	if len(again) > 0 {
 		trips++
-		for j, rr := range r.client.DoMulti(ctx, again...) {
+		for j, rr := range client.DoMulti(ctx, again...) {
 			replies[againAt[j]] = rr
 		}
 	}
@@ -385,8 +398,9 @@ type redisOnce struct{ r *Redis }
 // Seen implements Once: EXISTS key. now is unused: the key's expiry (PX)
 // runs on Redis's clock.
 func (o *redisOnce) Seen(ctx context.Context, key string, _ time.Time) (bool, error) {
-	b := o.r.client.B()
-	n, err := asInt(o.r.do(ctx, opOnceSeen, b.Exists().Key(o.r.key(keyOnce, key)).Build()))
+	n, err := asInt(o.r.do(ctx, opOnceSeen, func(b rueidis.Builder) rueidis.Completed {
+		return b.Exists().Key(o.r.key(keyOnce, key)).Build()
+	}))
 	if err != nil {
 		return false, wrap("once", key, err)
 	}
@@ -398,8 +412,9 @@ func (o *redisOnce) Claim(ctx context.Context, key string, ttl time.Duration, _ 
 	if ttl <= 0 {
 		return false, fmt.Errorf("%w: ttl %v", ErrInvalid, ttl)
 	}
-	b := o.r.client.B()
-	err := o.r.do(ctx, opOnceClaim, b.Set().Key(o.r.key(keyOnce, key)).Value("1").Nx().PxMilliseconds(ceilMillis(ttl)).Build()).Error()
+	err := o.r.do(ctx, opOnceClaim, func(b rueidis.Builder) rueidis.Completed {
+		return b.Set().Key(o.r.key(keyOnce, key)).Value("1").Nx().PxMilliseconds(ceilMillis(ttl)).Build()
+	}).Error()
 	if rueidis.IsRedisNil(err) {
 		return false, nil
 	}

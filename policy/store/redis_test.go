@@ -260,3 +260,71 @@ func TestRedisMetricsRegistered(t *testing.T) {
 		t.Fatal("second registration: no error")
 	}
 }
+
+// TestRedisUnreachableAtStart: with Background, a Redis that is down when
+// the node starts is not fatal: every operation fails at once with
+// ErrNotConnected (counted as a connection error, so rules apply
+// on_store_error) until Redis comes up; then the store connects by itself
+// and operations, batches and the replay cache work. Without Background,
+// the same start is an error, and so is a wrong password with it.
+func TestRedisUnreachableAtStart(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	ctx := context.Background()
+	opts := RedisOptions{Mode: "standalone", Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond}
+	if r, err := NewRedis(ctx, opts); err == nil {
+		r.Close()
+		t.Fatal("NewRedis without Background connected to a stopped Redis")
+	}
+	opts.Background, opts.Registerer = true, prometheus.NewRegistry()
+	r, err := NewRedis(ctx, opts)
+	if err != nil {
+		t.Fatalf("NewRedis with Background: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	now := time.Now()
+	if _, err := r.Counter().Add(ctx, "c", 1, time.Minute, now); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Counter.Add before Redis is up: %v, want ErrNotConnected", err)
+	}
+	res := make([]Result, 2)
+	ops := []Op{{Kind: OpCounterAdd, Key: "c", N: 1, Window: time.Minute}, {Kind: OpFlagsGet, Key: "f"}}
+	if trips := Run(ctx, r, ops, now, res); trips != 0 || !errors.Is(res[0].Err, ErrNotConnected) || !errors.Is(res[1].Err, ErrNotConnected) {
+		t.Fatalf("batch before Redis is up: %d round trips, %+v", trips, res)
+	}
+	if _, err := r.Once().Claim(ctx, "p", time.Minute, now); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Once.Claim before Redis is up: %v", err)
+	}
+	if got := testutil.ToFloat64(r.m.errors.WithLabelValues(errKindConnection)); got != 4 {
+		t.Errorf("connection errors counted: %v, want 4", got)
+	}
+
+	srv.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n, err := r.Counter().Add(ctx, "c", 1, time.Minute, now)
+		if err == nil {
+			if n != 1 {
+				t.Fatalf("first count after connecting: %d, want 1", n)
+			}
+			break
+		}
+		if !errors.Is(err, ErrNotConnected) || time.Now().After(deadline) {
+			t.Fatalf("Redis is up, the store still fails: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if trips := Run(ctx, r, ops, now, res); trips != 1 || res[0].Err != nil || res[0].N != 2 || res[1].Err != nil {
+		t.Fatalf("batch after connecting: %d round trips, %+v", trips, res)
+	}
+	if ok, err := r.Once().Claim(ctx, "p", time.Minute, now); !ok || err != nil {
+		t.Fatalf("Once.Claim after connecting: %v, %v", ok, err)
+	}
+
+	// Retrying cannot fix a wrong password: still an error with Background.
+	acl := redistest.StartOptions(t, redistest.Options{ACL: []string{"user app on >right ~* +@all"}})
+	bad := RedisOptions{Mode: "standalone", Addrs: []string{acl.Addr}, Username: "app", Password: "wrong", Background: true}
+	if r, err := NewRedis(ctx, bad); err == nil {
+		r.Close()
+		t.Fatal("NewRedis with a wrong password and Background: no error")
+	}
+}
