@@ -73,6 +73,7 @@ type options struct {
 	stateOnly    bool          // only the state comparison: no ceiling, ramp or soak
 	stateRounds  int           // rounds of the state comparison (each backend once per round)
 	statePolicy  string        // policy file of the state comparison ("": statePolicy)
+	redisNice    int           // nice value of the state comparison's redis-server
 	stateTimeout time.Duration // state.redis.timeout of stirgate (0: its default)
 }
 
@@ -98,6 +99,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.stateTimeout, "state-timeout", 0, "state.redis.timeout of stirgate in the state comparison (0: stirgate's default; -smoke: 100ms, so that one slow round trip on a loaded CI machine does not fail the smoke run)")
 	flag.BoolVar(&o.stateOnly, "state-only", false, "run the state comparison only (no harness ceiling, ramp or soak)")
 	flag.IntVar(&o.stateRounds, "state-rounds", 3, "rounds of the state comparison: each backend runs one step per round, alternating, from a fresh process; the medians over the rounds are compared")
+	flag.IntVar(&o.redisNice, "redis-nice", 0, "nice value of the state comparison's redis-server (e.g. -10: it runs first, as if on its own core; needs root)")
 	flag.StringVar(&o.statePolicy, "state-policy", "", "policy file of the state comparison (default: the built-in one of rate, bombing and one-ring rules)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()

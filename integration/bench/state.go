@@ -49,6 +49,7 @@ type stateCompare struct {
 	Rate     int          `json:"target_cps"`
 	Rounds   int          `json:"rounds"`
 	Timeout  string       `json:"state_redis_timeout"`
+	Nice     int          `json:"redis_nice"`
 	Policy   string       `json:"policy"`
 	Steps    []step       `json:"steps"`
 	Median   []median     `json:"medians"`
@@ -102,10 +103,10 @@ func (b *bench) stateRun(ctx context.Context) error {
 	if err := b.env.writeCallers(calls); err != nil {
 		return err
 	}
-	sc := &stateCompare{Rate: rate, Rounds: b.o.stateRounds, Timeout: durationOrDefault(b.o.stateTimeout), Policy: b.env.policy}
+	sc := &stateCompare{Rate: rate, Rounds: b.o.stateRounds, Timeout: durationOrDefault(b.o.stateTimeout), Nice: b.o.redisNice, Policy: b.env.policy}
 	b.res.State = sc
 	if slices.Contains(b.o.states, "redis") {
-		r, err := startRedis(ctx, filepath.Join(b.env.work, "redis"))
+		r, err := startRedis(ctx, filepath.Join(b.env.work, "redis"), b.o.redisNice)
 		if err != nil {
 			return err
 		}
@@ -252,7 +253,7 @@ func (sc *stateCompare) summarize() {
 // table is the comparison's part of the text report.
 func (sc *stateCompare) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\npolicy state, memory vs redis-server on loopback, %d calls/s, each call from its own number, %d rounds; state.redis.timeout %s:\n", sc.Rate, sc.Rounds, sc.Timeout)
+	fmt.Fprintf(&b, "\npolicy state, memory vs redis-server on loopback, %d calls/s, each call from its own number, %d rounds; state.redis.timeout %s; redis-server nice %d:\n", sc.Rate, sc.Rounds, sc.Timeout, sc.Nice)
 	fmt.Fprintf(&b, "(redis cmd/c: commands Redis executed, those the scripts run inside EVALSHA included; round trip/c: stirgate's stirgate_policy_store_round_trips, summed over the stages)\n")
 	fmt.Fprintf(&b, "(batch ms: a stage's batch as stirgate timed it, mean)\n")
 	fmt.Fprintf(&b, "%-8s %3s %8s %8s %8s %9s %10s %12s %12s %8s %8s  %s\n", "state", "try", "failed%", "p50 ms", "p99 ms", "sg µs/c", "redis cmd/c", "round trip/c", "redis µs/c", "batch ms", "errors", "clean")
