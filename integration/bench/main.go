@@ -75,6 +75,11 @@ type options struct {
 	statePolicy  string        // policy file of the state comparison ("": statePolicy)
 	redisNice    int           // nice value of the state comparison's redis-server
 	stateTimeout time.Duration // state.redis.timeout of stirgate (0: its default)
+	p99Bound     time.Duration // a step is clean only with p99 INVITE->final at most this
+	hold         time.Duration // time between the caller's ACK and BYE
+	uacScenario  string        // the caller's scenario of plain and sign steps ("": integration/sipp/uac.xml)
+	kamAlloc     string        // Kamailio's memory manager for shm and pkg: tlsf, fm, qm
+	kamArgs      []string      // further Kamailio command-line arguments
 }
 
 var allModes = []string{"plain", "sign", "verify"}
@@ -101,10 +106,38 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.stateRounds, "state-rounds", 3, "rounds of the state comparison: each backend runs one step per round, alternating, from a fresh process; the medians over the rounds are compared")
 	flag.IntVar(&o.redisNice, "redis-nice", 0, "nice value of the state comparison's redis-server (e.g. -10: it runs first, as if on its own core; needs root)")
 	flag.StringVar(&o.statePolicy, "state-policy", "", "policy file of the state comparison (default: the built-in one of rate, bombing and one-ring rules)")
+	var kamArgs string
+	flag.DurationVar(&o.p99Bound, "p99-bound", 50*time.Millisecond, "a step is clean only if its p99 INVITE->final is at most this (the maxima without it are reported too)")
+	flag.DurationVar(&o.hold, "hold", 100*time.Millisecond, "how long each call is held between the caller's ACK and BYE (SIPp -d)")
+	flag.StringVar(&o.uacScenario, "uac-scenario", "", "SIPp caller scenario of the plain and sign steps (default integration/sipp/uac.xml; it must take -d as its pause)")
+	flag.StringVar(&o.kamAlloc, "kamailio-alloc", "tlsf", "Kamailio's memory manager for shared and private memory (-x, -X): tlsf (what performance-minded operators run), fm (Kamailio's default) or qm")
+	flag.StringVar(&kamArgs, "kamailio-args", "", "further Kamailio command-line arguments, space-separated")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
 		o.env = strings.Split(env, ",")
+	}
+	o.kamArgs = strings.Fields(kamArgs)
+	switch o.kamAlloc {
+	case "tlsf", "fm", "qm":
+	default:
+		return o, fmt.Errorf("-kamailio-alloc %q: want tlsf, fm or qm", o.kamAlloc)
+	}
+	if o.p99Bound <= 0 {
+		return o, fmt.Errorf("-p99-bound %v: want a positive duration", o.p99Bound)
+	}
+	if o.hold < 0 || o.hold > 10*time.Minute {
+		return o, fmt.Errorf("-hold %v: want 0..10m", o.hold)
+	}
+	if o.uacScenario != "" {
+		abs, err := filepath.Abs(o.uacScenario)
+		if err != nil {
+			return o, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return o, fmt.Errorf("-uac-scenario: %w", err)
+		}
+		o.uacScenario = abs
 	}
 	if o.smoke {
 		o.step, rates, o.soak, o.stateCPS, o.stateRounds = 2*time.Second, "200", 0, 200, 1

@@ -17,11 +17,6 @@ import (
 
 // sippFlags let SIPp itself go as fast as it can: bigger socket buffers,
 // more messages and calls per event loop.
-// callPauseMS is the time between the caller's ACK and BYE. Real calls
-// last longer; without a pause a multi-process proxy (Kamailio's workers)
-// can deliver the BYE before the ACK, and the callee fails the call.
-const callPauseMS = 100
-
 // -default_behaviors all,-abortunexp: a message the scenario does not
 // expect at that point (a 180 that arrives after the 200, a BYE before the
 // ACK: UDP does not keep order, and Kamailio's worker processes reorder
@@ -37,6 +32,10 @@ type sippRun struct {
 	remote   string // UAC: where to call; "" for the UAS
 	calls    int
 	rate     int
+	// hold is the caller's time between ACK and BYE (-hold). Without a
+	// pause a multi-process proxy (Kamailio's workers) can deliver the
+	// BYE before the ACK, and the callee fails the call.
+	hold time.Duration
 	timeout  time.Duration
 	extra    []string
 }
@@ -62,7 +61,9 @@ func (r sippRun) command(ctx context.Context) *exec.Cmd {
 		// INVITE -> final response latency comes from there.
 		// A call whose next message does not come within 5 s fails
 		// instead of holding the step until the global timeout.
-		args = append(args, "-r", itoa(r.rate), "-l", itoa(2*r.rate+1000), "-recv_timeout", "5000", "-d", itoa(callPauseMS),
+		// -l: room for every call held at once, twice over.
+		held := r.rate * (int(r.hold/time.Second) + 1)
+		args = append(args, "-r", itoa(r.rate), "-l", itoa(2*held+1000), "-recv_timeout", "5000", "-d", itoa(int(r.hold/time.Millisecond)),
 			"-trace_shortmsg", "-shortmessage_file", "shortmsg.csv")
 	}
 	args = append(args, r.extra...)
