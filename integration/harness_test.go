@@ -239,6 +239,8 @@ type proxyConfig struct {
 	// Extra is YAML appended to the file: further top-level sections
 	// (e.g. attest:) that a test needs.
 	Extra string
+	// SIPExtra is YAML added to the sip: section (indented two spaces).
+	SIPExtra string
 	// Raw, when set, is the whole file instead (the ports above must be
 	// the ones it uses).
 	Raw string
@@ -285,6 +287,7 @@ func (c proxyConfig) YAML() string {
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", hostPort(c.AdminPort))
 	fmt.Fprintf(&b, "shutdown:\n  drain_timeout: %s\n", c.DrainTimeout)
 	fmt.Fprintf(&b, "sip:\n  user_agent: stirgate-it\n  max_message_size: 16384\n  invite_timeout: %s\n", c.InviteTimeout)
+	b.WriteString(c.SIPExtra)
 	fmt.Fprintf(&b, "  realms:\n")
 	realm := func(name string, port int, hopPort int, hopTransport string, trusted []string) {
 		fmt.Fprintf(&b, "    %s:\n", name)

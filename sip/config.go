@@ -33,7 +33,32 @@ type Config struct {
 	// same job: at 1,000 calls/s the book value keeps ~100,000 finished
 	// transactions, a few hundred MB. Process-wide: a change needs a restart.
 	TransactionLinger time.Duration `yaml:"transaction_linger"`
-	Realms            Realms        `yaml:"realms"`
+	// Overload is the admission control in front of the pipeline.
+	Overload OverloadConfig `yaml:"overload"`
+	Realms   Realms         `yaml:"realms"`
+}
+
+// OverloadConfig is admission control (overload.go): new INVITEs beyond
+// what the edge can serve within its latency budget get a 503 with
+// Retry-After at once instead of waiting in a queue. A reload applies a
+// change.
+type OverloadConfig struct {
+	// Mode: on (default) or off.
+	Mode string `yaml:"mode"`
+	// TargetWait is the queue wait (kernel arrival to pipeline start) the
+	// edge steers new INVITEs' admission by; an INVITE that waited twice
+	// as long is answered 503 when its turn comes.
+	TargetWait time.Duration `yaml:"target_wait"`
+	// Interval is how often admission is adjusted: each interval's
+	// smallest wait above TargetWait admits fewer.
+	Interval time.Duration `yaml:"interval"`
+	// RetryAfter is the Retry-After of the 503, ±50% at random so that
+	// the refused callers do not come back together.
+	RetryAfter time.Duration `yaml:"retry_after"`
+	// ExemptNumbers are never refused for overload: emergency numbers,
+	// matched against the user part of the Request-URI and the To URI
+	// (digits and an optional leading +, compared as written).
+	ExemptNumbers []string `yaml:"exempt_numbers"`
 }
 
 // Realms are the two sides of the edge.
@@ -78,6 +103,9 @@ const (
 	DefaultLinger         = 5 * time.Second
 	maxLinger             = 32 * time.Second
 	DefaultUDPMaxSize     = 4096
+	DefaultTargetWait     = 20 * time.Millisecond
+	DefaultOverloadEvery  = 100 * time.Millisecond
+	DefaultRetryAfter     = 10 * time.Second
 	DefaultSocketBuffer   = 4 << 20
 	minUDPMaxSize         = 1300
 	maxUDPMaxSize         = 65000
@@ -96,6 +124,22 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.TransactionLinger == 0 {
 		c.TransactionLinger = DefaultLinger
+	}
+	o := &c.Overload
+	if o.Mode == "" {
+		o.Mode = "on"
+	}
+	if o.TargetWait == 0 {
+		o.TargetWait = DefaultTargetWait
+	}
+	if o.Interval == 0 {
+		o.Interval = DefaultOverloadEvery
+	}
+	if o.RetryAfter == 0 {
+		o.RetryAfter = DefaultRetryAfter
+	}
+	if o.ExemptNumbers == nil {
+		o.ExemptNumbers = DefaultExemptNumbers()
 	}
 	for _, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
 		if r.UDP.MaxSize == 0 {
@@ -126,12 +170,42 @@ func (c *Config) Validate() error {
 	if c.TransactionLinger < time.Second || c.TransactionLinger > maxLinger {
 		errs = append(errs, fmt.Errorf("transaction_linger: %s out of range 1s..32s", c.TransactionLinger))
 	}
+	if err := c.Overload.validate(); err != nil {
+		errs = append(errs, prefixErrors("overload.", err)...)
+	}
 	for _, r := range []struct {
 		name string
 		cfg  *RealmConfig
 	}{{"inside", &c.Realms.Inside}, {"outside", &c.Realms.Outside}} {
 		if err := r.cfg.Validate(); err != nil {
 			errs = append(errs, prefixErrors("realms."+r.name+".", err)...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultExemptNumbers are emergency numbers of North America (911),
+// Europe and GSM (112), the UK (999), Australia (000), and 110 and 119
+// (police and fire/ambulance in several Asian countries).
+func DefaultExemptNumbers() []string { return []string{"911", "112", "999", "000", "110", "119"} }
+
+func (o *OverloadConfig) validate() error {
+	var errs []error
+	if o.Mode != "on" && o.Mode != "off" {
+		errs = append(errs, fmt.Errorf("mode: %q is not one of on, off", o.Mode))
+	}
+	if o.TargetWait < time.Millisecond || o.TargetWait > 10*time.Second {
+		errs = append(errs, fmt.Errorf("target_wait: %s out of range 1ms..10s", o.TargetWait))
+	}
+	if o.Interval < 10*time.Millisecond || o.Interval > 10*time.Second {
+		errs = append(errs, fmt.Errorf("interval: %s out of range 10ms..10s", o.Interval))
+	}
+	if o.RetryAfter < time.Second || o.RetryAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("retry_after: %s out of range 1s..1h", o.RetryAfter))
+	}
+	for i, n := range o.ExemptNumbers {
+		if d := strings.TrimPrefix(n, "+"); d == "" || strings.Trim(d, "0123456789") != "" {
+			errs = append(errs, fmt.Errorf("exempt_numbers[%d]: %q is not a number (digits, optional leading +)", i, n))
 		}
 	}
 	return errors.Join(errs...)

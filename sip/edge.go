@@ -64,6 +64,12 @@ type Edge struct {
 	// cancelWait is how long a CANCELled INVITE waits for its final
 	// response before it is given up (RFC 3261 9.1: 64*T1).
 	cancelWait time.Duration
+
+	// Overload control (overload.go): the controller, when each new
+	// UDP INVITE arrived (by Call-ID, until its pipeline starts) and the
+	// INVITEs a reader admitted (their retransmissions pass).
+	adm                *admission
+	arrivals, admitted *callSet
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -77,8 +83,16 @@ type staticConfig struct {
 // generation is what a reload swaps atomically.
 type generation struct {
 	inviteTimeout time.Duration
+	overload      overloadPolicy
 	realms        [2]realmPolicy
 	chains        [2]Chain
+}
+
+// overloadPolicy is sip.overload as a generation uses it.
+type overloadPolicy struct {
+	on                           bool
+	target, interval, retryAfter time.Duration
+	exempt                       map[string]bool
 }
 
 type realmPolicy struct {
@@ -108,6 +122,9 @@ type realm struct {
 	client *sipgo.Client
 	udp    []*net.UDPConn
 	tcp    []*net.TCPListener
+	// stamped wraps each UDP socket for sipgo's reader (kernel receive
+	// times), by local address for the read filter.
+	stamped map[string]*stampedConn
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.
 	ep map[string]endpoint // "UDP" | "TCP"
@@ -178,12 +195,15 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	e.dialogs = newDialogs(e.m.dialogs)
 	e.acks = newAckFilter(64 * sip.T1) // timer H: how long a UAC retransmits its ACK
 	e.cancelWait = 64 * sip.T1
+	e.arrivals = newCallSet(10 * time.Second)
+	e.admitted = newCallSet(16 * time.Second) // INVITE retransmissions stop after 32 s
 	e.setSipgoGlobals()
 	g, err := buildGeneration(cfg, chains)
 	if err != nil {
 		return nil, err
 	}
 	e.gen.Store(g)
+	e.adm = newAdmission(g.overload, e.m.admitRatio.Set)
 
 	parser := sip.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageSize
@@ -200,7 +220,12 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 }
 
 func buildGeneration(cfg Config, chains Chains) (*generation, error) {
-	g := &generation{inviteTimeout: cfg.InviteTimeout, chains: [2]Chain{chains.Inside, chains.Outside}}
+	o := cfg.Overload
+	g := &generation{inviteTimeout: cfg.InviteTimeout, chains: [2]Chain{chains.Inside, chains.Outside},
+		overload: overloadPolicy{on: o.Mode == "on", target: o.TargetWait, interval: o.Interval, retryAfter: o.RetryAfter, exempt: map[string]bool{}}}
+	for _, n := range o.ExemptNumbers {
+		g.overload.exempt[n] = true
+	}
 	for i, rc := range []RealmConfig{cfg.Realms.Inside, cfg.Realms.Outside} {
 		nh, err := ParseNextHop(rc.NextHop)
 		if err != nil {
@@ -220,7 +245,7 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 }
 
 func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, error) {
-	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint)}
+	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint), stamped: make(map[string]*stampedConn)}
 	if idx == outside {
 		r.name, r.dir = "outside", Inbound
 	}
@@ -260,6 +285,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
 			r.udp = append(r.udp, c)
+			r.stamped[c.LocalAddr().String()] = newStampedConn(c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
 			setSocketBuffer(c, rc.UDP.SocketBuffer)
 		case "tcp":
@@ -319,7 +345,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	errc := make(chan error, 8)
 	for _, r := range e.realms {
 		for _, c := range r.udp {
-			go func() { errc <- r.srv.ServeUDP(c) }()
+			go func() { errc <- r.srv.ServeUDP(r.stamped[c.LocalAddr().String()]) }()
 		}
 		for _, ln := range r.tcp {
 			go func() { errc <- r.srv.ServeTCP(ln) }()
@@ -391,6 +417,8 @@ func (e *Edge) Prepare(cfg Config, chains Chains) (*Update, error) {
 // fail.
 func (u *Update) Install() {
 	old := u.edge.gen.Swap(u.gen)
+	o := u.gen.overload
+	u.edge.adm.set(o.target, o.interval, o.retryAfter, o.on)
 	for i, r := range u.edge.realms {
 		if r == nil || old == nil || old.realms[i].socketBuffer == u.gen.realms[i].socketBuffer {
 			continue
@@ -463,6 +491,9 @@ func (e *Edge) readFilter(r *realm) sip.TransportReadFilter {
 			return nil, nil
 		}
 		if bytes.HasPrefix(data, ackPrefix) && e.fastAck(r, p.RemoteAddr, data) {
+			return nil, nil
+		}
+		if bytes.HasPrefix(data, invitePrefix) && e.admitInvite(r, p, data) == shed {
 			return nil, nil
 		}
 		return data, nil

@@ -67,3 +67,30 @@ func FuzzEdgeServe(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCallIDOf: the socket reader's Call-ID scan (overload bookkeeping)
+// never panics, and whenever sipgo parses the same bytes into a request
+// with a Call-ID, the scan found that same value: an INVITE's arrival and
+// admission are keyed as its pipeline will look them up.
+//
+//	go test ./sip -run '^$' -fuzz FuzzCallIDOf -fuzztime 5m
+func FuzzCallIDOf(f *testing.F) {
+	f.Add([]byte(testInvite))
+	f.Add([]byte("INVITE sip:a@b SIP/2.0\r\ni: x\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"))
+	torture, _ := filepath.Glob("../integration/testdata/rfc4475/*.dat")
+	for _, p := range torture {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := callIDOf(data)
+		msg, err := sip.NewParser().ParseSIP(data)
+		if err != nil || got == nil {
+			return
+		}
+		if req, ok := msg.(*sip.Request); ok && req.CallID() != nil && req.CallID().Value() != string(got) {
+			t.Fatalf("reader scan found Call-ID %q, sipgo parsed %q", got, req.CallID().Value())
+		}
+	})
+}

@@ -128,6 +128,13 @@ func removeHeaders(m headerList, longName string) {
 // and the policy lists apply. It returns "" when the user part is not a
 // number ("alice", "++1...", more than 15 digits).
 func Number(u *sip.Uri) string {
+	tn, _ := passport.Canonical(userNumber(u))
+	return tn
+}
+
+// userNumber is the user part of a SIP URI or the number of a tel URI, as
+// written, without RFC 4904 user parameters.
+func userNumber(u *sip.Uri) string {
 	if u == nil {
 		return ""
 	}
@@ -141,8 +148,7 @@ func Number(u *sip.Uri) string {
 	if i := strings.IndexByte(user, ';'); i >= 0 { // RFC 4904 user parameters
 		user = user[:i]
 	}
-	tn, _ := passport.Canonical(user)
-	return tn
+	return user
 }
 
 // paiNumber is the number of the first P-Asserted-Identity that has one.

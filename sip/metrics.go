@@ -17,6 +17,9 @@ type metrics struct {
 	dropped    *prometheus.CounterVec   // realm, reason
 	dialogs    prometheus.Gauge
 	draining   prometheus.Gauge
+	queueWait  *prometheus.HistogramVec // realm
+	shed       *prometheus.CounterVec   // realm, where
+	admitRatio prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,9 +57,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "stirgate_draining",
 			Help: "1 while the process drains after SIGTERM.",
 		}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stirgate_sip_queue_wait_seconds",
+			Help:    "Queue wait of initial INVITEs: from their arrival in the kernel (UDP; the read, for TCP) to the start of their pipeline.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .02, .04, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"realm"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stirgate_sip_overload_shed_total",
+			Help: "New INVITEs answered 503 for overload, by realm and where: reader (not admitted, stateless from the socket reader) or late (waited more than twice sip.overload.target_wait).",
+		}, []string{"realm", "where"}),
+		admitRatio: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stirgate_sip_overload_admit_ratio",
+			Help: "Fraction of new UDP INVITEs the socket readers admit (1: no overload).",
+		}),
 	}
+	m.admitRatio.Set(1)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.responses, m.inProgress, m.inviteTime, m.stages, m.dropped, m.dialogs, m.draining)
+		reg.MustRegister(m.requests, m.responses, m.inProgress, m.inviteTime, m.stages, m.dropped, m.dialogs, m.draining,
+			m.queueWait, m.shed, m.admitRatio)
 	}
 	return m
 }

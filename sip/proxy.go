@@ -193,6 +193,12 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		e.record(r, req, nil, 503, StageEdge, "draining", start)
 		return
 	}
+	if e.startInvite(r, g, req, start) {
+		e.respond(r, req, tx, e.overloadResponse(req))
+		e.m.shed.WithLabelValues(r.name, "late").Inc()
+		e.record(r, req, nil, 503, StageEdge, "overload: waited too long", start)
+		return
+	}
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
 	e.m.inProgress.WithLabelValues(r.name).Inc()

@@ -1,0 +1,141 @@
+package sip
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestCallIDOf(t *testing.T) {
+	for _, tc := range []struct {
+		name, msg, want string
+	}{
+		{"long form", "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCall-ID: abc@h\r\nCSeq: 1 INVITE\r\n\r\n", "abc@h"},
+		{"compact form", "INVITE sip:a@b SIP/2.0\r\ni:  xyz \r\n\r\n", "xyz"},
+		{"any case", "INVITE sip:a@b SIP/2.0\r\ncALL-iD:q1\r\n\r\n", "q1"},
+		{"space before colon", "INVITE sip:a@b SIP/2.0\r\nCall-ID : sp\r\n\r\n", "sp"},
+		{"last wins, as in sipgo's parser", "INVITE sip:a@b SIP/2.0\r\nCall-ID: one\r\nCall-ID: two\r\n\r\n", "two"},
+		{"not a prefix of another name", "INVITE sip:a@b SIP/2.0\r\nCall-Info: <x>\r\nIdentity: y\r\n\r\n", ""},
+		{"only in the body", "INVITE sip:a@b SIP/2.0\r\nContent-Length: 14\r\n\r\nCall-ID: body\r\n", ""},
+		{"empty value", "INVITE sip:a@b SIP/2.0\r\nCall-ID:\r\n\r\n", ""},
+		{"bare LF is not a line end (as in sipgo's parser)", "INVITE sip:a@b SIP/2.0\nCall-ID: lf\n\n", ""},
+		{"no headers", "INVITE", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(callIDOf([]byte(tc.msg))); got != tc.want {
+				t.Errorf("callIDOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAdmissionControl: a whole interval whose smallest wait is above the
+// target admits fewer new INVITEs (down to minAdmit, never 0); late cuts
+// apply only then; intervals well below the target admit more again, back
+// to all; mode off admits everything at once.
+func TestAdmissionControl(t *testing.T) {
+	var changes []float64
+	a := newAdmission(overloadPolicy{on: true, target: 20 * time.Millisecond, interval: 100 * time.Millisecond, retryAfter: 10 * time.Second},
+		func(v float64) { changes = append(changes, v) })
+	now := time.Unix(1000, 0)
+	step := func(wait time.Duration) {
+		for range 5 {
+			a.observe(wait, now)
+			now = now.Add(25 * time.Millisecond)
+		}
+	}
+	step(5 * time.Millisecond)
+	if a.admit != 1 || a.late(time.Second) {
+		t.Fatalf("no queue: admit %v, late(1s) %v; want 1, false (a single stall refuses nobody)", a.admit, a.late(time.Second))
+	}
+	// One INVITE under the target in an interval means no standing queue.
+	a.observe(100*time.Millisecond, now)
+	a.observe(time.Millisecond, now)
+	now = now.Add(120 * time.Millisecond)
+	a.observe(time.Millisecond, now)
+	if a.admit != 1 {
+		t.Fatalf("an interval with one short wait: admit %v, want 1", a.admit)
+	}
+	for i := range 20 {
+		step(30 * time.Millisecond)
+		// The first window still held the short wait.
+		if i > 0 && (a.admit >= 1 || a.admit < minAdmit) {
+			t.Fatalf("standing queue, interval %d: admit %v, want in [%v, 1)", i, a.admit, minAdmit)
+		}
+	}
+	if a.admit != minAdmit {
+		t.Errorf("after 20 intervals of standing queue admit is %v, want the floor %v", a.admit, minAdmit)
+	}
+	if !a.late(41*time.Millisecond) || a.late(39*time.Millisecond) {
+		t.Errorf("in overload: late(41ms) %v, late(39ms) %v; want true, false (2 x target)", a.late(41*time.Millisecond), a.late(39*time.Millisecond))
+	}
+	shed := 0
+	for range 1000 {
+		if a.shedNext(now) {
+			shed++
+		}
+	}
+	if shed < 950 || shed == 1000 {
+		t.Errorf("at admit %v, %d of 1000 shed; want about 980 and never all", a.admit, shed)
+	}
+	for i := 0; a.admit < 1; i++ {
+		if i > 50 {
+			t.Fatalf("admission did not recover: %v after 50 quiet intervals", a.admit)
+		}
+		step(2 * time.Millisecond)
+	}
+	if len(changes) == 0 || changes[len(changes)-1] != 1 {
+		t.Errorf("gauge updates %v, want the last one 1", changes)
+	}
+	step(30 * time.Millisecond)
+	step(30 * time.Millisecond)
+	a.set(20*time.Millisecond, 100*time.Millisecond, 10*time.Second, false)
+	if a.admit != 1 || a.shedNext(now) || a.late(time.Second) {
+		t.Errorf("mode off: admit %v; want 1 and nothing shed or late", a.admit)
+	}
+}
+
+func TestRetryAfterJitter(t *testing.T) {
+	a := newAdmission(overloadPolicy{on: true, target: time.Millisecond, interval: time.Second, retryAfter: 10 * time.Second}, nil)
+	seen := map[int]bool{}
+	for range 500 {
+		v, err := strconv.Atoi(a.retryAfterHeader().Value())
+		if err != nil || v < 5 || v > 15 {
+			t.Fatalf("Retry-After %q, want whole seconds in 5..15", a.retryAfterHeader().Value())
+		}
+		seen[v] = true
+	}
+	if len(seen) < 5 {
+		t.Errorf("Retry-After took %d values in 500 responses: not jittered", len(seen))
+	}
+}
+
+func TestOverloadExempts(t *testing.T) {
+	p := overloadPolicy{exempt: map[string]bool{"911": true, "112": true}}
+	for _, tc := range []struct {
+		ruri, to string
+		want     bool
+	}{
+		{"sip:911@pbx", "sip:911@pbx", true},
+		{"sip:+15551230002@pbx", "sip:112@pbx", true},
+		{"tel:911", "sip:x@pbx", true},
+		{"sip:911;phone-context=+1@pbx;user=phone", "sip:x@pbx", true},
+		{"sip:+15551230002@pbx", "sip:+15551230002@pbx", false},
+		{"sip:9110@pbx", "sip:9110@pbx", false},
+	} {
+		var ruri, to sip.Uri
+		if err := sip.ParseUri(tc.ruri, &ruri); err != nil {
+			t.Fatal(err)
+		}
+		if err := sip.ParseUri(tc.to, &to); err != nil {
+			t.Fatal(err)
+		}
+		req := sip.NewRequest(sip.INVITE, ruri)
+		req.AppendHeader(&sip.ToHeader{Address: to})
+		if got := p.exempts(req); got != tc.want {
+			t.Errorf("exempts(R-URI %s, To %s) = %v, want %v", tc.ruri, tc.to, got, tc.want)
+		}
+	}
+}
