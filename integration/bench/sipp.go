@@ -35,9 +35,9 @@ type sippRun struct {
 	// hold is the caller's time between ACK and BYE (-hold). Without a
 	// pause a multi-process proxy (Kamailio's workers) can deliver the
 	// BYE before the ACK, and the callee fails the call.
-	hold time.Duration
-	timeout  time.Duration
-	extra    []string
+	hold    time.Duration
+	timeout time.Duration
+	extra   []string
 }
 
 // sippResult is a finished SIPp: its last cumulative statistics.
