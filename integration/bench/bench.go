@@ -108,6 +108,12 @@ func (b *bench) runAll(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.o.overloadFor > 0 && slices.Contains(b.o.modes, "plain") {
+		log.Printf("overload: twice stirgate's max clean plain rate for %v, then half of it", b.o.overloadFor)
+		if err := b.overloadRun(ctx, b.maxClean("stirgate", "plain")); err != nil {
+			return err
+		}
+	}
 	if len(b.o.states) > 0 && b.o.only != "kamailio" {
 		if err := b.stateRun(ctx); err != nil {
 			return err

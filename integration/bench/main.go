@@ -80,6 +80,9 @@ type options struct {
 	uacScenario  string        // the caller's scenario of plain and sign steps ("": integration/sipp/uac.xml)
 	kamAlloc     string        // Kamailio's memory manager for shm and pkg: tlsf, fm, qm
 	kamArgs      []string      // further Kamailio command-line arguments
+	// overloadFor: each system is offered twice stirgate's max clean
+	// plain rate this long, then half of it for overloadRecovery (0: skip).
+	overloadFor, overloadRecovery time.Duration
 }
 
 var allModes = []string{"plain", "sign", "verify"}
@@ -112,6 +115,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.uacScenario, "uac-scenario", "", "SIPp caller scenario of the plain and sign steps (default integration/sipp/uac.xml; it must take -d as its pause)")
 	flag.StringVar(&o.kamAlloc, "kamailio-alloc", "tlsf", "Kamailio's memory manager for shared and private memory (-x, -X): tlsf (what performance-minded operators run), fm (Kamailio's default) or qm")
 	flag.StringVar(&kamArgs, "kamailio-args", "", "further Kamailio command-line arguments, space-separated")
+	flag.DurationVar(&o.overloadFor, "overload-for", 30*time.Second, "after the plain ramp, offer each system twice stirgate's max clean plain rate this long (0: skip), then half of that max for -overload-recovery")
+	flag.DurationVar(&o.overloadRecovery, "overload-recovery", 10*time.Second, "length of the half-rate run after the overload; judged from 5 s in (or half of it, if shorter)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
@@ -122,6 +127,9 @@ func parseFlags() (options, error) {
 	case "tlsf", "fm", "qm":
 	default:
 		return o, fmt.Errorf("-kamailio-alloc %q: want tlsf, fm or qm", o.kamAlloc)
+	}
+	if o.overloadFor < 0 || o.overloadRecovery < 2*time.Second {
+		return o, fmt.Errorf("-overload-for %v, -overload-recovery %v: want >= 0 and >= 2s", o.overloadFor, o.overloadRecovery)
 	}
 	if o.p99Bound <= 0 {
 		return o, fmt.Errorf("-p99-bound %v: want a positive duration", o.p99Bound)
@@ -141,6 +149,7 @@ func parseFlags() (options, error) {
 	}
 	if o.smoke {
 		o.step, rates, o.soak, o.stateCPS, o.stateRounds = 2*time.Second, "200", 0, 200, 1
+		o.overloadFor, o.overloadRecovery = 2*time.Second, 4*time.Second
 		if o.stateTimeout == 0 {
 			o.stateTimeout = 100 * time.Millisecond
 		}

@@ -14,13 +14,14 @@ import (
 
 // results is everything one run measured; it is written as JSON.
 type results struct {
-	Machine  machine       `json:"machine"`
-	Options  publicOptions `json:"options"`
-	Started  time.Time     `json:"started"`
-	Finished time.Time     `json:"finished"`
-	Steps    []step        `json:"steps"`
-	Soak     *soak         `json:"soak,omitempty"`
-	State    *stateCompare `json:"state,omitempty"`
+	Machine  machine          `json:"machine"`
+	Options  publicOptions    `json:"options"`
+	Started  time.Time        `json:"started"`
+	Finished time.Time        `json:"finished"`
+	Steps    []step           `json:"steps"`
+	Soak     *soak            `json:"soak,omitempty"`
+	State    *stateCompare    `json:"state,omitempty"`
+	Overload []overloadResult `json:"overload,omitempty"`
 
 	// Summary, filled by summarize.
 	Ceiling int                       `json:"harness_ceiling_cps"`
@@ -141,6 +142,15 @@ func (r *results) summarize() {
 			})
 		}
 	}
+	for _, o := range r.Overload {
+		if o.System != "stirgate" {
+			continue
+		}
+		r.Targets = append(r.Targets,
+			target{Name: fmt.Sprintf("overload %d cps for %s: p99 INVITE->200 of the answered calls", o.Offered, o.For), Want: "<= 100 ms", Got: fmt.Sprintf("%.1f ms", o.P99AcceptedMs), Met: o.P99AcceptedMs <= 100 && o.OK > 0},
+			target{Name: fmt.Sprintf("overload %d cps for %s: goodput, of the max clean %d", o.Offered, o.For, o.MaxCPS), Want: ">= 90%", Got: fmt.Sprintf("%.0f%% (%.0f cps)", o.GoodputPct, o.Goodput), Met: o.GoodputPct >= 90},
+			target{Name: fmt.Sprintf("clean again within %s at %d cps after the overload", recoverWithin, o.RecoveryCPS), Want: "clean", Got: recoveredWord(o), Met: o.Recovered})
+	}
 	if r.Soak != nil {
 		r.Targets = append(r.Targets, target{
 			Name: fmt.Sprintf("stirgate RSS after %s at %d calls/s (sign)", r.Soak.Duration, r.Soak.Rate),
@@ -189,6 +199,12 @@ func (r *results) table() string {
 		s := r.Soak
 		fmt.Fprintf(&b, "\nsoak: stirgate sign mode, %d calls/s for %s: %s; RSS %.0f MB, PSS %.0f MB, Go heap in use %.0f MB, %d goroutines\n",
 			s.Rate, s.Duration, cleanWord(s.Step), s.Step.Mem.RSSMB, s.Step.Mem.PSSMB, s.HeapInUse, s.Goroutines)
+	}
+	if len(r.Overload) > 0 {
+		fmt.Fprintf(&b, "\noverload (plain, twice stirgate's max clean rate, then half of it):\n")
+		for _, o := range r.Overload {
+			fmt.Fprintf(&b, "  %s\n", o)
+		}
 	}
 	if r.State != nil {
 		b.WriteString(r.State.table())
@@ -268,6 +284,13 @@ func (r *results) smokeCheck() error {
 	if r.State != nil {
 		bad = append(bad, r.State.check(r.Options.States)...)
 	}
+	// The smoke overload is twice 200 calls/s: nothing is overloaded, so
+	// any failure is the bench's.
+	for _, o := range r.Overload {
+		if !o.Recovered || o.OK == 0 || o.NoFinal > 0 {
+			bad = append(bad, fmt.Sprintf("overload step of %s: %s", o.System, o))
+		}
+	}
 	if len(bad) > 0 {
 		return fmt.Errorf("smoke run: not clean at %d calls/s: %s", r.Options.Rates[0], strings.Join(bad, "; "))
 	}
@@ -300,4 +323,11 @@ func goMemory(p *proxy) (heapMB float64, goroutines int) {
 		}
 	}
 	return heapMB, goroutines
+}
+
+func recoveredWord(o overloadResult) string {
+	if o.Recovered {
+		return fmt.Sprintf("clean (%d calls judged, p99 %.1f ms)", o.RecoveryCalls, o.RecoveryP99ms)
+	}
+	return "not clean: " + o.Why
 }
