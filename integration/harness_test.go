@@ -241,6 +241,8 @@ type proxyConfig struct {
 	Extra string
 	// SIPExtra is YAML added to the sip: section (indented two spaces).
 	SIPExtra string
+	// Env is added to stirgate's environment (e.g. GOMAXPROCS=1).
+	Env []string
 	// Raw, when set, is the whole file instead (the ports above must be
 	// the ones it uses).
 	Raw string
@@ -344,6 +346,9 @@ func startProxy(t testing.TB, cfg proxyConfig) *proxy {
 		t.Fatalf("stirgate log: %v", err)
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	if len(cfg.Env) > 0 {
+		cmd.Env = append(os.Environ(), cfg.Env...)
+	}
 	cmd.Stdout = f
 	cmd.Stderr = f
 	cmd.Dir = dir

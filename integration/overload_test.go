@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -11,74 +10,63 @@ import (
 	"time"
 )
 
-// TestOverloadStallRefusesLateCallsOnly: stirgate is stopped (SIGSTOP) for
-// 600 ms in the middle of a SIPp run, as a VM pause or a long stall would:
-// the INVITEs of that time queue up in its socket. When it runs again, the
-// overload control refuses the late ones with 503 + a jittered
-// Retry-After (from the socket reader, or at the start of their pipeline),
-// each with its call record, and serves the rest; the emergency caller
-// (911, calling through the whole stall) is never refused; every INVITE
-// gets a final response; and calls made a second after the stall all go
-// through again.
-func TestOverloadStallRefusesLateCallsOnly(t *testing.T) {
+// TestOverloadRefusesTheExcessOnly: a stirgate given one core
+// (GOMAXPROCS=1) and the lowest CPU priority is offered far more calls
+// than it can serve (SIPp at 2,500 calls/s for 3 s, on the same machine):
+// a real standing queue. The overload control answers the excess 503
+// with a jittered Retry-After and a Reason, each with one call record and
+// one count, and serves the rest: every INVITE gets a final response, 200
+// or 503. The emergency caller (911), calling through the whole overload,
+// is never refused, and once the load is gone every call goes through
+// again, same process.
+func TestOverloadRefusesTheExcessOnly(t *testing.T) {
 	requireSipp(t)
 	cfg := newProxyConfig(t)
 	cfg.DrainTimeout = 2 * time.Second
+	cfg.Env = []string{"GOMAXPROCS=1"}
 	cfg.SIPExtra = "  overload: {target_wait: 5ms, interval: 20ms, retry_after: 4s}\n"
 	p := startProxy(t, cfg)
-
-	const calls, rate = 1500, 300
-	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: calls + 200, NoTrace: true, Timeout: 60 * time.Second})
-	uac := startSipp(t, sippRun{Name: "uac", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), Calls: calls, Rate: rate, ShortMsg: true, Timeout: 60 * time.Second})
-	sos := startSipp(t, sippRun{Name: "uac-911", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: "127.0.0.2", Service: "911", Calls: 200, Rate: 40, ShortMsg: true, Timeout: 60 * time.Second})
-
-	waitRecords(t, p, 600)
-	if err := syscall.Kill(p.PID(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
+	pid := p.PID()
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, pid, 19); err != nil {
+		t.Fatalf("renice stirgate: %v", err)
 	}
-	stopped := time.Now()
-	time.Sleep(600 * time.Millisecond)
-	resumed := time.Now()
-	if err := syscall.Kill(p.PID(), syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("stirgate stopped for %v", resumed.Sub(stopped))
 
+	const calls, rate, sosCalls = 7500, 2500, 150
+	uas := startSipp(t, sippRun{Name: "uas", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: calls + sosCalls + 300, NoTrace: true, Timeout: 90 * time.Second})
+	uac := startSipp(t, sippRun{Name: "uac", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), Calls: calls, Rate: rate, Limit: 20000, ShortMsg: true, Timeout: 90 * time.Second})
+	sos := startSipp(t, sippRun{Name: "uac-911", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: "127.0.0.2", Service: "911", Calls: sosCalls, Rate: 50, ShortMsg: true, Timeout: 90 * time.Second})
 	res := uac.Wait(t)
 	sosRes := sos.Wait(t)
+	after := runSipp(t, sippRun{Name: "uac-after", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: "127.0.0.3", Calls: 300, Rate: 100, ShortMsg: true, Timeout: 60 * time.Second})
 	_ = uas.cmd.Process.Signal(syscall.SIGTERM)
 	<-uas.done
 
 	timings := inviteTimings(t, filepath.Join(res.Dir, "shortmsg.csv"))
 	codes := map[int]int{}
-	var lateAfter []string
 	for _, c := range timings {
 		codes[c.Code]++
-		if c.Code != 200 && c.Sent > float64(resumed.Add(time.Second).UnixMicro())/1e6 {
-			lateAfter = append(lateAfter, fmt.Sprintf("%s: %d", c.CallID, c.Code))
-		}
 	}
-	t.Logf("caller: %d INVITEs, final responses by code %v", len(timings), codes)
-	if len(timings) != calls || codes[0] != 0 || codes[200]+codes[503] != calls {
+	t.Logf("caller at %d calls/s: %d INVITEs, final responses by code %v", rate, len(timings), codes)
+	if len(timings) != calls || codes[200]+codes[503] != calls {
 		t.Errorf("final responses by code %v for %d INVITEs, want %d, each 200 or 503", codes, len(timings), calls)
 	}
-	if codes[503] == 0 {
-		t.Errorf("no call was refused after a 600 ms stall at %d calls/s (target_wait 5ms)", rate)
+	if codes[503] == 0 || codes[200] == 0 {
+		t.Errorf("final responses by code %v: want both served and refused calls", codes)
 	}
-	if len(lateAfter) > 0 {
-		t.Errorf("%d calls made more than 1 s after the stall were not answered 200: %s", len(lateAfter), strings.Join(lateAfter[:min(len(lateAfter), 10)], "; "))
-	}
-
-	sosCodes := map[int]int{}
-	for _, c := range inviteTimings(t, filepath.Join(sosRes.Dir, "shortmsg.csv")) {
-		sosCodes[c.Code]++
-	}
-	if sosCodes[200] != 200 {
-		t.Errorf("emergency caller (911): final responses by code %v, want 200 x 200 (never refused for overload)", sosCodes)
+	for name, r := range map[string]sippResult{"911 caller": sosRes, "caller after the load": after} {
+		got := map[int]int{}
+		n := 0
+		for _, c := range inviteTimings(t, filepath.Join(r.Dir, "shortmsg.csv")) {
+			got[c.Code]++
+			n++
+		}
+		if got[200] != n || n == 0 {
+			t.Errorf("%s: final responses by code %v, want all %d 200", name, got, n)
+		}
 	}
 
 	// The 503s carry Retry-After 4 s ±50%: whole seconds in 2..6, not all
-	// the same.
+	// the same, and Reason ... "overload".
 	msgs := readFile(filepath.Join(res.Dir, "messages.log"))
 	retry := map[int]int{}
 	for _, m := range regexp.MustCompile(`(?m)^Retry-After:\s*(\d+)`).FindAllStringSubmatch(msgs, -1) {
@@ -97,13 +85,16 @@ func TestOverloadStallRefusesLateCallsOnly(t *testing.T) {
 		t.Error(`no 503 carries Reason: SIP;cause=503;text="overload"`)
 	}
 
-	// Each refusal is recorded and counted.
-	waitRecords(t, p, calls+200)
+	// Each refused call has one record and one count.
+	waitRecords(t, p, calls+sosCalls+300)
 	refused := recordsWith(p, "overload:")
 	m := p.Metrics(t)
 	shed, _ := m.Sum("stirgate_sip_overload_shed_total", nil)
 	t.Logf("refused: %d call records, stirgate_sip_overload_shed_total %v", len(refused), shed)
 	if len(refused) != codes[503] || shed != float64(codes[503]) {
 		t.Errorf("%d call records say overload and the shed counter is %v, want both %d (the 503s the caller got)", len(refused), shed, codes[503])
+	}
+	if p.PID() != pid {
+		t.Fatalf("stirgate PID %d, was %d", p.PID(), pid)
 	}
 }

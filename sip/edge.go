@@ -66,10 +66,11 @@ type Edge struct {
 	cancelWait time.Duration
 
 	// Overload control (overload.go): the controller, when each new
-	// UDP INVITE arrived (by Call-ID, until its pipeline starts) and the
-	// INVITEs a reader admitted (their retransmissions pass).
-	adm                *admission
-	arrivals, admitted *callSet
+	// UDP INVITE arrived (by Call-ID, until its pipeline starts), the
+	// INVITEs a reader admitted (their retransmissions pass) and those it
+	// refused (their retransmissions get the 503 again).
+	adm                         *admission
+	arrivals, admitted, refused *callSet
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -123,8 +124,9 @@ type realm struct {
 	udp    []*net.UDPConn
 	tcp    []*net.TCPListener
 	// stamped wraps each UDP socket for sipgo's reader (kernel receive
-	// times), by local address for the read filter.
-	stamped map[string]*stampedConn
+	// times), by local address for the read filter: the socket's own
+	// *net.UDPAddr, which sipgo passes back as it is (no String per read).
+	stamped map[net.Addr]*stampedConn
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.
 	ep map[string]endpoint // "UDP" | "TCP"
@@ -197,6 +199,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	e.cancelWait = 64 * sip.T1
 	e.arrivals = newCallSet(10 * time.Second)
 	e.admitted = newCallSet(16 * time.Second) // INVITE retransmissions stop after 32 s
+	e.refused = newCallSet(16 * time.Second)
 	e.setSipgoGlobals()
 	g, err := buildGeneration(cfg, chains)
 	if err != nil {
@@ -245,7 +248,7 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 }
 
 func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, error) {
-	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint), stamped: make(map[string]*stampedConn)}
+	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint), stamped: make(map[net.Addr]*stampedConn)}
 	if idx == outside {
 		r.name, r.dir = "outside", Inbound
 	}
@@ -285,7 +288,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
 			r.udp = append(r.udp, c)
-			r.stamped[c.LocalAddr().String()] = newStampedConn(c)
+			r.stamped[c.LocalAddr()] = newStampedConn(c)
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
 			setSocketBuffer(c, rc.UDP.SocketBuffer)
 		case "tcp":
@@ -345,7 +348,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	errc := make(chan error, 8)
 	for _, r := range e.realms {
 		for _, c := range r.udp {
-			go func() { errc <- r.srv.ServeUDP(r.stamped[c.LocalAddr().String()]) }()
+			go func() { errc <- r.srv.ServeUDP(r.stamped[c.LocalAddr()]) }()
 		}
 		for _, ln := range r.tcp {
 			go func() { errc <- r.srv.ServeTCP(ln) }()
@@ -490,6 +493,7 @@ func (e *Edge) readFilter(r *realm) sip.TransportReadFilter {
 			e.m.dropped.WithLabelValues(r.name, "oversize").Inc()
 			return nil, nil
 		}
+		e.socketWait(r, p)
 		if bytes.HasPrefix(data, ackPrefix) && e.fastAck(r, p.RemoteAddr, data) {
 			return nil, nil
 		}

@@ -39,11 +39,29 @@ type admission struct {
 
 	mu        sync.Mutex
 	windowEnd time.Time
-	minWait   time.Duration
-	saw       bool
-	admit     float64 // fraction of new UDP INVITEs admitted at the reader
-	off       bool    // sip.overload.mode off
-	onChange  func(admit float64)
+	// The smallest wait of the current interval, per signal.
+	waits    [signals]window
+	admit    float64 // fraction of new UDP INVITEs admitted at the reader
+	off      bool    // sip.overload.mode off
+	onChange func(admit float64)
+}
+
+// The two queues a message waits in, each a signal of its own (the
+// smallest wait of one says nothing of the other's).
+const (
+	// inviteWait: an initial INVITE from its arrival in the kernel to the
+	// start of its pipeline (socket, parsing, sipgo's hand-offs).
+	inviteWait = iota
+	// socketWait: any UDP datagram (responses, ACKs and BYEs too) from its
+	// arrival in the kernel to its read: under CPU saturation the socket
+	// readers fall behind and every message queues here.
+	socketWait
+	signals
+)
+
+type window struct {
+	min time.Duration
+	saw bool
 }
 
 // minAdmit keeps some INVITEs coming through even in deep overload, so
@@ -54,33 +72,42 @@ func newAdmission(p overloadPolicy, onChange func(float64)) *admission {
 	return &admission{target: p.target, interval: p.interval, retryAfter: p.retryAfter, off: !p.on, admit: 1, onChange: onChange}
 }
 
-// observe records the queue wait of an INVITE whose pipeline starts now.
-func (a *admission) observe(wait time.Duration, now time.Time) {
+// observe records a wait of signal sig (inviteWait, socketWait) seen now.
+func (a *admission) observe(sig int, wait time.Duration, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.roll(now)
-	if !a.saw || wait < a.minWait {
-		a.minWait, a.saw = wait, true
+	if w := &a.waits[sig]; !w.saw || wait < w.min {
+		w.min, w.saw = wait, true
 	}
 }
 
-// roll closes the window when its interval is over and adjusts admit.
+// roll closes the window when its interval is over and adjusts admit by
+// the worse of the signals' smallest waits: a standing queue in either.
 func (a *admission) roll(now time.Time) {
 	if now.Before(a.windowEnd) {
 		return
 	}
 	old := a.admit
+	var worst time.Duration
+	saw := false
+	for i := range a.waits {
+		if w := &a.waits[i]; w.saw {
+			worst, saw = max(worst, w.min), true
+		}
+		a.waits[i] = window{}
+	}
 	switch {
-	case a.saw && a.minWait > a.target:
+	case saw && worst > a.target:
 		a.admit = max(a.admit*0.7, minAdmit)
-	case a.saw && a.minWait > a.target/2:
+	case saw && worst > a.target/2:
 		// Near the target: hold.
 	case a.admit < 1:
-		// Below half the target, or no INVITE at all in a whole
+		// Below half the target, or nothing at all in a whole
 		// interval: admit more.
 		a.admit = min(a.admit*1.25+0.02, 1)
 	}
-	a.windowEnd, a.saw = now.Add(a.interval), false
+	a.windowEnd = now.Add(a.interval)
 	if a.admit != old && a.onChange != nil {
 		a.onChange(a.admit)
 	}
@@ -255,7 +282,7 @@ const (
 // goroutine. Anything it cannot key or parse goes on to sipgo.
 func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verdict {
 	now := time.Now()
-	sc := r.stamped[p.LocalAddr.String()]
+	sc := r.stamped[p.LocalAddr]
 	arrived := now
 	if sc != nil && !sc.arrived.IsZero() && sc.arrived.Before(now) {
 		arrived = sc.arrived
@@ -265,6 +292,12 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		return admitted
 	}
 	h := hashCallID(cid)
+	if _, ok := e.refused.get(h); ok {
+		// A retransmission of an INVITE refused here: the same answer
+		// again, as a transaction would, but no second refusal.
+		e.refuseAgain(r, p, sc, data)
+		return shed
+	}
 	if !e.adm.shedNext(now) {
 		e.arrivals.put(h, arrived)
 		e.admitted.put(h, now)
@@ -281,7 +314,11 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 	if !ok || !req.IsInvite() || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil || hasToTag(req) {
 		return admitted // not an initial INVITE, or broken: the normal path
 	}
-	if e.gen.Load().overload.exempts(req) {
+	g := e.gen.Load()
+	if !g.realms[r.idx].trusts(parseSource(p.RemoteAddr.String()).Addr()) {
+		return admitted // the normal path answers 403
+	}
+	if g.overload.exempts(req) {
 		e.arrivals.put(h, arrived)
 		e.admitted.put(h, now)
 		return admitted
@@ -297,10 +334,36 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
 	}
 	e.acks.add(ackKey(req)) // its ACK is hop-by-hop: absorbed
+	e.refused.put(h, now)
 	e.m.responses.WithLabelValues(r.name, "INVITE", "503").Inc()
 	e.m.shed.WithLabelValues(r.name, "reader").Inc()
 	e.record(r, req, nil, 503, StageEdge, "overload: not admitted", arrived)
 	return shed
+}
+
+// socketWait feeds the controller the socket wait of the datagram the
+// reader of realm r just read.
+func (e *Edge) socketWait(r *realm, p sip.TransportReadProps) {
+	sc := r.stamped[p.LocalAddr]
+	if sc == nil || sc.arrived.IsZero() {
+		return
+	}
+	now := time.Now()
+	e.adm.observe(socketWait, max(now.Sub(sc.arrived), 0), now)
+}
+
+// refuseAgain answers a retransmitted INVITE that was refused 503 at the
+// reader with a 503 again (the first may have been lost).
+func (e *Edge) refuseAgain(r *realm, p sip.TransportReadProps, sc *stampedConn, data []byte) {
+	e.m.dropped.WithLabelValues(r.name, "retransmission").Inc()
+	msg, err := e.parser.ParseSIP(data)
+	req, ok := msg.(*sip.Request)
+	if err != nil || !ok || sc == nil || req.Via() == nil || req.To() == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return
+	}
+	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
+		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
+	}
 }
 
 // overloadResponse is the 503 of an INVITE refused for overload.
@@ -324,7 +387,7 @@ func (e *Edge) startInvite(r *realm, g *generation, req *sip.Request, now time.T
 	if !g.overload.on {
 		return false
 	}
-	e.adm.observe(wait, now)
+	e.adm.observe(inviteWait, wait, now)
 	return e.adm.late(wait) && !g.overload.exempts(req)
 }
 

@@ -42,7 +42,7 @@ func TestAdmissionControl(t *testing.T) {
 	now := time.Unix(1000, 0)
 	step := func(wait time.Duration) {
 		for range 5 {
-			a.observe(wait, now)
+			a.observe(inviteWait, wait, now)
 			now = now.Add(25 * time.Millisecond)
 		}
 	}
@@ -51,10 +51,10 @@ func TestAdmissionControl(t *testing.T) {
 		t.Fatalf("no queue: admit %v, late(1s) %v; want 1, false (a single stall refuses nobody)", a.admit, a.late(time.Second))
 	}
 	// One INVITE under the target in an interval means no standing queue.
-	a.observe(100*time.Millisecond, now)
-	a.observe(time.Millisecond, now)
+	a.observe(inviteWait, 100*time.Millisecond, now)
+	a.observe(inviteWait, time.Millisecond, now)
 	now = now.Add(120 * time.Millisecond)
-	a.observe(time.Millisecond, now)
+	a.observe(inviteWait, time.Millisecond, now)
 	if a.admit != 1 {
 		t.Fatalf("an interval with one short wait: admit %v, want 1", a.admit)
 	}
@@ -137,5 +137,23 @@ func TestOverloadExempts(t *testing.T) {
 		if got := p.exempts(req); got != tc.want {
 			t.Errorf("exempts(R-URI %s, To %s) = %v, want %v", tc.ruri, tc.to, got, tc.want)
 		}
+	}
+}
+
+// TestAdmissionSignals: a standing queue in either signal (INVITEs before
+// their pipeline, any datagram in the socket) lowers admission; one
+// signal's short waits do not hide the other's standing queue.
+func TestAdmissionSignals(t *testing.T) {
+	a := newAdmission(overloadPolicy{on: true, target: 10 * time.Millisecond, interval: 100 * time.Millisecond, retryAfter: time.Second}, nil)
+	now := time.Unix(1000, 0)
+	for range 3 {
+		for range 5 {
+			a.observe(inviteWait, time.Millisecond, now)
+			a.observe(socketWait, 30*time.Millisecond, now)
+			now = now.Add(25 * time.Millisecond)
+		}
+	}
+	if a.admit >= 1 {
+		t.Fatalf("socket waits of 30ms with INVITE waits of 1ms: admit %v, want below 1", a.admit)
 	}
 }
