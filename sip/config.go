@@ -45,9 +45,11 @@ type Config struct {
 type OverloadConfig struct {
 	// Mode: on (default) or off.
 	Mode string `yaml:"mode"`
-	// TargetWait is the queue wait (kernel arrival to pipeline start) the
-	// edge steers new INVITEs' admission by; an INVITE that waited twice
-	// as long is answered 503 when its turn comes.
+	// TargetWait is the queue wait the edge steers new INVITEs' admission
+	// by: an initial INVITE's from its arrival in the kernel to the start
+	// of its pipeline, and any UDP datagram's in the socket. While
+	// overloaded, an INVITE that waited twice as long is answered 503 when
+	// its turn comes.
 	TargetWait time.Duration `yaml:"target_wait"`
 	// Interval is how often admission is adjusted: each interval's
 	// smallest wait above TargetWait admits fewer.
