@@ -105,7 +105,7 @@ const (
 	DefaultLinger         = 5 * time.Second
 	maxLinger             = 32 * time.Second
 	DefaultUDPMaxSize     = 4096
-	DefaultTargetWait     = 20 * time.Millisecond
+	DefaultTargetWait     = 10 * time.Millisecond
 	DefaultOverloadEvery  = 100 * time.Millisecond
 	DefaultRetryAfter     = 10 * time.Second
 	DefaultSocketBuffer   = 4 << 20

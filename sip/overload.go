@@ -97,15 +97,20 @@ func (a *admission) roll(now time.Time) {
 		}
 		a.waits[i] = window{}
 	}
+	// Multiplicative decrease, additive increase (AIMD): fast away from a
+	// standing queue, slowly back towards it, quickly only when there is
+	// clearly none, so that admission settles instead of swinging between
+	// all and too few.
 	switch {
 	case saw && worst > a.target:
-		a.admit = max(a.admit*0.7, minAdmit)
+		a.admit = max(a.admit*0.8, minAdmit)
 	case saw && worst > a.target/2:
 		// Near the target: hold.
-	case a.admit < 1:
-		// Below half the target, or nothing at all in a whole
-		// interval: admit more.
-		a.admit = min(a.admit*1.25+0.02, 1)
+	case saw && worst > a.target/4:
+		a.admit = min(a.admit+0.02, 1)
+	default:
+		// Far below the target, or nothing at all in a whole interval.
+		a.admit = min(a.admit+0.1, 1)
 	}
 	a.windowEnd = now.Add(a.interval)
 	if a.admit != old && a.onChange != nil {
