@@ -104,8 +104,6 @@ func (a *admission) roll(now time.Time) {
 	switch {
 	case saw && worst > a.target:
 		a.admit = max(a.admit*0.8, minAdmit)
-	case saw && worst > a.target/2:
-		// Near the target: hold.
 	case saw && worst > a.target/4:
 		a.admit = min(a.admit+0.02, 1)
 	default:
