@@ -114,6 +114,11 @@ func (b *bench) runAll(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.o.dialogsHold > 0 && b.o.only != "kamailio" {
+		if err := b.dialogsRun(ctx); err != nil {
+			return err
+		}
+	}
 	if len(b.o.states) > 0 && b.o.only != "kamailio" {
 		if err := b.stateRun(ctx); err != nil {
 			return err

@@ -83,6 +83,10 @@ type options struct {
 	// overloadFor: each system is offered twice stirgate's max clean
 	// plain rate this long, then half of it for overloadRecovery (0: skip).
 	overloadFor, overloadRecovery time.Duration
+	// dialogsCPS calls/s held dialogsHold each, for dialogsHold: that
+	// many dialogs alive at once (0: skip).
+	dialogsCPS  int
+	dialogsHold time.Duration
 }
 
 var allModes = []string{"plain", "sign", "verify"}
@@ -117,6 +121,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&kamArgs, "kamailio-args", "", "further Kamailio command-line arguments, space-separated")
 	flag.DurationVar(&o.overloadFor, "overload-for", 30*time.Second, "after the plain ramp, offer each system twice stirgate's max clean plain rate this long (0: skip), then half of that max for -overload-recovery")
 	flag.DurationVar(&o.overloadRecovery, "overload-recovery", 10*time.Second, "length of the half-rate run after the overload; judged from 5 s in (or half of it, if shorter)")
+	flag.IntVar(&o.dialogsCPS, "dialogs-cps", 500, "stirgate's many-dialogs run: calls/s, each held -dialogs-hold, for -dialogs-hold (500 x 120 s = 60,000 dialogs at once)")
+	flag.DurationVar(&o.dialogsHold, "dialogs-hold", 120*time.Second, "hold time of the many-dialogs run (0: skip it)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
@@ -130,6 +136,9 @@ func parseFlags() (options, error) {
 	}
 	if o.overloadFor < 0 || o.overloadRecovery < 2*time.Second {
 		return o, fmt.Errorf("-overload-for %v, -overload-recovery %v: want >= 0 and >= 2s", o.overloadFor, o.overloadRecovery)
+	}
+	if o.dialogsHold != 0 && (o.dialogsHold < 2*time.Second || o.dialogsCPS < 1) {
+		return o, fmt.Errorf("-dialogs-hold %v, -dialogs-cps %d: want 0 (skip) or >= 2s, and >= 1 call/s", o.dialogsHold, o.dialogsCPS)
 	}
 	if o.p99Bound <= 0 {
 		return o, fmt.Errorf("-p99-bound %v: want a positive duration", o.p99Bound)
@@ -150,6 +159,7 @@ func parseFlags() (options, error) {
 	if o.smoke {
 		o.step, rates, o.soak, o.stateCPS, o.stateRounds = 2*time.Second, "200", 0, 200, 1
 		o.overloadFor, o.overloadRecovery = 2*time.Second, 4*time.Second
+		o.dialogsCPS, o.dialogsHold = 200, 3*time.Second
 		if o.stateTimeout == 0 {
 			o.stateTimeout = 100 * time.Millisecond
 		}

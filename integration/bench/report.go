@@ -22,6 +22,7 @@ type results struct {
 	Soak     *soak            `json:"soak,omitempty"`
 	State    *stateCompare    `json:"state,omitempty"`
 	Overload []overloadResult `json:"overload,omitempty"`
+	Dialogs  *dialogSoak      `json:"dialogs,omitempty"`
 
 	// Summary, filled by summarize.
 	Ceiling int                       `json:"harness_ceiling_cps"`
@@ -151,6 +152,11 @@ func (r *results) summarize() {
 			target{Name: fmt.Sprintf("overload %d cps for %s: goodput, of the max clean %d", o.Offered, o.For, o.MaxCPS), Want: ">= 90%", Got: fmt.Sprintf("%.0f%% (%.0f cps)", o.GoodputPct, o.Goodput), Met: o.GoodputPct >= 90},
 			target{Name: fmt.Sprintf("clean again within %s at %d cps after the overload", recoverWithin, o.RecoveryCPS), Want: "clean", Got: recoveredWord(o), Met: o.Recovered})
 	}
+	if d := r.Dialogs; d != nil && d.Dialogs > 0 {
+		r.Targets = append(r.Targets,
+			target{Name: fmt.Sprintf("memory per live dialog beyond the idle process, %.0f dialogs", d.Dialogs), Want: "<= 2 KB", Got: fmt.Sprintf("%.0f B", d.BytesPerDialog), Met: d.BytesPerDialog <= 2048},
+			target{Name: fmt.Sprintf("CPU per call with %s holds vs short calls, %d calls/s", d.Hold, d.Rate), Want: "no worse", Got: fmt.Sprintf("%.0f vs %.0f µs", d.CPUus, d.ShortCPUus), Met: d.CPUus <= d.ShortCPUus})
+	}
 	if r.Soak != nil {
 		r.Targets = append(r.Targets, target{
 			Name: fmt.Sprintf("stirgate RSS after %s at %d calls/s (sign)", r.Soak.Duration, r.Soak.Rate),
@@ -205,6 +211,9 @@ func (r *results) table() string {
 		for _, o := range r.Overload {
 			fmt.Fprintf(&b, "  %s\n", o)
 		}
+	}
+	if r.Dialogs != nil {
+		fmt.Fprintf(&b, "\nmany dialogs (stirgate, plain): %s\n", r.Dialogs)
 	}
 	if r.State != nil {
 		b.WriteString(r.State.table())
@@ -283,6 +292,9 @@ func (r *results) smokeCheck() error {
 	}
 	if r.State != nil {
 		bad = append(bad, r.State.check(r.Options.States)...)
+	}
+	if d := r.Dialogs; d != nil && (d.OK != d.Calls || d.Dialogs == 0) {
+		bad = append(bad, "many-dialogs run: "+d.String())
 	}
 	// The smoke overload is twice 200 calls/s: nothing is overloaded, so
 	// any failure is the bench's.
