@@ -13,20 +13,27 @@
 //  2. for each mode (plain, sign, verify) starts one stirgate and one
 //     Kamailio and ramps the call rate, alternating the two systems at every
 //     step so that both see the same machine state;
-//  3. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
-//     signing on and reads its memory;
-//  4. compares the policy state backends (-state, default memory,redis):
+//  3. offers each system twice stirgate's max clean plain rate for
+//     -overload-for, then half of it: what it served, how fast, whether it
+//     recovered (overload.go);
+//  4. holds -dialogs-cps calls/s for -dialogs-hold each on stirgate and
+//     reads its memory per live dialog at the peak (dialogs.go);
+//  5. compares the policy state backends (-state, default memory,redis):
 //     stirgate with store-backed policy rules (rate per caller, bombing,
-//     one-ring), each call from its own number, at -state-cps (1,000) for
-//     one step each, once with its state in memory and once in a
-//     redis-server the bench starts on loopback; per backend p50/p99
+//     one-ring), each call from its own number, at -state-cps (1,000),
+//     -state-rounds (3) rounds of one step each with its state in memory
+//     and one with it in a redis-server the bench starts on loopback,
+//     alternating; per backend the medians of p50/p99
 //     INVITE->final, and for Redis its commands, round trips and CPU per
 //     call and its memory per tracked caller (state.go, redis.go);
-//  5. prints a table with the ratios stirgate/Kamailio and writes it all as
+//  6. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
+//     signing on and reads its memory;
+//  7. prints a table with the ratios stirgate/Kamailio and writes it all as
 //     JSON (-out).
 //
-// A step is clean when fewer than 0.1% of its calls failed and the calls/s
-// achieved are within 2% of the target; in sign mode also when a sample of
+// A step is clean when fewer than 0.1% of its calls failed, the calls/s
+// achieved are within 2% of the target and p99 INVITE->final is within
+// -p99-bound (50 ms); in sign mode also when a sample of
 // the Identity headers the callee received (call 1 and every 10th) carries
 // the claims of the calls, each with its own origid, and secsipidx verifies
 // up to 20 of them (signature, x5u chain to the bench root, iat). A
