@@ -37,7 +37,13 @@ func (s *syncBuffer) String() string {
 // until the test ends.
 func serveTestEdge(t *testing.T, opt Options) *Edge {
 	t.Helper()
-	e, err := New(testConfig(), Chains{}, opt)
+	return serveTestEdgeConfig(t, testConfig(), opt)
+}
+
+// serveTestEdgeConfig is serveTestEdge with cfg.
+func serveTestEdgeConfig(t *testing.T, cfg Config, opt Options) *Edge {
+	t.Helper()
+	e, err := New(cfg, Chains{}, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

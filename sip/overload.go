@@ -15,13 +15,13 @@ import (
 // queue wait, so that load beyond capacity is refused cheaply instead of
 // queued until every call is late.
 //
-// The queue wait of an initial INVITE is the time from its arrival in the
-// kernel (SO_TIMESTAMPNS on the UDP socket) to the start of its pipeline:
-// the socket's receive queue plus sipgo's goroutine hand-offs. Every
-// interval the controller looks at the smallest wait it saw (a standing
-// queue, CoDel's signal): above target_wait it admits fewer new INVITEs at
-// the socket reader (multiplicative decrease), well below it more
-// (increase). The ones not admitted get a stateless 503 with a jittered
+// Two queue waits are measured from each datagram's arrival in the kernel
+// (SO_TIMESTAMPNS on the UDP socket): every datagram's in the socket, and
+// an initial INVITE's until the start of its pipeline (the socket plus
+// sipgo's goroutine hand-offs). Every interval the controller looks at the
+// smallest wait of each (a standing queue, CoDel's signal): above
+// target_wait in either, it admits fewer new INVITEs at the socket reader
+// (multiplicative decrease), below it more (additive increase). The ones not admitted get a stateless 503 with a jittered
 // Retry-After from the reader itself: parsed once, never a transaction or
 // a goroutine. In overload, an INVITE that still waited more than twice
 // target_wait when its pipeline starts is answered 503 there: it is late
@@ -29,7 +29,8 @@ import (
 //
 // Never shed: requests other than INVITE (in-dialog requests, ACK,
 // CANCEL, BYE), re-INVITEs (To tag), retransmissions of an admitted INVITE
-// (its Call-ID), and calls to sip.overload.exempt_numbers (emergency).
+// (its Call-ID), INVITEs from untrusted sources (they keep their 403) and
+// calls to sip.overload.exempt_numbers (emergency).
 
 // admission is the controller. It is shared by every socket reader of the
 // edge (they share the CPU).
@@ -76,6 +77,9 @@ func newAdmission(p overloadPolicy, onChange func(float64)) *admission {
 func (a *admission) observe(sig int, wait time.Duration, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.off {
+		return
+	}
 	a.roll(now)
 	if w := &a.waits[sig]; !w.saw || wait < w.min {
 		w.min, w.saw = wait, true
@@ -291,7 +295,7 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		arrived = sc.arrived
 	}
 	cid := callIDOf(data)
-	if cid == nil {
+	if cid == nil || sc == nil {
 		return admitted
 	}
 	h := hashCallID(cid)
@@ -329,11 +333,7 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 	req.SetTransport("UDP")
 	req.SetSource(p.RemoteAddr.String())
 	e.m.requests.WithLabelValues(r.name, "INVITE").Inc()
-	res := e.overloadResponse(req)
-	if sc == nil {
-		return admitted
-	}
-	if _, err := sc.WriteTo([]byte(res.String()), p.RemoteAddr); err != nil {
+	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
 		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
 	}
 	e.acks.add(ackKey(req)) // its ACK is hop-by-hop: absorbed
@@ -361,7 +361,7 @@ func (e *Edge) refuseAgain(r *realm, p sip.TransportReadProps, sc *stampedConn, 
 	e.m.dropped.WithLabelValues(r.name, "retransmission").Inc()
 	msg, err := e.parser.ParseSIP(data)
 	req, ok := msg.(*sip.Request)
-	if err != nil || !ok || sc == nil || req.Via() == nil || req.To() == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
+	if err != nil || !ok || req.Via() == nil || req.To() == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return
 	}
 	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
@@ -387,9 +387,6 @@ func (e *Edge) startInvite(r *realm, g *generation, req *sip.Request, now time.T
 	}
 	wait := now.Sub(arrived)
 	e.m.queueWait.WithLabelValues(r.name).Observe(wait.Seconds())
-	if !g.overload.on {
-		return false
-	}
 	e.adm.observe(inviteWait, wait, now)
 	return e.adm.late(wait) && !g.overload.exempts(req)
 }

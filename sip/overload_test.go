@@ -1,11 +1,15 @@
 package sip
 
 import (
+	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestCallIDOf(t *testing.T) {
@@ -157,3 +161,96 @@ func TestAdmissionSignals(t *testing.T) {
 		t.Fatalf("socket waits of 30ms with INVITE waits of 1ms: admit %v, want below 1", a.admit)
 	}
 }
+
+// TestReaderShedsOnlyNewTrustedInvites drives a serving edge whose
+// admission is held at its floor (deep overload) with real datagrams: a
+// new INVITE from a trusted source is refused 503 by the socket reader
+// (Retry-After, Reason overload) nearly always, and its retransmission
+// gets the 503 again without a second count; an INVITE from an untrusted
+// source keeps its 403; a call to an emergency number and a re-INVITE
+// (To tag) are never refused for overload.
+func TestReaderShedsOnlyNewTrustedInvites(t *testing.T) {
+	cfg := testConfig()
+	cfg.Realms.Outside.Trusted = []string{"127.0.0.2/32"}
+	reg := prometheus.NewRegistry()
+	e := serveTestEdgeConfig(t, cfg, Options{Registry: reg})
+	e.adm.mu.Lock()
+	e.adm.admit, e.adm.windowEnd = minAdmit, time.Now().Add(time.Hour)
+	e.adm.mu.Unlock()
+	addr := e.ListenAddrs("outside")["UDP"]
+	invite := func(callID, to, toTag string) string {
+		if toTag != "" {
+			toTag = ";tag=" + toTag
+		}
+		return "INVITE sip:" + to + "@" + addr + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP LOCAL;branch=z9hG4bK-" + callID + "\r\n" +
+			"Max-Forwards: 70\r\nFrom: <sip:+12025550199@trunk.example>;tag=abc\r\n" +
+			"To: <sip:" + to + "@example.net>" + toTag + "\r\nCall-ID: " + callID + "\r\nCSeq: 1 INVITE\r\n" +
+			"Contact: <sip:a@LOCAL>\r\nContent-Length: 0\r\n\r\n"
+	}
+	shedCount := func() float64 { return testutil.ToFloat64(e.m.shed.WithLabelValues("outside", "reader")) }
+
+	if got := firstResponse(t, "127.0.0.1", addr, invite("untrusted-1", "+12025550100", "")); !strings.HasPrefix(got, "SIP/2.0 403 ") {
+		t.Errorf("INVITE from an untrusted source in overload: %q, want 403", firstLine(got))
+	}
+	refused := ""
+	for i := range 10 {
+		raw := invite("new-"+strconv.Itoa(i), "+12025550100", "")
+		if got := firstResponse(t, "127.0.0.2", addr, raw); strings.HasPrefix(got, "SIP/2.0 503 ") {
+			if !strings.Contains(got, "Retry-After: ") || !strings.Contains(got, `text="overload"`) {
+				t.Fatalf("503 without Retry-After or Reason overload:\n%s", got)
+			}
+			refused = raw
+		}
+	}
+	if refused == "" {
+		t.Fatalf("admission at %v: none of 10 new INVITEs was refused", minAdmit)
+	}
+	before := shedCount()
+	if got := firstResponse(t, "127.0.0.2", addr, refused); !strings.HasPrefix(got, "SIP/2.0 503 ") {
+		t.Errorf("retransmission of a refused INVITE: %q, want the 503 again", firstLine(got))
+	}
+	if shedCount() != before {
+		t.Errorf("a retransmission counted as a second refusal")
+	}
+	for _, tc := range []struct{ what, raw string }{
+		{"call to 911", invite("sos-1", "911", "")},
+		{"re-INVITE", invite("dialog-1", "+12025550100", "xyz")},
+	} {
+		for i := range 5 {
+			raw := strings.Replace(tc.raw, "Call-ID: ", "Call-ID: "+strconv.Itoa(i), 1)
+			if got := firstResponse(t, "127.0.0.2", addr, raw); strings.Contains(got, `text="overload"`) {
+				t.Fatalf("%s refused for overload: %q", tc.what, firstLine(got))
+			}
+		}
+	}
+}
+
+// firstResponse sends raw from a fresh socket on local, its address in
+// place of LOCAL (Via, Contact), to addr and returns the first datagram
+// back (bounded).
+func firstResponse(t *testing.T, local, addr, raw string) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", net.JoinHostPort(local, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = strings.ReplaceAll(raw, "LOCAL", c.LocalAddr().String())
+	if _, err := c.WriteTo([]byte(raw), dst); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 8192)
+	n, _, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer from %s: %v", addr, err)
+	}
+	return string(buf[:n])
+}
+
+func firstLine(s string) string { l, _, _ := strings.Cut(s, "\r\n"); return l }
