@@ -90,9 +90,11 @@ func (b *bench) dialogsRun(ctx context.Context) error {
 	}
 	peak := readMemory(pids)
 	d.RSSPeakMB, d.PSSPeakMB = peak.RSSMB, peak.PSSMB
-	if m, err := scrapeMetrics(p); err == nil {
-		d.Dialogs = m["stirgate_dialogs_active"]
+	m, err := scrapeMetrics(p)
+	if err != nil {
+		return fmt.Errorf("many dialogs at the peak: %w", err)
 	}
+	d.Dialogs = m["stirgate_dialogs_active"]
 	ur := uac.wait()
 	cpu1, err := cpuTime(pids)
 	if err != nil {

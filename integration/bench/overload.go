@@ -6,7 +6,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -146,10 +145,7 @@ func (b *bench) overloadStep(ctx context.Context, p *proxy, maxCPS int) (overloa
 	o.NoFinal += o.Calls - len(calls) // never sent: SIPp fell behind
 	o.Goodput = float64(o.OK) / b.o.overloadFor.Seconds()
 	o.GoodputPct = 100 * o.Goodput / float64(maxCPS)
-	if len(ok) > 0 {
-		sort.Slice(ok, func(i, j int) bool { return ok[i] < ok[j] })
-		o.P99AcceptedMs = float64(percentile(ok, 0.99)) / float64(time.Millisecond)
-	}
+	o.P99AcceptedMs = p99ms(ok)
 
 	rcalls, err := sippfiles.InviteTimings(filepath.Join(dir, "recovery", "shortmsg.csv"))
 	if err != nil {
@@ -169,10 +165,7 @@ func (b *bench) overloadStep(ctx context.Context, p *proxy, maxCPS int) (overloa
 		}
 		rlat = append(rlat, c.Wait())
 	}
-	if len(rlat) > 0 {
-		sort.Slice(rlat, func(i, j int) bool { return rlat[i] < rlat[j] })
-		o.RecoveryP99ms = float64(percentile(rlat, 0.99)) / float64(time.Millisecond)
-	}
+	o.RecoveryP99ms = p99ms(rlat)
 	boundMs := float64(b.o.p99Bound) / float64(time.Millisecond)
 	var why []string
 	if o.RecoveryCalls == 0 {

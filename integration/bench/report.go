@@ -152,9 +152,9 @@ func (r *results) summarize() {
 			target{Name: fmt.Sprintf("overload %d cps for %s: goodput, of the max clean %d", o.Offered, o.For, o.MaxCPS), Want: ">= 90%", Got: fmt.Sprintf("%.0f%% (%.0f cps)", o.GoodputPct, o.Goodput), Met: o.GoodputPct >= 90},
 			target{Name: fmt.Sprintf("clean again within %s at %d cps after the overload", recoverWithin, o.RecoveryCPS), Want: "clean", Got: recoveredWord(o), Met: o.Recovered})
 	}
-	if d := r.Dialogs; d != nil && d.Dialogs > 0 {
+	if d := r.Dialogs; d != nil {
 		r.Targets = append(r.Targets,
-			target{Name: fmt.Sprintf("memory per live dialog beyond the idle process, %.0f dialogs", d.Dialogs), Want: "<= 2 KB", Got: fmt.Sprintf("%.0f B", d.BytesPerDialog), Met: d.BytesPerDialog <= 2048},
+			target{Name: fmt.Sprintf("memory per live dialog beyond the idle process, %.0f dialogs", d.Dialogs), Want: "<= 2 KB", Got: fmt.Sprintf("%.0f B", d.BytesPerDialog), Met: d.Dialogs > 0 && d.BytesPerDialog <= 2048},
 			target{Name: fmt.Sprintf("CPU per call with %s holds vs short calls, %d calls/s", d.Hold, d.Rate), Want: "no worse", Got: fmt.Sprintf("%.0f vs %.0f µs", d.CPUus, d.ShortCPUus), Met: d.CPUus <= d.ShortCPUus})
 	}
 	if r.Soak != nil {

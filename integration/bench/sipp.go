@@ -205,6 +205,15 @@ func inviteLatency(path string) (latency, error) {
 	return latency{N: len(ds), P50: percentile(ds, 0.50), P99: percentile(ds, 0.99), Span: time.Duration((last - first) * float64(time.Second))}, nil
 }
 
+// p99ms is the 99th percentile of ds in ms (0 for none); it sorts ds.
+func p99ms(ds []time.Duration) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return float64(percentile(ds, 0.99)) / float64(time.Millisecond)
+}
+
 // percentile of sorted ds, nearest rank.
 func percentile(ds []time.Duration, p float64) time.Duration {
 	i := int(math.Ceil(p*float64(len(ds)))) - 1
