@@ -254,3 +254,39 @@ func firstResponse(t *testing.T, local, addr, raw string) string {
 }
 
 func firstLine(s string) string { l, _, _ := strings.Cut(s, "\r\n"); return l }
+
+// TestOverloadReload: a reload applies sip.overload: mode off admits every
+// INVITE at once and cuts none late; a new target_wait and retry_after
+// take effect; mode on again steers admission.
+func TestOverloadReload(t *testing.T) {
+	e, _ := newTestEdge(t, testConfig(), Chains{})
+	e.adm.mu.Lock()
+	e.adm.admit, e.adm.windowEnd = minAdmit, time.Now().Add(time.Hour)
+	e.adm.mu.Unlock()
+	reload := func(o OverloadConfig) {
+		t.Helper()
+		cfg := testConfig()
+		cfg.Overload = o
+		u, err := e.Prepare(cfg, Chains{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(u.NeedRestart) != 0 {
+			t.Fatalf("overload change needs a restart: %v", u.NeedRestart)
+		}
+		u.Install()
+	}
+	reload(OverloadConfig{Mode: "off"})
+	if e.adm.shedNext(time.Now()) || e.adm.late(time.Hour) || e.adm.admit != 1 {
+		t.Fatalf("after a reload to mode off: admit %v, still shedding or cutting late", e.adm.admit)
+	}
+	reload(OverloadConfig{TargetWait: 50 * time.Millisecond, RetryAfter: 2 * time.Second})
+	if e.adm.off || e.adm.target != 50*time.Millisecond {
+		t.Fatalf("after a reload to mode on, target 50ms: off %v, target %v", e.adm.off, e.adm.target)
+	}
+	for range 50 {
+		if v, _ := strconv.Atoi(e.adm.retryAfterHeader().Value()); v < 1 || v > 3 {
+			t.Fatalf("Retry-After %d after a reload to retry_after 2s, want 1..3", v)
+		}
+	}
+}
