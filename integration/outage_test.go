@@ -335,7 +335,7 @@ func TestRedisSlowIsAnOutage(t *testing.T) {
 
 	// Both calls failed their store at the deadline, not on an answer.
 	for _, rule := range []string{"open-limit", "closed-limit"} {
-		recs := recordsWith(p, "rule="+rule+" mode=enforce action=store_error")
+		recs := waitRecordsWith(t, p, "rule="+rule+" mode=enforce action=store_error", 1)
 		if len(recs) != 1 || !strings.Contains(recs[0], "deadline exceeded") {
 			t.Errorf("call records with a store_error of rule %s: %q, want 1 naming the deadline", rule, recs)
 		}
@@ -381,7 +381,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	if !strings.HasPrefix(got, "SIP/2.0 503 ") {
 		t.Fatalf("call while Redis is down, rule on_store_error closed: %q, want 503", got)
 	}
-	if recs := recordsWith(p, "action=store_error"); len(recs) != 1 || !strings.Contains(recs[0], "on_store_error=closed") {
+	if recs := waitRecordsWith(t, p, "action=store_error", 1); len(recs) != 1 || !strings.Contains(recs[0], "on_store_error=closed") {
 		t.Fatalf("call records with a store_error hit: %q, want the one refused call's", recs)
 	}
 

@@ -400,6 +400,19 @@ func TestPolicyComplaints(t *testing.T) {
 	}
 }
 
+// waitRecordsWith waits (bounded: 5 s) until at least n call records
+// contain s, and returns them all. A record is written after the final
+// response is sent, so a test that has just read a response must wait.
+func waitRecordsWith(t *testing.T, p *proxy, s string, n int) []string {
+	t.Helper()
+	recs := recordsWith(p, s)
+	for i := 0; i < 100 && len(recs) < n; i++ {
+		time.Sleep(50 * time.Millisecond)
+		recs = recordsWith(p, s)
+	}
+	return recs
+}
+
 // recordsWith returns the call records (msg=call lines) containing s.
 func recordsWith(p *proxy, s string) []string {
 	var out []string

@@ -57,7 +57,7 @@ func TestSharedRateLimitAcrossNodes(t *testing.T) {
 		}
 		uas.Wait(t).require(t, n.ok)
 	}
-	if refused := recordsWith(pb, "status=503"); len(refused) != 2 || !strings.Contains(refused[0], "rule=per-caller") {
+	if refused := waitRecordsWith(t, pb, "status=503", 2); len(refused) != 2 || !strings.Contains(refused[0], "rule=per-caller") {
 		t.Fatalf("call records of B's 503s: %q, want 2 by rule per-caller", refused)
 	}
 }
