@@ -71,6 +71,16 @@ type Edge struct {
 	// refused (their retransmissions get the 503 again).
 	adm                         *admission
 	arrivals, admitted, refused *callSet
+
+	// udpTx is the transaction table of the UDP sockets (udptx.go);
+	// stopped ends its sweeper at Close.
+	udpTx   *udpTxLayer
+	stopped chan struct{}
+	// request starts the client transaction of a forwarded request
+	// (startClientTx), send sends an ACK (sendRequest); unit tests play
+	// the callee in their place.
+	request func(ctx context.Context, out *realm, req *sip.Request) (clientTx, error)
+	send    func(out *realm, req *sip.Request) error
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -207,6 +217,9 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	}
 	e.gen.Store(g)
 	e.adm = newAdmission(g.overload, e.m.admitRatio.Set)
+	e.udpTx = newUDPTxLayer(e)
+	e.request, e.send = e.startClientTx, e.sendRequest
+	e.stopped = make(chan struct{})
 
 	parser := sip.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageSize
@@ -348,7 +361,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	errc := make(chan error, 8)
 	for _, r := range e.realms {
 		for _, c := range r.udp {
-			go func() { errc <- r.srv.ServeUDP(r.stamped[c.LocalAddr()]) }()
+			go func() { errc <- e.readUDP(r, r.stamped[c.LocalAddr()]) }()
 		}
 		for _, ln := range r.tcp {
 			go func() { errc <- r.srv.ServeTCP(ln) }()
@@ -357,6 +370,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	e.serving.Store(true)
 	e.log.Info("sip edge serving", "inside", e.ListenAddrs("inside"), "outside", e.ListenAddrs("outside"))
 	go e.dialogs.sweep(ctx, dialogMaxAge)
+	go e.udpTx.sweep(e.stopped)
 	select {
 	case <-ctx.Done():
 		return nil
@@ -464,6 +478,9 @@ func (e *Edge) Drain(ctx context.Context) error {
 func (e *Edge) Close() {
 	e.closing.Do(func() {
 		e.serving.Store(false)
+		if e.stopped != nil {
+			close(e.stopped)
+		}
 		for _, r := range e.realms {
 			if r == nil {
 				continue

@@ -332,14 +332,15 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 	}
 	req.SetTransport("UDP")
 	req.SetSource(p.RemoteAddr.String())
+	// Counted before the 503 leaves: whoever reads it sees the count.
 	e.m.requests.WithLabelValues(r.name, "INVITE").Inc()
-	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
-		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
-	}
 	e.acks.add(ackKey(req)) // its ACK is hop-by-hop: absorbed
 	e.refused.put(h, now)
 	e.m.responses.WithLabelValues(r.name, "INVITE", "503").Inc()
 	e.m.shed.WithLabelValues(r.name, "reader").Inc()
+	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
+		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
+	}
 	e.record(r, req, nil, 503, StageEdge, "overload: not admitted", arrived)
 	return shed
 }

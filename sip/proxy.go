@@ -47,7 +47,7 @@ const (
 const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY, MESSAGE, SUBSCRIBE, REGISTER"
 
 // serve is the entry of every request that arrives in realm r.
-func (e *Edge) serve(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+func (e *Edge) serve(r *realm, req *sip.Request, tx serverTx) {
 	e.m.requests.WithLabelValues(r.name, methodLabel(string(req.Method))).Inc()
 	g := e.gen.Load()
 	pol := &g.realms[r.idx]
@@ -174,7 +174,7 @@ func hasForeignRoute(e *Edge, req *sip.Request) bool {
 	return false
 }
 
-func (e *Edge) answerOptions(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+func (e *Edge) answerOptions(r *realm, req *sip.Request, tx serverTx) {
 	if e.draining.Load() {
 		e.respondDraining(r, req, tx)
 		return
@@ -186,7 +186,7 @@ func (e *Edge) answerOptions(r *realm, req *sip.Request, tx sip.ServerTransactio
 }
 
 // handleInitialInvite runs the realm's pipeline and forwards the call.
-func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx sip.ServerTransaction) {
+func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx serverTx) {
 	start := time.Now()
 	if e.draining.Load() {
 		e.respondDraining(r, req, tx)
@@ -272,7 +272,7 @@ func newCall(realm string, dir Direction, req *sip.Request) *Call {
 // txContext is a context that ends with the server transaction (or when
 // the caller is done). sipgo v1.7.3's ServerTransactionContext cancels at
 // once: it inverts OnTerminate's result.
-func txContext(tx sip.ServerTransaction) (context.Context, context.CancelFunc) {
+func txContext(tx serverTx) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	if !tx.OnTerminate(func(string, error) { cancel() }) {
 		cancel() // already terminated
@@ -413,7 +413,7 @@ var errTooLarge = errors.New("request larger than udp.max_size")
 // relay forwards req statefully to dest and relays every response back through
 // tx until the final one. It returns the final status sent upstream and who
 // decided it.
-func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.ServerTransaction, rt route, call *Call) (int, string) {
+func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx serverTx, rt route, call *Call) (int, string) {
 	if call == nil { // initial INVITEs are counted by handleInitialInvite
 		e.inflight.Add(1)
 		defer e.inflight.Add(-1)
@@ -430,7 +430,7 @@ func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.Ser
 	}
 
 	dialCtx, cancelDial := context.WithTimeout(context.Background(), 5*time.Second)
-	ctx, err := out.client.TransactionRequest(dialCtx, fwd, keepAsBuilt)
+	ctx, err := e.request(dialCtx, out, fwd)
 	cancelDial()
 	if err != nil {
 		e.log.Warn("forward failed", "call_id", req.CallID().Value(), "realm", out.name, "dest", rt.dest, "err", err)
@@ -447,7 +447,7 @@ func (e *Edge) relay(in, out *realm, g *generation, req *sip.Request, tx sip.Ser
 // prepare built it (sipgo would otherwise fill or replace headers).
 func keepAsBuilt(*sipgo.Client, *sip.Request) error { return nil }
 
-func (e *Edge) relayNonInvite(in *realm, req *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction) (int, string) {
+func (e *Edge) relayNonInvite(in *realm, req *sip.Request, tx serverTx, ctx clientTx) (int, string) {
 	for {
 		select {
 		case res := <-ctx.Responses():
@@ -472,15 +472,18 @@ func (e *Edge) relayNonInvite(in *realm, req *sip.Request, tx sip.ServerTransact
 	}
 }
 
-func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request, tx sip.ServerTransaction, ctx sip.ClientTransaction, call *Call) (int, string) {
+func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request, tx serverTx, ctx clientTx, call *Call) (int, string) {
 	initial := !hasToTag(req)
 	cancelled := make(chan struct{})
 	var once sync.Once
+	_, ours := tx.(*udpServerTx) // counts its CANCEL itself
 	tx.OnCancel(func(*sip.Request) {
 		// sipgo answers a matching CANCEL itself (200, before it calls
 		// this); count the request and that response here.
-		e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
-		e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
+		if !ours {
+			e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
+			e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
+		}
 		once.Do(func() { close(cancelled) })
 	})
 
@@ -663,7 +666,7 @@ func (e *Edge) addUserAgent(req *sip.Request) {
 func (e *Edge) sendAndDrain(out *realm, req *sip.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ctx2, err := out.client.TransactionRequest(ctx, req, keepAsBuilt)
+	ctx2, err := e.request(ctx, out, req)
 	if err != nil {
 		e.log.Warn("send failed", "method", req.Method, "call_id", req.CallID().Value(), "err", err)
 		return
@@ -718,7 +721,7 @@ func (e *Edge) ackAndBye(out *realm, fwd *sip.Request, res *sip.Response) {
 		return r
 	}
 	ack := build(sip.ACK, fwd.CSeq().SeqNo)
-	if err := out.client.WriteRequest(ack, keepAsBuilt); err != nil {
+	if err := e.send(out, ack); err != nil {
 		e.log.Warn("ACK for late 2xx failed", "call_id", fwd.CallID().Value(), "err", err)
 	}
 	go e.sendAndDrain(out, build(sip.BYE, fwd.CSeq().SeqNo+1))
@@ -786,11 +789,15 @@ func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) route {
 
 // forwardInDialog routes BYE, re-INVITE, UPDATE, INFO... by Route and
 // Request-URI, without the pipeline.
-func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx serverTx) {
 	out := e.peer(r)
 	g := e.gen.Load()
 	routed := req.Clone()
-	if !req.IsInvite() {
+	if req.IsInvite() {
+		// A re-INVITE gets its 100 at once too (RFC 3261 16.7 step 10 asks
+		// for one within 200 ms): the caller stops retransmitting.
+		_ = tx.Respond(e.newResponse(req, 100, "Trying"))
+	} else {
 		// Under load the caller's ACK and BYE are handled concurrently
 		// (sipgo runs each request in its own goroutine): let the ACK of
 		// the dialog go first.
@@ -813,7 +820,7 @@ func (e *Edge) forwardAck(r *realm, req *sip.Request) {
 		e.m.dropped.WithLabelValues(r.name, "ack_unroutable").Inc()
 		return
 	}
-	if err := out.client.WriteRequest(fwd, keepAsBuilt); err != nil {
+	if err := e.send(out, fwd); err != nil {
 		e.m.dropped.WithLabelValues(r.name, "ack_send_failed").Inc()
 		e.log.Debug("ACK forward failed", "call_id", req.CallID().Value(), "err", err)
 	}
@@ -840,7 +847,7 @@ func (e *Edge) strayResponse(r *realm, res *sip.Response) {
 	up.SetTransport(up.Via().Transport)
 	dest := up.Destination()
 	up.SetDestination(dest)
-	if err := e.peer(r).ua.TransportLayer().WriteMsg(up); err != nil {
+	if err := e.sendResponse(e.peer(r), up); err != nil {
 		e.m.dropped.WithLabelValues(r.name, "stray_response").Inc()
 	}
 }
@@ -860,7 +867,7 @@ func ackKey(req *sip.Request) string {
 }
 
 // respond sends res through tx and counts it.
-func (e *Edge) respond(r *realm, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+func (e *Edge) respond(r *realm, req *sip.Request, tx serverTx, res *sip.Response) {
 	e.m.responses.WithLabelValues(r.name, methodLabel(string(req.Method)), statusLabel(res.StatusCode)).Inc()
 	if req.IsInvite() && res.StatusCode >= 300 {
 		e.acks.add(ackKey(req))
@@ -882,7 +889,7 @@ func (e *Edge) newResponse(req *sip.Request, code int, reason string) *sip.Respo
 }
 
 // respondLocal answers req with our own status and a Reason header.
-func (e *Edge) respondLocal(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
+func (e *Edge) respondLocal(r *realm, req *sip.Request, tx serverTx, code int, reason, text string) {
 	res := e.newResponse(req, code, reason)
 	if code >= 300 && text != "" {
 		res.AppendHeader(reasonHeader(code, text))
@@ -896,7 +903,7 @@ var drainRetryAfter = sip.NewHeader("Retry-After", "30")
 
 // respondDraining answers a new request while the edge drains: 503 with
 // Retry-After, for INVITEs, OPTIONS and other out-of-dialog requests alike.
-func (e *Edge) respondDraining(r *realm, req *sip.Request, tx sip.ServerTransaction) {
+func (e *Edge) respondDraining(r *realm, req *sip.Request, tx serverTx) {
 	res := e.newResponse(req, 503, "Service Unavailable")
 	res.AppendHeader(drainRetryAfter)
 	res.AppendHeader(reasonHeader(503, "draining"))
@@ -905,7 +912,7 @@ func (e *Edge) respondDraining(r *realm, req *sip.Request, tx sip.ServerTransact
 
 // refuse answers a request the edge itself refuses before any pipeline; an
 // initial INVITE refused here still gets its call record.
-func (e *Edge) refuse(r *realm, req *sip.Request, tx sip.ServerTransaction, code int, reason, text string) {
+func (e *Edge) refuse(r *realm, req *sip.Request, tx serverTx, code int, reason, text string) {
 	e.respondLocal(r, req, tx, code, reason, text)
 	e.recordRefusal(r, req, code, text)
 }

@@ -107,6 +107,8 @@ func newTestEdgeWith(t testing.TB, cfg Config, chains Chains, opt Options) (*Edg
 	for _, r := range e.realms {
 		r.client.TxRequester = d
 	}
+	e.request = func(ctx context.Context, _ *realm, req *sip.Request) (clientTx, error) { return d.Request(ctx, req) }
+	e.send = func(_ *realm, req *sip.Request) error { _, err := d.Request(context.Background(), req); return err }
 	return e, d
 }
 

@@ -1,0 +1,642 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// The UDP transaction layer (RFC 3261 17) stirgate keeps itself. sipgo's
+// runs a goroutine per message and an FSM with its own timers per
+// transaction; under load that hand-off was most of the proxy's CPU
+// (sip/README.md). Here the socket reader matches a response, an ACK, a
+// CANCEL or a retransmission to its transaction in a sharded map and
+// handles it in place; only a new request starts a goroutine. Timers that
+// only end a transaction (D, I, J, K, L, M) are FIFO queues swept by one
+// goroutine; retransmission timers (A, E, G) are runtime timers, created
+// only until the first answer.
+
+// serverTx is the upstream side of one request, as the proxy core uses it:
+// sipgo's server transaction (TCP) or stirgate's (UDP).
+type serverTx interface {
+	Respond(*sip.Response) error
+	OnCancel(sip.FnTxCancel) bool
+	OnTerminate(sip.FnTxTerminate) bool
+}
+
+// clientTx is the downstream side of one forwarded request: sipgo's client
+// transaction (TCP) or stirgate's (UDP).
+type clientTx interface {
+	Responses() <-chan *sip.Response
+	Done() <-chan struct{}
+	Err() error
+	OnRetransmission(sip.FnTxResponse) bool
+	Terminate()
+}
+
+var errTxEnded = errors.New("transaction ended")
+
+// txState is where a transaction is in its RFC 3261 17 state machine.
+type txState uint8
+
+const (
+	txTrying     txState = iota // client: calling/trying; server: no answer yet
+	txProceeding                // a provisional response
+	txCompleted                 // a non-2xx final (INVITE) or any final (non-INVITE)
+	txConfirmed                 // server INVITE: the ACK of its non-2xx arrived
+	txAccepted                  // INVITE answered 2xx (RFC 6026)
+	txTerminated
+)
+
+// txMap is a sharded map of transactions by key: the socket readers and
+// the request goroutines look transactions up concurrently.
+type txMap[T comparable] struct {
+	shards [64]struct {
+		sync.Mutex
+		m map[string]T
+	}
+}
+
+var txSeed = maphash.MakeSeed()
+
+func newTxMap[T comparable]() *txMap[T] {
+	t := &txMap[T]{}
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]T)
+	}
+	return t
+}
+
+func (t *txMap[T]) shard(key string) *struct {
+	sync.Mutex
+	m map[string]T
+} {
+	return &t.shards[maphash.String(txSeed, key)&63]
+}
+
+func (t *txMap[T]) get(key string) (T, bool) {
+	s := t.shard(key)
+	s.Lock()
+	v, ok := s.m[key]
+	s.Unlock()
+	return v, ok
+}
+
+// add stores v under key unless the key is taken; it returns the one stored.
+func (t *txMap[T]) add(key string, v T) (T, bool) {
+	s := t.shard(key)
+	s.Lock()
+	defer s.Unlock()
+	if old, ok := s.m[key]; ok {
+		return old, false
+	}
+	s.m[key] = v
+	return v, true
+}
+
+// remove deletes key if it still holds v.
+func (t *txMap[T]) remove(key string, v T) {
+	s := t.shard(key)
+	s.Lock()
+	if s.m[key] == v {
+		delete(s.m, key)
+	}
+	s.Unlock()
+}
+
+func (t *txMap[T]) len() int {
+	n := 0
+	for i := range t.shards {
+		t.shards[i].Lock()
+		n += len(t.shards[i].m)
+		t.shards[i].Unlock()
+	}
+	return n
+}
+
+// lingerQueue ends transactions a fixed time after they were queued. One
+// duration per queue keeps it in deadline order: expiring is popping.
+type lingerQueue struct {
+	d     time.Duration
+	mu    sync.Mutex
+	items []lingering
+	head  int
+}
+
+type lingering struct {
+	at  time.Time
+	end func()
+}
+
+func (q *lingerQueue) add(end func()) {
+	q.mu.Lock()
+	q.items = append(q.items, lingering{at: time.Now().Add(q.d), end: end})
+	q.mu.Unlock()
+}
+
+// expire runs the ends due at now, outside the lock.
+func (q *lingerQueue) expire(now time.Time) {
+	q.mu.Lock()
+	var due []func()
+	for q.head < len(q.items) && !q.items[q.head].at.After(now) {
+		due = append(due, q.items[q.head].end)
+		q.items[q.head] = lingering{}
+		q.head++
+	}
+	if q.head > 1024 && q.head*2 > len(q.items) {
+		q.items = append(q.items[:0], q.items[q.head:]...)
+		q.head = 0
+	}
+	q.mu.Unlock()
+	for _, end := range due {
+		end()
+	}
+}
+
+// udpTxLayer is the transaction table of every UDP socket of an edge.
+type udpTxLayer struct {
+	e *Edge
+	// servers by realm: the same request sent to both realms is two
+	// transactions, as it would be at two proxies.
+	servers [2]*txMap[*udpServerTx]
+	clients *txMap[*udpClientTx]
+	// Lingers: completed (timers D, J: sip.transaction_linger), answered
+	// 2xx (timers L, M: at most 1 s) and short (timers I, K: T4).
+	linger, accepted, short *lingerQueue
+	// t1 and t2 are RFC 3261's T1 and T2 (timers A, B, E, F, G, H).
+	t1, t2 time.Duration
+}
+
+func newUDPTxLayer(e *Edge) *udpTxLayer {
+	l := &udpTxLayer{e: e, servers: [2]*txMap[*udpServerTx]{newTxMap[*udpServerTx](), newTxMap[*udpServerTx]()}, clients: newTxMap[*udpClientTx]()}
+	l.setTimers(sip.T1, sip.T2, sip.T4)
+	return l
+}
+
+// setTimers sets T1, T2 and T4; only before the layer is used (tests).
+func (l *udpTxLayer) setTimers(t1, t2, t4 time.Duration) {
+	l.t1, l.t2 = t1, t2
+	l.linger = &lingerQueue{d: l.e.static.linger}
+	l.accepted = &lingerQueue{d: min(l.e.static.linger, acceptedLinger)}
+	l.short = &lingerQueue{d: t4}
+}
+
+// sweep ends lingering transactions until done is closed.
+func (l *udpTxLayer) sweep(done <-chan struct{}) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			l.linger.expire(now)
+			l.accepted.expire(now)
+			l.short.expire(now)
+		}
+	}
+}
+
+// serverKey identifies the server transaction of a request (RFC 3261
+// 17.2.3): the top Via's branch and sent-by and the method, ACK and CANCEL
+// matching as INVITE when asInvite. A branch without the RFC 3261 cookie
+// falls back to the RFC 2543 fields.
+func serverKey(req *sip.Request, asInvite bool) (string, error) {
+	via, cseq := req.Via(), req.CSeq()
+	if via == nil || cseq == nil {
+		return "", errors.New("no Via or CSeq")
+	}
+	method := string(cseq.MethodName)
+	if asInvite || cseq.MethodName == sip.ACK {
+		method = string(sip.INVITE)
+	}
+	port := via.Port
+	if port <= 0 {
+		port = 5060
+	}
+	var b strings.Builder
+	branch, _ := via.Params.Get("branch")
+	if strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) && len(branch) > len(sip.RFC3261BranchMagicCookie) {
+		b.Grow(len(branch) + len(via.Host) + len(method) + 8)
+		b.WriteString(branch)
+	} else {
+		from := req.From()
+		if from == nil || req.CallID() == nil {
+			return "", errors.New("no From or Call-ID")
+		}
+		tag, _ := from.Params.Get("tag")
+		b.WriteString("2543|")
+		b.WriteString(req.CallID().Value())
+		b.WriteByte('|')
+		b.WriteString(tag)
+		b.WriteByte('|')
+		b.WriteString(strconv.FormatUint(uint64(cseq.SeqNo), 10))
+	}
+	b.WriteByte('|')
+	b.WriteString(via.Host)
+	b.WriteByte(':')
+	b.WriteString(strconv.Itoa(port))
+	b.WriteByte('|')
+	b.WriteString(method)
+	return b.String(), nil
+}
+
+// clientKey identifies the client transaction of a response: our branch
+// and the CSeq method (RFC 3261 17.1.3).
+func clientKey(branch string, method sip.RequestMethod) string {
+	return branch + "|" + string(method)
+}
+
+// udpServerTx is a server transaction over UDP.
+type udpServerTx struct {
+	l      *udpTxLayer
+	realm  int
+	key    string
+	conn   *net.UDPConn
+	src    netip.AddrPort
+	req    *sip.Request
+	invite bool
+
+	mu          sync.Mutex
+	state       txState
+	last        []byte         // the last response sent, for retransmissions
+	lastTo      netip.AddrPort // and where it went
+	timerG      *time.Timer    // retransmits a non-2xx final until its ACK (G, H)
+	interval    time.Duration
+	finalAt     time.Time
+	cancelled   *sip.Request
+	onCancel    sip.FnTxCancel
+	onTerminate []sip.FnTxTerminate
+}
+
+func (tx *udpServerTx) Respond(res *sip.Response) error {
+	to := tx.src
+	if d := res.Destination(); d != "" {
+		if ap, err := netip.ParseAddrPort(d); err == nil {
+			to = ap
+		}
+	}
+	wire := wireOf(res)
+	tx.mu.Lock()
+	switch {
+	case tx.state == txAccepted && res.IsSuccess():
+		// a retransmitted 2xx relayed from downstream (RFC 6026)
+	case tx.state >= txCompleted:
+		tx.mu.Unlock()
+		return fmt.Errorf("respond %d: %w", res.StatusCode, errTxEnded)
+	case res.StatusCode < 200:
+		tx.state = txProceeding
+	case tx.invite && res.IsSuccess():
+		tx.state = txAccepted
+		tx.l.accepted.add(tx.end)
+	case tx.invite:
+		tx.state = txCompleted
+		tx.finalAt = time.Now()
+		tx.interval = tx.l.t1
+		tx.timerG = time.AfterFunc(tx.interval, tx.retransmitFinal)
+	default:
+		tx.state = txCompleted
+		tx.l.linger.add(tx.end)
+	}
+	tx.last, tx.lastTo = wire, to
+	tx.mu.Unlock()
+	return writeUDP(tx.conn, wire, to)
+}
+
+// retransmitFinal is timers G and H: the non-2xx final again, at doubling
+// intervals up to T2, until its ACK or 64*T1.
+func (tx *udpServerTx) retransmitFinal() {
+	tx.mu.Lock()
+	if tx.state != txCompleted {
+		tx.mu.Unlock()
+		return
+	}
+	if time.Since(tx.finalAt) >= 64*tx.l.t1 {
+		tx.mu.Unlock()
+		tx.end()
+		return
+	}
+	wire, to := tx.last, tx.lastTo
+	tx.interval = min(2*tx.interval, tx.l.t2)
+	tx.timerG.Reset(tx.interval)
+	tx.mu.Unlock()
+	_ = writeUDP(tx.conn, wire, to)
+}
+
+// retransmission answers a retransmitted request with the last response.
+func (tx *udpServerTx) retransmission() {
+	tx.mu.Lock()
+	wire, to := tx.last, tx.lastTo
+	if tx.state == txAccepted || tx.state == txTerminated {
+		wire = nil // RFC 6026: the UAS core retransmits its 2xx itself
+	}
+	tx.mu.Unlock()
+	if wire != nil {
+		_ = writeUDP(tx.conn, wire, to)
+	}
+}
+
+// ack takes the ACK of a non-2xx final: retransmissions stop, and the
+// transaction absorbs further ACKs for T4 (timer I).
+func (tx *udpServerTx) ack() {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state != txCompleted {
+		return
+	}
+	tx.state = txConfirmed
+	if tx.timerG != nil {
+		tx.timerG.Stop()
+	}
+	tx.l.short.add(tx.end)
+}
+
+// cancel handles a CANCEL that matched this INVITE: 487 unless a final
+// response went already, then the proxy's cancel callback.
+func (tx *udpServerTx) cancel(c *sip.Request) {
+	tx.mu.Lock()
+	answered := tx.state >= txCompleted || tx.cancelled != nil
+	if !answered {
+		tx.cancelled = c
+	}
+	f := tx.onCancel
+	tx.mu.Unlock()
+	if answered {
+		return
+	}
+	_ = tx.Respond(tx.l.e.newResponse(tx.req, 487, "Request Terminated"))
+	if f != nil {
+		f(c)
+	}
+}
+
+// OnCancel registers f for a CANCEL of this INVITE; one that came already
+// runs f at once.
+func (tx *udpServerTx) OnCancel(f sip.FnTxCancel) bool {
+	tx.mu.Lock()
+	if tx.state == txTerminated {
+		tx.mu.Unlock()
+		return false
+	}
+	tx.onCancel = f
+	c := tx.cancelled
+	tx.mu.Unlock()
+	if c != nil {
+		f(c)
+	}
+	return true
+}
+
+func (tx *udpServerTx) OnTerminate(f sip.FnTxTerminate) bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txTerminated {
+		return false
+	}
+	tx.onTerminate = append(tx.onTerminate, f)
+	return true
+}
+
+// handled is called when the proxy core is done with the request: one it
+// never answered (a dropped retransmission) lingers to absorb the rest.
+func (tx *udpServerTx) handled() {
+	tx.mu.Lock()
+	if tx.state < txCompleted {
+		tx.state = txCompleted
+		tx.last = nil
+		tx.l.linger.add(tx.end)
+	}
+	tx.mu.Unlock()
+}
+
+// end removes the transaction from the table and runs its OnTerminate
+// callbacks.
+func (tx *udpServerTx) end() {
+	tx.mu.Lock()
+	if tx.state == txTerminated {
+		tx.mu.Unlock()
+		return
+	}
+	tx.state = txTerminated
+	if tx.timerG != nil {
+		tx.timerG.Stop()
+	}
+	fs := tx.onTerminate
+	tx.onTerminate = nil
+	tx.mu.Unlock()
+	tx.l.servers[tx.realm].remove(tx.key, tx)
+	for _, f := range fs {
+		f(tx.key, nil)
+	}
+}
+
+// udpClientTx is a client transaction over UDP: a request stirgate sends.
+type udpClientTx struct {
+	l         *udpTxLayer
+	key       string
+	conn      *net.UDPConn
+	to        netip.AddrPort
+	req       *sip.Request
+	invite    bool
+	responses chan *sip.Response
+	done      chan struct{}
+
+	mu        sync.Mutex
+	state     txState
+	wire      []byte      // the request, for retransmissions
+	ackWire   []byte      // the ACK of a non-2xx final, for its retransmissions
+	timer     *time.Timer // A and B, or E and F
+	interval  time.Duration
+	started   time.Time
+	onRetrans sip.FnTxResponse
+	err       error
+}
+
+// request starts a client transaction for req, which leaves realm out over
+// UDP to req's destination.
+func (l *udpTxLayer) request(out *realm, req *sip.Request) (*udpClientTx, error) {
+	via := req.Via()
+	if via == nil {
+		return nil, errors.New("request without Via")
+	}
+	branch, _ := via.Params.Get("branch")
+	to, err := resolveUDP(req.Destination())
+	if err != nil {
+		return nil, err
+	}
+	conn := out.udpConn()
+	if conn == nil {
+		return nil, fmt.Errorf("realm %s has no UDP listener", out.name)
+	}
+	tx := &udpClientTx{
+		l: l, key: clientKey(branch, req.Method), conn: conn, to: to, req: req, invite: req.IsInvite(),
+		responses: make(chan *sip.Response, 8), done: make(chan struct{}),
+		wire: wireOf(req), interval: l.t1, started: time.Now(),
+	}
+	tx.mu.Lock() // held until the timer is set: a response waits for it
+	defer tx.mu.Unlock()
+	if _, ok := l.clients.add(tx.key, tx); !ok {
+		return nil, fmt.Errorf("branch %s already in use", branch)
+	}
+	if err := writeUDP(conn, tx.wire, to); err != nil {
+		l.clients.remove(tx.key, tx)
+		return nil, err
+	}
+	tx.timer = time.AfterFunc(tx.interval, tx.retransmit)
+	return tx, nil
+}
+
+// retransmit is timers A and B (INVITE) or E and F (non-INVITE).
+func (tx *udpClientTx) retransmit() {
+	tx.mu.Lock()
+	if tx.state >= txCompleted || (tx.invite && tx.state == txProceeding) {
+		tx.mu.Unlock()
+		return
+	}
+	left := 64*tx.l.t1 - time.Since(tx.started)
+	if left <= 0 {
+		tx.mu.Unlock()
+		timer := "F"
+		if tx.invite {
+			timer = "B"
+		}
+		tx.terminate(fmt.Errorf("timer %s fired: %w", timer, sip.ErrTransactionTimeout))
+		return
+	}
+	if tx.invite {
+		tx.interval *= 2
+	} else if tx.state == txProceeding {
+		tx.interval = tx.l.t2
+	} else {
+		tx.interval = min(2*tx.interval, tx.l.t2)
+	}
+	tx.timer.Reset(min(tx.interval, left))
+	wire := tx.wire
+	tx.mu.Unlock()
+	_ = writeUDP(tx.conn, wire, tx.to)
+}
+
+// receive takes a response to this transaction, in the socket reader.
+func (tx *udpClientTx) receive(res *sip.Response) {
+	tx.mu.Lock()
+	switch tx.state {
+	case txTrying, txProceeding:
+		if res.StatusCode < 200 {
+			tx.state = txProceeding
+			if tx.invite {
+				tx.timer.Stop()
+			}
+			// Room is kept for the final response: a provisional that
+			// finds the queue nearly full is dropped, never the final.
+			if len(tx.responses) < cap(tx.responses)-1 {
+				tx.responses <- res
+			}
+			tx.mu.Unlock()
+			return
+		}
+		tx.timer.Stop()
+		switch {
+		case tx.invite && res.IsSuccess():
+			tx.state = txAccepted
+			tx.l.accepted.add(tx.end)
+		case tx.invite:
+			tx.state = txCompleted
+			tx.ackWire = wireOf(ackFor(tx.req, res))
+			tx.l.linger.add(tx.end)
+		default:
+			tx.state = txCompleted
+			tx.l.short.add(tx.end)
+		}
+		tx.responses <- res
+		ack := tx.ackWire
+		tx.mu.Unlock()
+		if ack != nil {
+			_ = writeUDP(tx.conn, ack, tx.to)
+		}
+	case txCompleted:
+		ack := tx.ackWire
+		tx.mu.Unlock()
+		if ack != nil && res.StatusCode >= 300 {
+			_ = writeUDP(tx.conn, ack, tx.to) // a retransmitted final: ACK again
+		}
+	case txAccepted:
+		f := tx.onRetrans
+		tx.mu.Unlock()
+		if res.IsSuccess() && f != nil {
+			f(res)
+		}
+	default:
+		tx.mu.Unlock()
+	}
+}
+
+// ackFor is the ACK of a non-2xx final response (RFC 3261 17.1.1.3).
+func ackFor(req *sip.Request, res *sip.Response) *sip.Request {
+	ack := sip.NewRequest(sip.ACK, *req.Recipient.Clone())
+	ack.SipVersion = req.SipVersion
+	ack.AppendHeader(req.Via().Clone())
+	for _, h := range req.GetHeaders("Route") {
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	ack.AppendHeader(&mf)
+	if h := req.From(); h != nil {
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := res.To(); h != nil {
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	if h := req.CallID(); h != nil {
+		ack.AppendHeader(sip.HeaderClone(h))
+	}
+	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
+	ack.SetBody(nil)
+	return ack
+}
+
+func (tx *udpClientTx) Responses() <-chan *sip.Response { return tx.responses }
+func (tx *udpClientTx) Done() <-chan struct{}          { return tx.done }
+
+func (tx *udpClientTx) Err() error {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.err
+}
+
+func (tx *udpClientTx) OnRetransmission(f sip.FnTxResponse) bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txTerminated {
+		return false
+	}
+	tx.onRetrans = f
+	return true
+}
+
+func (tx *udpClientTx) Terminate() { tx.terminate(sip.ErrTransactionTerminated) }
+
+func (tx *udpClientTx) end() { tx.terminate(nil) }
+
+func (tx *udpClientTx) terminate(err error) {
+	tx.mu.Lock()
+	if tx.state == txTerminated {
+		tx.mu.Unlock()
+		return
+	}
+	tx.state = txTerminated
+	tx.err = err
+	if tx.timer != nil {
+		tx.timer.Stop()
+	}
+	tx.mu.Unlock()
+	tx.l.clients.remove(tx.key, tx)
+	close(tx.done)
+}
