@@ -603,7 +603,7 @@ func ackFor(req *sip.Request, res *sip.Response) *sip.Request {
 }
 
 func (tx *udpClientTx) Responses() <-chan *sip.Response { return tx.responses }
-func (tx *udpClientTx) Done() <-chan struct{}          { return tx.done }
+func (tx *udpClientTx) Done() <-chan struct{}           { return tx.done }
 
 func (tx *udpClientTx) Err() error {
 	tx.mu.Lock()
