@@ -538,8 +538,8 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			if res.IsSuccess() {
 				if initial { // before the 2xx leaves: its ACK may come back at once
 					var ended func()
-					if call != nil {
-						ended = call.end
+					if call != nil && len(call.onEnd) > 0 {
+						ended = call.end // holds the Call for the dialog's life: only when needed
 					}
 					e.dialogs.add(req.CallID().Value(), inviteIDOf(req), ended)
 				}

@@ -307,6 +307,9 @@ func (tx *udpServerTx) Respond(res *sip.Response) error {
 		tx.l.linger.add(tx.end)
 	}
 	tx.last, tx.lastTo = wire, to
+	if res.StatusCode >= 200 {
+		tx.req = nil // only a CANCEL before the final needs it: free it for the linger
+	}
 	tx.mu.Unlock()
 	return writeUDP(tx.conn, wire, to)
 }
@@ -367,12 +370,12 @@ func (tx *udpServerTx) cancel(c *sip.Request) {
 	if !answered {
 		tx.cancelled = c
 	}
-	f := tx.onCancel
+	f, req := tx.onCancel, tx.req
 	tx.mu.Unlock()
 	if answered {
 		return
 	}
-	_ = tx.Respond(tx.l.e.newResponse(tx.req, 487, "Request Terminated"))
+	_ = tx.Respond(tx.l.e.newResponse(req, 487, "Request Terminated"))
 	if f != nil {
 		f(c)
 	}
@@ -543,6 +546,7 @@ func (tx *udpClientTx) receive(res *sip.Response) {
 			return
 		}
 		tx.timer.Stop()
+		tx.wire = nil // no more retransmissions: free it for the linger
 		switch {
 		case tx.invite && res.IsSuccess():
 			tx.state = txAccepted
@@ -555,6 +559,7 @@ func (tx *udpClientTx) receive(res *sip.Response) {
 			tx.state = txCompleted
 			tx.l.short.add(tx.end)
 		}
+		tx.req = nil
 		tx.responses <- res
 		ack := tx.ackWire
 		tx.mu.Unlock()
