@@ -47,6 +47,13 @@ func serveTestEdgeConfig(t *testing.T, cfg Config, opt Options) *Edge {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveEdge(t, e)
+	return e
+}
+
+// serveEdge serves e until the test ends.
+func serveEdge(t *testing.T, e *Edge) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.Serve(ctx); close(done) }()
@@ -54,7 +61,6 @@ func serveTestEdgeConfig(t *testing.T, cfg Config, opt Options) *Edge {
 	if !waitFor(e.serving.Load) {
 		t.Fatal("edge not serving")
 	}
-	return e
 }
 
 // TestDebugLogNeverHoldsRawBytes: with the log at debug, what sipgo logs

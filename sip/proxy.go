@@ -633,20 +633,8 @@ func txFailure(err error) (int, string) {
 // cancelDownstream sends the CANCEL for fwd (RFC 3261 9.1: same Request-URI,
 // top Via, Call-ID, From, To, Route and CSeq number).
 func (e *Edge) cancelDownstream(out *realm, fwd *sip.Request) {
-	c := sip.NewRequest(sip.CANCEL, *fwd.Recipient.Clone())
-	c.SipVersion = fwd.SipVersion
-	c.AppendHeader(fwd.Via().Clone())
-	for _, h := range fwd.GetHeaders("Route") {
-		c.AppendHeader(sip.HeaderClone(h))
-	}
-	mf := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	c.AppendHeader(sip.HeaderClone(fwd.From()))
-	c.AppendHeader(sip.HeaderClone(fwd.To()))
-	c.AppendHeader(sip.HeaderClone(fwd.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: fwd.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c := sameHop(fwd, sip.CANCEL, fwd.To())
 	e.addUserAgent(c)
-	c.SetBody(nil)
 	c.SetTransport(fwd.Transport())
 	c.SetDestination(fwd.Destination())
 	c.Laddr = fwd.Laddr

@@ -583,28 +583,37 @@ func (tx *udpClientTx) receive(res *sip.Response) {
 	}
 }
 
-// ackFor is the ACK of a non-2xx final response (RFC 3261 17.1.1.3).
+// ackFor is the ACK of a non-2xx final response (RFC 3261 17.1.1.3): on
+// the INVITE's hop, with the response's To.
 func ackFor(req *sip.Request, res *sip.Response) *sip.Request {
-	ack := sip.NewRequest(sip.ACK, *req.Recipient.Clone())
-	ack.SipVersion = req.SipVersion
-	ack.AppendHeader(req.Via().Clone())
+	return sameHop(req, sip.ACK, res.To())
+}
+
+// sameHop is a request stirgate sends on the hop of req, within its
+// transaction (the ACK of a non-2xx, a CANCEL; RFC 3261 9.1, 17.1.1.3):
+// same Request-URI, top Via, Route, From, Call-ID and CSeq number, with
+// to as its To.
+func sameHop(req *sip.Request, method sip.RequestMethod, to *sip.ToHeader) *sip.Request {
+	r := sip.NewRequest(method, *req.Recipient.Clone())
+	r.SipVersion = req.SipVersion
+	r.AppendHeader(req.Via().Clone())
 	for _, h := range req.GetHeaders("Route") {
-		ack.AppendHeader(sip.HeaderClone(h))
+		r.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
-	ack.AppendHeader(&mf)
+	r.AppendHeader(&mf)
 	if h := req.From(); h != nil {
-		ack.AppendHeader(sip.HeaderClone(h))
+		r.AppendHeader(sip.HeaderClone(h))
 	}
-	if h := res.To(); h != nil {
-		ack.AppendHeader(sip.HeaderClone(h))
+	if to != nil {
+		r.AppendHeader(sip.HeaderClone(to))
 	}
 	if h := req.CallID(); h != nil {
-		ack.AppendHeader(sip.HeaderClone(h))
+		r.AppendHeader(sip.HeaderClone(h))
 	}
-	ack.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
-	ack.SetBody(nil)
-	return ack
+	r.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: method})
+	r.SetBody(nil)
+	return r
 }
 
 func (tx *udpClientTx) Responses() <-chan *sip.Response { return tx.responses }

@@ -29,13 +29,7 @@ func udpEdge(t *testing.T, callee *udpPeer, chains Chains) (*Edge, string) {
 		t.Fatal(err)
 	}
 	e.udpTx.setTimers(testT1, 8*testT1, 10*testT1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = e.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; e.Close() })
-	if !waitFor(e.serving.Load) {
-		t.Fatal("edge not serving")
-	}
+	serveEdge(t, e)
 	return e, e.ListenAddrs("outside")["UDP"]
 }
 
