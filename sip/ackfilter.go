@@ -9,7 +9,8 @@ import (
 // final response, so that their hop-by-hop ACK is absorbed and never
 // forwarded as if it were the ACK of a 2xx. sipgo ends a server transaction
 // on a reliable transport as soon as the handler returns, so over TCP that
-// ACK arrives as a new request (SIPGO-NOTES 4).
+// ACK arrives as a new request (docs/sipgo.md row 4); over UDP it does
+// after timer I, when the own transaction has ended.
 //
 // Two generations of keys, rotated every ttl: bounded memory, no sweeper,
 // and a key lives between ttl and 2*ttl.

@@ -133,9 +133,9 @@ type realm struct {
 	client *sipgo.Client
 	udp    []*net.UDPConn
 	tcp    []*net.TCPListener
-	// stamped wraps each UDP socket for sipgo's reader (kernel receive
+	// stamped wraps each UDP socket for its reader (kernel receive
 	// times), by local address for the read filter: the socket's own
-	// *net.UDPAddr, which sipgo passes back as it is (no String per read).
+	// *net.UDPAddr, which the reader passes back as it is (no String per read).
 	stamped map[net.Addr]*stampedConn
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.

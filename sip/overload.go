@@ -18,7 +18,7 @@ import (
 // Two queue waits are measured from each datagram's arrival in the kernel
 // (SO_TIMESTAMPNS on the UDP socket): every datagram's in the socket, and
 // an initial INVITE's until the start of its pipeline (the socket plus
-// sipgo's goroutine hand-offs). Every interval the controller looks at the
+// the goroutine hand-off). Every interval the controller looks at the
 // smallest wait of each (a standing queue, CoDel's signal): above
 // target_wait in either, it admits fewer new INVITEs at the socket reader
 // (multiplicative decrease), below it more (additive increase). The ones not admitted get a stateless 503 with a jittered
@@ -51,7 +51,7 @@ type admission struct {
 // smallest wait of one says nothing of the other's).
 const (
 	// inviteWait: an initial INVITE from its arrival in the kernel to the
-	// start of its pipeline (socket, parsing, sipgo's hand-offs).
+	// start of its pipeline (socket, parsing, the goroutine hand-off).
 	inviteWait = iota
 	// socketWait: any UDP datagram (responses, ACKs and BYEs too) from its
 	// arrival in the kernel to its read: under CPU saturation the socket
@@ -283,10 +283,10 @@ const (
 )
 
 // admitInvite runs in realm r's socket reader for a datagram that starts
-// with "INVITE ", before sipgo parses it. It notes when the INVITE
+// with "INVITE ", before it is parsed. It notes when the INVITE
 // arrived (for its queue wait) and, when the controller sheds, answers a
 // new INVITE 503 statelessly: parsed here once, no transaction, no
-// goroutine. Anything it cannot key or parse goes on to sipgo.
+// goroutine. Anything it cannot key or parse goes on to the normal path.
 func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verdict {
 	now := time.Now()
 	sc := r.stamped[p.LocalAddr]
@@ -311,11 +311,11 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		return admitted
 	}
 	if _, ok := e.admitted.get(h); ok {
-		return admitted // a retransmission: sipgo's transaction absorbs it
+		return admitted // a retransmission: its transaction absorbs it
 	}
 	msg, err := e.parser.ParseSIP(data)
 	if err != nil {
-		return admitted // sipgo answers or drops it, and counts it
+		return admitted // the reader answers or drops it, and counts it
 	}
 	req, ok := msg.(*sip.Request)
 	if !ok || !req.IsInvite() || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil || req.Via() == nil || hasToTag(req) {

@@ -91,7 +91,7 @@ func (e *Edge) serve(r *realm, req *sip.Request, tx serverTx) {
 		e.forwardAck(r, req)
 		return
 	case sip.CANCEL:
-		// A CANCEL that matched an INVITE transaction was handled by sipgo.
+		// A CANCEL that matched an INVITE transaction was handled by it.
 		e.respondLocal(r, req, tx, 481, "Call/Transaction Does Not Exist", "")
 		return
 	}
@@ -478,8 +478,8 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 	var once sync.Once
 	_, ours := tx.(*udpServerTx) // counts its CANCEL itself
 	tx.OnCancel(func(*sip.Request) {
-		// sipgo answers a matching CANCEL itself (200, before it calls
-		// this); count the request and that response here.
+		// The transaction answers a matching CANCEL itself (200, before
+		// it calls this); sipgo's does not count them: count them here.
 		if !ours {
 			e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
 			e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
@@ -497,8 +497,8 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 		answeredBy   string // who decided it
 		// giveUp fires cancelWait after our CANCEL: a callee that never
 		// answers the INVITE finally must not hold the call (its goroutine,
-		// record and drain) forever. sipgo's INVITE client transaction has
-		// no timer once a 1xx arrived.
+		// record and drain) forever. An INVITE client transaction has no
+		// timer once a 1xx arrived (RFC 3261 17.1.1.2).
 		giveUp <-chan time.Time
 	)
 	sendCancel := func() {
@@ -567,7 +567,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 				call.cancelAt = time.Now()
 			}
 			if answered == 0 {
-				// sipgo has answered 200 to the CANCEL and 487 upstream.
+				// The transaction has answered 200 to the CANCEL and 487 upstream.
 				answered, answeredBy = 487, StageEdge
 				e.m.responses.WithLabelValues(in.name, string(req.Method), "487").Inc()
 				e.acks.add(ackKey(req))
@@ -787,7 +787,7 @@ func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx serverTx) {
 		_ = tx.Respond(e.newResponse(req, 100, "Trying"))
 	} else {
 		// Under load the caller's ACK and BYE are handled concurrently
-		// (sipgo runs each request in its own goroutine): let the ACK of
+		// (each request runs in its own goroutine): let the ACK of
 		// the dialog go first.
 		e.dialogs.waitAck(req.CallID().Value(), ackWait)
 	}
@@ -795,10 +795,10 @@ func (e *Edge) forwardInDialog(r *realm, req *sip.Request, tx serverTx) {
 }
 
 // forwardAck forwards an ACK for a 2xx statelessly (it is its own
-// transaction); ACKs for non-2xx are absorbed by sipgo's INVITE transaction.
+// transaction); ACKs for non-2xx are absorbed by their INVITE transaction.
 func (e *Edge) forwardAck(r *realm, req *sip.Request) {
 	if e.acks.absorbs(ackKey(req)) {
-		return // hop-by-hop ACK of a non-2xx whose transaction sipgo already ended
+		return // hop-by-hop ACK of a non-2xx whose transaction already ended
 	}
 	out := e.peer(r)
 	// No transaction keeps this ACK: pop our Route entries in place;

@@ -28,7 +28,7 @@ func newStampedConn(c *net.UDPConn) *stampedConn {
 	return s
 }
 
-// ReadFrom implements net.PacketConn for sipgo's reader.
+// ReadFrom implements net.PacketConn for the socket's reader.
 func (s *stampedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, oobn, _, addr, err := s.ReadMsgUDP(b, s.oob)
 	s.arrived = kernelTime(s.oob[:oobn])
