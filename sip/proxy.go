@@ -239,6 +239,15 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 		return
 	}
 
+	if c, ok := tx.(interface{ wasCancelled() bool }); ok && c.wasCancelled() {
+		// The caller gave up while the pipeline ran (an x5u fetch, a slow
+		// store): it has its 487; the callee must not ring.
+		e.m.responses.WithLabelValues(r.name, "INVITE", "487").Inc()
+		rec := e.record(r, req, call, 487, StageEdge, "cancelled before it was forwarded", start)
+		call.end()
+		g.chains[r.idx].finish(rec)
+		return
+	}
 	out := e.peer(r)
 	nh := g.realms[out.idx].nextHop
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)

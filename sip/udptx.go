@@ -381,6 +381,13 @@ func (tx *udpServerTx) cancel(c *sip.Request) {
 	}
 }
 
+// wasCancelled reports whether a CANCEL has ended this INVITE.
+func (tx *udpServerTx) wasCancelled() bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.cancelled != nil
+}
+
 // OnCancel registers f for a CANCEL of this INVITE; one that came already
 // runs f at once.
 func (tx *udpServerTx) OnCancel(f sip.FnTxCancel) bool {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,11 +21,15 @@ const testT1 = 20 * time.Millisecond
 
 // udpEdge serves chains on loopback with the inside realm's next hop at
 // callee; calls come from the outside realm.
-func udpEdge(t *testing.T, callee *udpPeer, chains Chains) (*Edge, string) {
+func udpEdge(t *testing.T, callee *udpPeer, chains Chains, records ...func(CallRecord)) (*Edge, string) {
 	t.Helper()
 	cfg := testConfig()
 	cfg.Realms.Inside.NextHop = "sip:" + callee.addr()
-	e, err := New(cfg, chains, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opt := Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if len(records) > 0 {
+		opt.Records = records[0]
+	}
+	e, err := New(cfg, chains, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,4 +278,39 @@ func branchOf(m sip.Message) string {
 func ackOf(raw string, res sip.Message) string {
 	return strings.NewReplacer("INVITE sip", "ACK sip", "CSeq: 1 INVITE", "CSeq: 1 ACK",
 		"To: <sip:+12025550100@example.net>", "To: "+res.(*sip.Response).To().Value()).Replace(raw)
+}
+
+// TestUDPCancelDuringPipeline: a CANCEL that arrives while the INVITE is
+// still in its pipeline (a slow stage) gets 200, the INVITE 487, and the
+// INVITE is never forwarded: the callee does not ring.
+func TestUDPCancelDuringPipeline(t *testing.T) {
+	callee, caller := newUDPPeer(t), newUDPPeer(t)
+	release := make(chan struct{})
+	slow := HandlerFunc{StageName: "slow", Fn: func(context.Context, *Call) error { <-release; return nil }}
+	var recs []CallRecord
+	var mu sync.Mutex
+	_, addr := udpEdge(t, callee, Chains{Outside: Chain{slow}}, func(r CallRecord) { mu.Lock(); recs = append(recs, r); mu.Unlock() })
+	caller.send(addr, callerInvite("p-1"))
+	caller.expect("SIP/2.0 100 ")
+	caller.send(addr, strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(callerInvite("p-1")))
+	got := map[string]int{}
+	for range 2 {
+		m, _ := caller.expect("SIP/2.0 ")
+		got[startLine(m)[:11]+" "+string(m.(*sip.Response).CSeq().MethodName)]++
+	}
+	if got["SIP/2.0 200 CANCEL"] != 1 || got["SIP/2.0 487 INVITE"] != 1 {
+		t.Fatalf("caller got %v, want a 200 for the CANCEL and a 487 for the INVITE", got)
+	}
+	close(release)
+	if m, _ := callee.next(200 * time.Millisecond); m != nil {
+		t.Fatalf("the callee got %q for a call cancelled in its pipeline", startLine(m))
+	}
+	if !waitFor(func() bool { mu.Lock(); defer mu.Unlock(); return len(recs) == 1 }) {
+		t.Fatal("no call record")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if recs[0].Status != 487 {
+		t.Errorf("call record status %d, want 487", recs[0].Status)
+	}
 }
