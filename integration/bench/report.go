@@ -160,7 +160,13 @@ func (r *results) summarize() {
 	if r.Soak != nil {
 		r.Targets = append(r.Targets, target{
 			Name: fmt.Sprintf("stirgate RSS after %s at %d calls/s (sign)", r.Soak.Duration, r.Soak.Rate),
-			Want: "<= 250 MB", Got: fmt.Sprintf("%.0f MB", r.Soak.Step.Mem.RSSMB), Met: r.Soak.Step.Mem.RSSMB <= 250 && r.Soak.Step.Clean,
+			Want: "<= 200 MB", Got: fmt.Sprintf("%.0f MB", r.Soak.Step.Mem.RSSMB), Met: r.Soak.Step.Mem.RSSMB <= 200 && r.Soak.Step.Clean,
+		})
+	}
+	if peak, ok := peakPSS(r.Steps, "stirgate", peakPSSCPS); ok {
+		r.Targets = append(r.Targets, target{
+			Name: fmt.Sprintf("stirgate peak PSS at %d calls/s, any mode", peakPSSCPS),
+			Want: "<= 400 MB", Got: fmt.Sprintf("%.0f MB", peak), Met: peak <= 400,
 		})
 	}
 }
@@ -342,4 +348,20 @@ func recoveredWord(o overloadResult) string {
 		return fmt.Sprintf("clean (%d calls judged, p99 %.1f ms)", o.RecoveryCalls, o.RecoveryP99ms)
 	}
 	return "not clean: " + o.Why
+}
+
+// peakPSSCPS is the rate of the memory goal: peak PSS at 4,000
+// calls/s at most 400 MB.
+const peakPSSCPS = 4000
+
+// peakPSS is the highest PSS of system's steps at rate cps (every mode and
+// try); ok is false when no such step ran.
+func peakPSS(steps []step, system string, cps int) (float64, bool) {
+	peak, ok := 0.0, false
+	for _, s := range steps {
+		if s.System == system && s.Target == cps {
+			peak, ok = max(peak, s.Mem.PSSMB), true
+		}
+	}
+	return peak, ok
 }
