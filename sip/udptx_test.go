@@ -226,16 +226,7 @@ func TestUDPCancel(t *testing.T) {
 	inv, edgeAddr := callee.expect("INVITE ")
 	callee.send(edgeAddr, answer(inv, 180, "Ringing"))
 	caller.expect("SIP/2.0 180 ")
-	cancel := strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(callerInvite("c-1"))
-	caller.send(addr, cancel)
-	got := map[string]int{}
-	for range 2 {
-		m, _ := caller.expect("SIP/2.0 ")
-		got[startLine(m)[:11]+" "+string(m.(*sip.Response).CSeq().MethodName)]++
-	}
-	if got["SIP/2.0 200 CANCEL"] != 1 || got["SIP/2.0 487 INVITE"] != 1 {
-		t.Fatalf("caller got %v, want a 200 for the CANCEL and a 487 for the INVITE", got)
-	}
+	cancel := sendCancel(t, caller, addr, "c-1")
 	caller.send(addr, cancel)
 	if m, _ := caller.expect("SIP/2.0 200 "); m.(*sip.Response).CSeq().MethodName != sip.CANCEL {
 		t.Errorf("retransmitted CANCEL answered %q", startLine(m))
@@ -292,15 +283,7 @@ func TestUDPCancelDuringPipeline(t *testing.T) {
 	_, addr := udpEdge(t, callee, Chains{Outside: Chain{slow}}, func(r CallRecord) { mu.Lock(); recs = append(recs, r); mu.Unlock() })
 	caller.send(addr, callerInvite("p-1"))
 	caller.expect("SIP/2.0 100 ")
-	caller.send(addr, strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(callerInvite("p-1")))
-	got := map[string]int{}
-	for range 2 {
-		m, _ := caller.expect("SIP/2.0 ")
-		got[startLine(m)[:11]+" "+string(m.(*sip.Response).CSeq().MethodName)]++
-	}
-	if got["SIP/2.0 200 CANCEL"] != 1 || got["SIP/2.0 487 INVITE"] != 1 {
-		t.Fatalf("caller got %v, want a 200 for the CANCEL and a 487 for the INVITE", got)
-	}
+	sendCancel(t, caller, addr, "p-1")
 	close(release)
 	if m, _ := callee.next(200 * time.Millisecond); m != nil {
 		t.Fatalf("the callee got %q for a call cancelled in its pipeline", startLine(m))
@@ -313,4 +296,21 @@ func TestUDPCancelDuringPipeline(t *testing.T) {
 	if recs[0].Status != 487 {
 		t.Errorf("call record status %d, want 487", recs[0].Status)
 	}
+}
+
+// sendCancel sends the CANCEL of callerInvite(callID) and requires a 200
+// for it and a 487 for the INVITE; it returns the CANCEL.
+func sendCancel(t *testing.T, caller *udpPeer, addr, callID string) string {
+	t.Helper()
+	cancel := strings.NewReplacer("INVITE sip", "CANCEL sip", "CSeq: 1 INVITE", "CSeq: 1 CANCEL").Replace(callerInvite(callID))
+	caller.send(addr, cancel)
+	got := map[string]int{}
+	for range 2 {
+		m, _ := caller.expect("SIP/2.0 ")
+		got[startLine(m)[:11]+" "+string(m.(*sip.Response).CSeq().MethodName)]++
+	}
+	if got["SIP/2.0 200 CANCEL"] != 1 || got["SIP/2.0 487 INVITE"] != 1 {
+		t.Fatalf("caller got %v, want a 200 for the CANCEL and a 487 for the INVITE", got)
+	}
+	return cancel
 }
