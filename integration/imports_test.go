@@ -36,6 +36,10 @@ var importRules = []importRule{
 		redis := strings.HasPrefix(imp, "github.com/redis/") || strings.HasPrefix(imp, "github.com/valkey-io/")
 		return redis && !strings.HasPrefix(filepath.ToSlash(file), "policy/store/")
 	}},
+	{"only policy/records imports database drivers", func(_, file, imp string) bool {
+		driver := strings.HasPrefix(imp, "modernc.org/sqlite") || strings.HasPrefix(imp, "github.com/jackc/pgx") || imp == "database/sql"
+		return driver && !strings.HasPrefix(filepath.ToSlash(file), "policy/records/")
+	}},
 	{"certs imports nothing of ours", func(pkg, _, imp string) bool {
 		return pkg == "certs" && ours(imp)
 	}},
@@ -74,7 +78,8 @@ func broken(file, imp string) []string {
 
 // TestImportRules keeps the package boundaries of docs/DESIGN.md true: only
 // sip (and integration) import sipgo, only configs imports YAML, only
-// policy/store imports the Redis client, certs and
+// policy/store imports the Redis client, only policy/records a database
+// driver, certs and
 // attest/passport import nothing of ours, anyone may import
 // attest/passport, the domain cores import sip only from handler.go.
 func TestImportRules(t *testing.T) {
@@ -138,6 +143,10 @@ func TestImportRulesCatch(t *testing.T) {
 		{"policy/store/redis.go", "github.com/redis/rueidis", ""},
 		{"cmd/stirgate/state.go", "github.com/redis/rueidis", "only policy/store imports the Redis client"},
 		{"integration/bench/redis.go", "github.com/redis/go-redis/v9", "only policy/store imports the Redis client"},
+		{"policy/records/sqlite.go", "modernc.org/sqlite", ""},
+		{"policy/records/sqlite.go", "database/sql", ""},
+		{"cmd/stirgate/serve.go", "modernc.org/sqlite", "only policy/records imports database drivers"},
+		{"policy/store/redis.go", "github.com/jackc/pgx/v5", "only policy/records imports database drivers"},
 	}
 	for _, tt := range tests {
 		got := broken(tt.file, tt.imp)
