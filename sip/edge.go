@@ -131,12 +131,10 @@ type realm struct {
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
 	client *sipgo.Client
-	udp    []*net.UDPConn
-	tcp    []*net.TCPListener
-	// stamped wraps each UDP socket for its reader (kernel receive
-	// times), by local address for the read filter: the socket's own
-	// *net.UDPAddr, which the reader passes back as it is (no String per read).
-	stamped map[net.Addr]*stampedConn
+	// udp are the UDP sockets, each read by its own reader, which notes
+	// each datagram's kernel receive time (stampedConn).
+	udp []*stampedConn
+	tcp []*net.TCPListener
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.
 	ep map[string]endpoint // "UDP" | "TCP"
@@ -261,7 +259,7 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 }
 
 func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, error) {
-	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint), stamped: make(map[net.Addr]*stampedConn)}
+	r := &realm{idx: idx, name: "inside", dir: Outbound, ep: make(map[string]endpoint)}
 	if idx == outside {
 		r.name, r.dir = "outside", Inbound
 	}
@@ -276,7 +274,6 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 		),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(sipgoLog),
-			sip.WithTransportLayerReadFilter(e.readFilter(r)),
 		),
 	)
 	if err != nil {
@@ -300,8 +297,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 			if err != nil {
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
-			r.udp = append(r.udp, c)
-			r.stamped[c.LocalAddr()] = newStampedConn(c)
+			r.udp = append(r.udp, newStampedConn(c))
 			bound = c.LocalAddr().(*net.UDPAddr).AddrPort()
 			setSocketBuffer(c, rc.UDP.SocketBuffer)
 		case "tcp":
@@ -361,7 +357,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	errc := make(chan error, 8)
 	for _, r := range e.realms {
 		for _, c := range r.udp {
-			go func() { errc <- e.readUDP(r, r.stamped[c.LocalAddr()]) }()
+			go func() { errc <- e.readUDP(r, c) }()
 		}
 		for _, ln := range r.tcp {
 			go func() { errc <- r.srv.ServeTCP(ln) }()
@@ -441,7 +437,7 @@ func (u *Update) Install() {
 			continue
 		}
 		for _, c := range r.udp {
-			setSocketBuffer(c, u.gen.realms[i].socketBuffer)
+			setSocketBuffer(c.UDPConn, u.gen.realms[i].socketBuffer)
 		}
 	}
 }
@@ -478,9 +474,7 @@ func (e *Edge) Drain(ctx context.Context) error {
 func (e *Edge) Close() {
 	e.closing.Do(func() {
 		e.serving.Store(false)
-		if e.stopped != nil {
-			close(e.stopped)
-		}
+		close(e.stopped)
 		for _, r := range e.realms {
 			if r == nil {
 				continue
@@ -498,27 +492,20 @@ func (e *Edge) Close() {
 	})
 }
 
-// readFilter runs in the socket reader before parsing: the cheap place to
-// drop what must never reach the parser.
-func (e *Edge) readFilter(r *realm) sip.TransportReadFilter {
-	max := e.static.maxMessageSize
-	return func(p sip.TransportReadProps, data []byte) ([]byte, error) {
-		if p.Transport != "UDP" {
-			return data, nil // TCP reads are stream chunks, not messages
-		}
-		if len(data) > max {
-			e.m.dropped.WithLabelValues(r.name, "oversize").Inc()
-			return nil, nil
-		}
-		e.socketWait(r, p)
-		if bytes.HasPrefix(data, ackPrefix) && e.fastAck(r, p.RemoteAddr, data) {
-			return nil, nil
-		}
-		if bytes.HasPrefix(data, invitePrefix) && e.admitInvite(r, p, data) == shed {
-			return nil, nil
-		}
-		return data, nil
+// filterUDP runs in the socket reader of sc before parsing, the cheap
+// place for what must never reach the parser: it reports whether it took
+// the datagram (an oversize one dropped, a 2xx ACK forwarded, a new INVITE
+// refused for overload).
+func (e *Edge) filterUDP(r *realm, sc *stampedConn, from net.Addr, data []byte) bool {
+	if len(data) > e.static.maxMessageSize {
+		e.m.dropped.WithLabelValues(r.name, "oversize").Inc()
+		return true
 	}
+	e.socketWait(sc)
+	if bytes.HasPrefix(data, ackPrefix) && e.fastAck(r, from, data) {
+		return true
+	}
+	return bytes.HasPrefix(data, invitePrefix) && e.admitInvite(r, sc, from, data) == shed
 }
 
 var ackPrefix = []byte("ACK ")

@@ -38,7 +38,7 @@ func TestReloadAppliesSocketBuffer(t *testing.T) {
 	cfg.Realms.Inside.UDP.SocketBuffer = small
 	cfg.Realms.Outside.UDP.SocketBuffer = small
 	e, _ := newTestEdge(t, cfg, Chains{})
-	in, out := e.realms[inside].udp[0], e.realms[outside].udp[0]
+	in, out := e.realms[inside].udpConn(), e.realms[outside].udpConn()
 	if rcv, snd := sockBuf(t, in); rcv >= large || snd >= large {
 		t.Skipf("kernel reports SO_RCVBUF %d, SO_SNDBUF %d for %d: cannot tell a change", rcv, snd, small)
 	}

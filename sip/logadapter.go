@@ -23,7 +23,6 @@ type sipgoLogHandler struct {
 // sipgoEvents maps sipgo log messages to drop reasons.
 var sipgoEvents = map[string]string{
 	"failed to parse":                                    "parse_error",
-	"Read filter error":                                  "read_filter",
 	"Server tx failed to handle request":                 "tx_error",
 	"Client tx failed to handle response":                "tx_error",
 	"Failed to send stateless 400 for malformed request": "bad_request",
@@ -43,7 +42,7 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 		if reason == "parse_error" && tooLarge(r) {
 			// The TCP stream parser refused a message over
 			// sip.max_message_size (sipgo then closes the connection); UDP
-			// ones are dropped by the read filter before parsing.
+			// ones are dropped by filterUDP before parsing.
 			reason = "oversize"
 		}
 		h.dropped(h.realm, reason)

@@ -108,7 +108,7 @@ func TestDebugLogNeverHoldsRawBytes(t *testing.T) {
 // over the reasons sipgo's log events map to.
 func countDrops(e *Edge) float64 {
 	var n float64
-	for _, reason := range []string{"parse_error", "tx_error", "bad_request", "read_filter", "oversize"} {
+	for _, reason := range []string{"parse_error", "tx_error", "bad_request", "oversize"} {
 		n += testutil.ToFloat64(e.m.dropped.WithLabelValues("inside", reason))
 	}
 	return n

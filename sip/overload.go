@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"time"
@@ -287,22 +288,21 @@ const (
 // arrived (for its queue wait) and, when the controller sheds, answers a
 // new INVITE 503 statelessly: parsed here once, no transaction, no
 // goroutine. Anything it cannot key or parse goes on to the normal path.
-func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verdict {
+func (e *Edge) admitInvite(r *realm, sc *stampedConn, from net.Addr, data []byte) verdict {
 	now := time.Now()
-	sc := r.stamped[p.LocalAddr]
 	arrived := now
-	if sc != nil && !sc.arrived.IsZero() && sc.arrived.Before(now) {
+	if !sc.arrived.IsZero() && sc.arrived.Before(now) {
 		arrived = sc.arrived
 	}
 	cid := callIDOf(data)
-	if cid == nil || sc == nil {
+	if cid == nil {
 		return admitted
 	}
 	h := hashCallID(cid)
 	if _, ok := e.refused.get(h); ok {
 		// A retransmission of an INVITE refused here: the same answer
 		// again, as a transaction would, but no second refusal.
-		e.refuseAgain(r, p, sc, data)
+		e.refuseAgain(r, sc, from, data)
 		return shed
 	}
 	if !e.adm.shedNext(now) {
@@ -322,7 +322,7 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		return admitted // not an initial INVITE, or broken: the normal path
 	}
 	g := e.gen.Load()
-	if !g.realms[r.idx].trusts(parseSource(p.RemoteAddr.String()).Addr()) {
+	if !g.realms[r.idx].trusts(parseSource(from.String()).Addr()) {
 		return admitted // the normal path answers 403
 	}
 	if g.overload.exempts(req) {
@@ -331,14 +331,14 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 		return admitted
 	}
 	req.SetTransport("UDP")
-	req.SetSource(p.RemoteAddr.String())
+	req.SetSource(from.String())
 	// Counted before the 503 leaves: whoever reads it sees the count.
 	e.m.requests.WithLabelValues(r.name, "INVITE").Inc()
 	e.acks.add(ackKey(req)) // its ACK is hop-by-hop: absorbed
 	e.refused.put(h, now)
 	e.m.responses.WithLabelValues(r.name, "INVITE", "503").Inc()
 	e.m.shed.WithLabelValues(r.name, "reader").Inc()
-	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
+	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), from); err != nil {
 		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
 	}
 	e.record(r, req, nil, 503, StageEdge, "overload: not admitted", arrived)
@@ -346,10 +346,9 @@ func (e *Edge) admitInvite(r *realm, p sip.TransportReadProps, data []byte) verd
 }
 
 // socketWait feeds the controller the socket wait of the datagram the
-// reader of realm r just read.
-func (e *Edge) socketWait(r *realm, p sip.TransportReadProps) {
-	sc := r.stamped[p.LocalAddr]
-	if sc == nil || sc.arrived.IsZero() {
+// reader of sc just read.
+func (e *Edge) socketWait(sc *stampedConn) {
+	if sc.arrived.IsZero() {
 		return
 	}
 	now := time.Now()
@@ -358,14 +357,14 @@ func (e *Edge) socketWait(r *realm, p sip.TransportReadProps) {
 
 // refuseAgain answers a retransmitted INVITE that was refused 503 at the
 // reader with a 503 again (the first may have been lost).
-func (e *Edge) refuseAgain(r *realm, p sip.TransportReadProps, sc *stampedConn, data []byte) {
+func (e *Edge) refuseAgain(r *realm, sc *stampedConn, from net.Addr, data []byte) {
 	e.m.dropped.WithLabelValues(r.name, "retransmission").Inc()
 	msg, err := e.parser.ParseSIP(data)
 	req, ok := msg.(*sip.Request)
 	if err != nil || !ok || req.Via() == nil || req.To() == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return
 	}
-	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), p.RemoteAddr); err != nil {
+	if _, err := sc.WriteTo([]byte(e.overloadResponse(req).String()), from); err != nil {
 		e.m.dropped.WithLabelValues(r.name, "overload_send_failed").Inc()
 	}
 }

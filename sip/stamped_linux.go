@@ -10,7 +10,7 @@ import (
 
 // stampedConn is a UDP socket whose reads note when the kernel received
 // the datagram (SO_TIMESTAMPNS), for the queue wait. Only the socket's
-// reader goroutine reads it, and the read filter runs in that goroutine
+// reader goroutine reads it, and filterUDP runs in that goroutine
 // right after the read, so arrived needs no lock.
 type stampedConn struct {
 	*net.UDPConn

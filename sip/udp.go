@@ -20,7 +20,6 @@ const maxUDPDatagram = 65507
 // channel per message (udptx.go).
 func (e *Edge) readUDP(r *realm, sc *stampedConn) error {
 	buf := make([]byte, 65535) // whole datagrams: an oversized one is seen, not truncated
-	filter := e.readFilter(r)
 	local := sc.LocalAddr()
 	for {
 		n, addr, err := sc.ReadFrom(buf)
@@ -34,7 +33,7 @@ func (e *Edge) readUDP(r *realm, sc *stampedConn) error {
 		if len(bytes.Trim(data, "\x00\r\n")) == 0 {
 			continue // keep-alive
 		}
-		if data, _ = filter(sip.TransportReadProps{Transport: "UDP", LocalAddr: local, RemoteAddr: addr}, data); data == nil {
+		if e.filterUDP(r, sc, addr, data) {
 			continue
 		}
 		ua, ok := addr.(*net.UDPAddr)
@@ -102,16 +101,15 @@ func (e *Edge) udpRequest(r *realm, conn *net.UDPConn, src netip.AddrPort, req *
 	key, err := serverKey(req, false)
 	if err != nil {
 		e.m.dropped.WithLabelValues(r.name, "bad_request").Inc()
-		if req.Via() != nil && !req.IsAck() {
+		if req.Via() != nil {
 			res := e.newResponse(req, 400, "Bad Request")
 			res.AppendHeader(reasonHeader(400, "missing Via, CSeq, From or Call-ID"))
 			_ = writeUDP(conn, wireOf(res), src)
 		}
 		return
 	}
-	tx := &udpServerTx{l: e.udpTx, realm: r.idx, key: key, conn: conn, src: src, req: req, invite: req.IsInvite()}
-	if old, added := e.udpTx.servers[r.idx].add(key, tx); !added {
-		old.retransmission()
+	tx := e.udpTx.open(r, conn, src, req, key)
+	if tx == nil {
 		return
 	}
 	go func() {
@@ -127,9 +125,8 @@ func (e *Edge) cancelUDP(r *realm, conn *net.UDPConn, src netip.AddrPort, req *s
 	if err != nil {
 		return
 	}
-	tx := &udpServerTx{l: e.udpTx, realm: r.idx, key: key, conn: conn, src: src, req: req}
-	if old, added := e.udpTx.servers[r.idx].add(key, tx); !added {
-		old.retransmission()
+	tx := e.udpTx.open(r, conn, src, req, key)
+	if tx == nil {
 		return
 	}
 	e.m.requests.WithLabelValues(r.name, "CANCEL").Inc()
@@ -181,7 +178,7 @@ func (r *realm) udpConn() *net.UDPConn {
 	if len(r.udp) == 0 {
 		return nil
 	}
-	return r.udp[0]
+	return r.udp[0].UDPConn
 }
 
 // wireOf serialises a message in one buffer.

@@ -59,10 +59,12 @@ const (
 // txMap is a sharded map of transactions by key: the socket readers and
 // the request goroutines look transactions up concurrently.
 type txMap[T comparable] struct {
-	shards [64]struct {
-		sync.Mutex
-		m map[string]T
-	}
+	shards [64]txShard[T]
+}
+
+type txShard[T comparable] struct {
+	sync.Mutex
+	m map[string]T
 }
 
 var txSeed = maphash.MakeSeed()
@@ -75,10 +77,7 @@ func newTxMap[T comparable]() *txMap[T] {
 	return t
 }
 
-func (t *txMap[T]) shard(key string) *struct {
-	sync.Mutex
-	m map[string]T
-} {
+func (t *txMap[T]) shard(key string) *txShard[T] {
 	return &t.shards[maphash.String(txSeed, key)&63]
 }
 
@@ -112,16 +111,6 @@ func (t *txMap[T]) remove(key string, v T) {
 	s.Unlock()
 }
 
-func (t *txMap[T]) len() int {
-	n := 0
-	for i := range t.shards {
-		t.shards[i].Lock()
-		n += len(t.shards[i].m)
-		t.shards[i].Unlock()
-	}
-	return n
-}
-
 // lingerQueue ends transactions a fixed time after they were queued. One
 // duration per queue keeps it in deadline order: expiring is popping.
 type lingerQueue struct {
@@ -132,22 +121,26 @@ type lingerQueue struct {
 }
 
 type lingering struct {
-	at  time.Time
-	end func()
+	at time.Time
+	tx ender
 }
 
-func (q *lingerQueue) add(end func()) {
+// ender is a transaction a linger ends (a pointer: queueing it does not
+// allocate, as a method value would).
+type ender interface{ end() }
+
+func (q *lingerQueue) add(tx ender) {
 	q.mu.Lock()
-	q.items = append(q.items, lingering{at: time.Now().Add(q.d), end: end})
+	q.items = append(q.items, lingering{at: time.Now().Add(q.d), tx: tx})
 	q.mu.Unlock()
 }
 
-// expire runs the ends due at now, outside the lock.
+// expire ends the transactions due at now, outside the lock.
 func (q *lingerQueue) expire(now time.Time) {
 	q.mu.Lock()
-	var due []func()
+	var due []ender
 	for q.head < len(q.items) && !q.items[q.head].at.After(now) {
-		due = append(due, q.items[q.head].end)
+		due = append(due, q.items[q.head].tx)
 		q.items[q.head] = lingering{}
 		q.head++
 	}
@@ -156,8 +149,8 @@ func (q *lingerQueue) expire(now time.Time) {
 		q.head = 0
 	}
 	q.mu.Unlock()
-	for _, end := range due {
-		end()
+	for _, tx := range due {
+		tx.end()
 	}
 }
 
@@ -255,6 +248,18 @@ func clientKey(branch string, method sip.RequestMethod) string {
 	return branch + "|" + string(method)
 }
 
+// open starts the server transaction key for req, which arrived in realm r
+// from src; a retransmission of a request it already holds gets that
+// transaction's last response again, and open returns nil.
+func (l *udpTxLayer) open(r *realm, conn *net.UDPConn, src netip.AddrPort, req *sip.Request, key string) *udpServerTx {
+	tx := &udpServerTx{l: l, realm: r.idx, key: key, conn: conn, src: src, req: req, invite: req.IsInvite()}
+	if old, added := l.servers[r.idx].add(key, tx); !added {
+		old.retransmission()
+		return nil
+	}
+	return tx
+}
+
 // udpServerTx is a server transaction over UDP.
 type udpServerTx struct {
 	l      *udpTxLayer
@@ -296,7 +301,7 @@ func (tx *udpServerTx) Respond(res *sip.Response) error {
 		tx.state = txProceeding
 	case tx.invite && res.IsSuccess():
 		tx.state = txAccepted
-		tx.l.accepted.add(tx.end)
+		tx.l.accepted.add(tx)
 	case tx.invite:
 		tx.state = txCompleted
 		tx.finalAt = time.Now()
@@ -304,7 +309,7 @@ func (tx *udpServerTx) Respond(res *sip.Response) error {
 		tx.timerG = time.AfterFunc(tx.interval, tx.retransmitFinal)
 	default:
 		tx.state = txCompleted
-		tx.l.linger.add(tx.end)
+		tx.l.linger.add(tx)
 	}
 	tx.last, tx.lastTo = wire, to
 	if res.StatusCode >= 200 {
@@ -359,7 +364,7 @@ func (tx *udpServerTx) ack() {
 	if tx.timerG != nil {
 		tx.timerG.Stop()
 	}
-	tx.l.short.add(tx.end)
+	tx.l.short.add(tx)
 }
 
 // cancel handles a CANCEL that matched this INVITE: 487 unless a final
@@ -422,7 +427,7 @@ func (tx *udpServerTx) handled() {
 	if tx.state < txCompleted {
 		tx.state = txCompleted
 		tx.last = nil
-		tx.l.linger.add(tx.end)
+		tx.l.linger.add(tx)
 	}
 	tx.mu.Unlock()
 }
@@ -557,14 +562,14 @@ func (tx *udpClientTx) receive(res *sip.Response) {
 		switch {
 		case tx.invite && res.IsSuccess():
 			tx.state = txAccepted
-			tx.l.accepted.add(tx.end)
+			tx.l.accepted.add(tx)
 		case tx.invite:
 			tx.state = txCompleted
 			tx.ackWire = wireOf(ackFor(tx.req, res))
-			tx.l.linger.add(tx.end)
+			tx.l.linger.add(tx)
 		default:
 			tx.state = txCompleted
-			tx.l.short.add(tx.end)
+			tx.l.short.add(tx)
 		}
 		tx.req = nil
 		tx.responses <- res

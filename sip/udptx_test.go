@@ -314,3 +314,14 @@ func sendCancel(t *testing.T, caller *udpPeer, addr, callID string) string {
 	}
 	return cancel
 }
+
+// len counts the transactions in t (tests only: it locks every shard).
+func (t *txMap[T]) len() int {
+	n := 0
+	for i := range t.shards {
+		t.shards[i].Lock()
+		n += len(t.shards[i].m)
+		t.shards[i].Unlock()
+	}
+	return n
+}

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -195,3 +198,37 @@ func BenchmarkWriterInsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// TestWriterLogsDropsOncePerSecond: a queue that stays full is said in the
+// log, but at most once a second, not once per dropped record or flush.
+func TestWriterLogsDropsOncePerSecond(t *testing.T) {
+	s, _ := openTest(t)
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	w := NewWriter(s, 0, log) // every record is dropped
+	ctx, cancel := context.WithCancel(context.Background())
+	go w.Run(ctx, time.Second)
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		for range 20 {
+			w.Add(sample(1))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-w.Done()
+	mu.Lock()
+	n := strings.Count(buf.String(), "call records dropped")
+	mu.Unlock()
+	if w.Dropped() < 100 || n < 1 || n > 2 {
+		t.Fatalf("%d records dropped, logged %d times in 1.5 s; want the drops said once or twice", w.Dropped(), n)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -79,10 +79,11 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("records: open %s: %w", path, err)
 	}
-	// One writer connection: SQLite serialises writers anyway, and WAL
-	// lets readers (searches) go on beside it.
+	// A few connections: one Writer inserts (SQLite serialises writers
+	// anyway), and WAL lets searches read beside it.
 	db.SetMaxOpenConns(4)
-	s := &SQLite{db: db, insert: "INSERT INTO calls (" + columns + ") VALUES (" + strings.TrimSuffix(strings.Repeat("?,", 29), ",") + ")"}
+	placeholders := strings.TrimSuffix(strings.Repeat("?,", strings.Count(columns, ",")+1), ",")
+	s := &SQLite{db: db, insert: "INSERT INTO calls (" + columns + ") VALUES (" + placeholders + ")"}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("records: %s: %w", path, err)

@@ -38,8 +38,8 @@ func NewWriter(db Inserter, queueLen int, log *slog.Logger) *Writer {
 	return &Writer{db: db, log: log, q: make(chan Record, queueLen), done: make(chan struct{})}
 }
 
-// Add queues r; a full queue drops it (counted, logged at most once a
-// second by Run) and reports false. It never waits.
+// Add queues r; a full queue drops it (counted, and logged by Run at most
+// once a second) and reports false. It never waits.
 func (w *Writer) Add(r Record) bool {
 	select {
 	case w.q <- r:
@@ -77,6 +77,7 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 	t := time.NewTicker(flushEvery)
 	defer t.Stop()
 	var lastDropped uint64
+	var lastLog time.Time
 	for {
 		select {
 		case r := <-w.q:
@@ -86,9 +87,9 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 			}
 		case <-t.C:
 			flush(context.Background())
-			if d := w.dropped.Load(); d != lastDropped {
+			if d := w.dropped.Load(); d != lastDropped && time.Since(lastLog) >= time.Second {
 				w.log.Warn("call records dropped: the record queue was full", "dropped_total", d)
-				lastDropped = d
+				lastDropped, lastLog = d, time.Now()
 			}
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
