@@ -37,58 +37,16 @@ func sample(i int) Record {
 	}
 }
 
-// TestSearch: a traceback question (number, time window, origid, Call-ID)
-// finds exactly the calls it names, newest first, with every field as
-// stored.
-func TestSearch(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := context.Background()
-	var recs []Record
-	for i := range 30 {
-		recs = append(recs, sample(i))
-	}
-	if err := s.Insert(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		q    Query
-		want []string // Call-IDs, newest first
-	}{
-		{"window and dest", Query{From: t0.Add(3 * time.Second), To: t0.Add(9 * time.Second), Dest: "12025550000"}, []string{"call-6@test", "call-3@test"}},
-		{"origid", Query{OrigID: "origid-17"}, []string{"call-17@test"}},
-		{"call-id", Query{CallID: "call-29@test"}, []string{"call-29@test"}},
-		{"limit", Query{Orig: "12025550199", Limit: 2}, []string{"call-29@test", "call-28@test"}},
-		{"nothing", Query{Orig: "19995550000"}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := s.Search(ctx, tc.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids []string
-			for _, r := range got {
-				ids = append(ids, r.CallID)
-			}
-			if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
-				t.Fatalf("got %v, want %v", ids, tc.want)
-			}
-		})
-	}
-	got, err := s.Search(ctx, Query{CallID: "call-4@test"})
-	if err != nil || len(got) != 1 {
-		t.Fatalf("search: %v %v", got, err)
-	}
-	if want := sample(4); got[0] != want {
-		t.Errorf("stored and read back:\n got %+v\nwant %+v", got[0], want)
-	}
+// TestSQLite runs the Store contract on a fresh SQLite file.
+func TestSQLite(t *testing.T) {
+	testContract(t, func(t testing.TB) Store { s, _ := openTest(t); return s })
 }
 
 // TestNewerSchemaRefused: a database written by a newer stirgate is
 // refused with a message that says so, and left as it is.
 func TestNewerSchemaRefused(t *testing.T) {
 	s, path := openTest(t)
-	if _, err := s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", len(migrations)+1)); err != nil {
+	if _, err := s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", len(sqliteMigrations)+1)); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
@@ -102,7 +60,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 	defer db.Close()
 	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations)+1 {
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(sqliteMigrations)+1 {
 		t.Errorf("schema version after the refusal: %d (%v), want it untouched", v, err)
 	}
 }
@@ -111,7 +69,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 // records of the first.
 func TestReopenKeepsRecords(t *testing.T) {
 	s, path := openTest(t)
-	if err := s.Insert(context.Background(), []Record{sample(1)}); err != nil {
+	if err := s.Write(context.Background(), []Record{sample(1)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
@@ -120,56 +78,8 @@ func TestReopenKeepsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if got, err := s2.Search(context.Background(), Query{}); err != nil || len(got) != 1 {
+	if got, err := Search(context.Background(), s2, Query{}); err != nil || len(got) != 1 {
 		t.Fatalf("after reopening: %d records (%v), want 1", len(got), err)
-	}
-}
-
-// TestPrune: records older than the retention go, the others stay.
-func TestPrune(t *testing.T) {
-	s, _ := openTest(t)
-	ctx := context.Background()
-	var recs []Record
-	for i := range 12000 {
-		recs = append(recs, sample(i))
-	}
-	if err := s.Insert(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	n, err := s.Prune(ctx, t0.Add(11000*time.Second))
-	if err != nil || n != 11000 {
-		t.Fatalf("pruned %d (%v), want 11000", n, err)
-	}
-	if got, _ := s.Search(ctx, Query{Limit: 5000}); len(got) != 1000 {
-		t.Errorf("%d records left, want 1000", len(got))
-	}
-}
-
-// TestWriter: queued records are stored in batches; a full queue drops
-// and counts instead of waiting; stopping stores what was queued.
-func TestWriter(t *testing.T) {
-	s, _ := openTest(t)
-	w := NewWriter(s, 4, nil)
-	for i := range 6 {
-		w.Add(sample(i)) // not running yet: 4 queued, 2 dropped
-	}
-	if w.Dropped() != 2 {
-		t.Fatalf("dropped %d with a queue of 4 and 6 records, want 2", w.Dropped())
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go w.Run(ctx, 5*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for w.Written() < 4 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	w.Add(sample(10))
-	cancel()
-	<-w.Done()
-	if w.Written() != 5 || w.Failed() != 0 {
-		t.Fatalf("written %d, failed %d; want 5 written (4, then 1 at the stop)", w.Written(), w.Failed())
-	}
-	if got, _ := s.Search(context.Background(), Query{}); len(got) != 5 {
-		t.Errorf("%d records stored, want 5", len(got))
 	}
 }
 
@@ -191,7 +101,7 @@ func BenchmarkWriterInsert(b *testing.B) {
 		for i := range k {
 			batch[i] = sample(n + i)
 		}
-		if err := s.Insert(ctx, batch[:k]); err != nil {
+		if err := s.Write(ctx, batch[:k], nil); err != nil {
 			b.Fatal(err)
 		}
 		n += k
@@ -215,7 +125,8 @@ func TestWriterLogsDropsOncePerSecond(t *testing.T) {
 	go w.Run(ctx, time.Second)
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
 		for range 20 {
-			w.Add(sample(1))
+			r := sample(1)
+			w.Add(&r)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -7,21 +7,23 @@ import (
 	"time"
 )
 
-// Inserter stores a batch of records (SQLite, or PostgreSQL later).
-type Inserter interface {
-	Insert(ctx context.Context, recs []Record) error
-}
-
-// Writer takes records off the call path: Add never blocks, a background
-// goroutine stores them in batches of up to batchSize or every flushEvery.
+// Writer takes records off the call path: Add and End never block, a
+// background goroutine stores them in batches of up to batchSize or every
+// flushEvery.
 type Writer struct {
-	db      Inserter
+	db      Store
 	log     *slog.Logger
-	q       chan Record
+	q       chan item
 	done    chan struct{}
 	dropped atomic.Uint64 // queue full
 	failed  atomic.Uint64 // a batch the database refused
 	written atomic.Uint64
+}
+
+// item is a record or, when rec is nil, a call end.
+type item struct {
+	rec *Record
+	end End
 }
 
 const (
@@ -29,20 +31,26 @@ const (
 	flushEvery = 100 * time.Millisecond
 )
 
-// NewWriter returns a writer with a queue of queueLen records; Run stores
-// them.
-func NewWriter(db Inserter, queueLen int, log *slog.Logger) *Writer {
+// NewWriter returns a writer with a queue of queueLen records and ends; Run
+// stores them.
+func NewWriter(db Store, queueLen int, log *slog.Logger) *Writer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Writer{db: db, log: log, q: make(chan Record, queueLen), done: make(chan struct{})}
+	return &Writer{db: db, log: log, q: make(chan item, queueLen), done: make(chan struct{})}
 }
 
-// Add queues r; a full queue drops it (counted, and logged by Run at most
-// once a second) and reports false. It never waits.
-func (w *Writer) Add(r Record) bool {
+// Add queues r (the Writer keeps the pointer); a full queue drops it
+// (counted, and logged by Run at most once a second) and reports false. It
+// never waits.
+func (w *Writer) Add(r *Record) bool { return w.put(item{rec: r}) }
+
+// End queues the end of an answered call, like Add.
+func (w *Writer) End(e End) bool { return w.put(item{end: e}) }
+
+func (w *Writer) put(it item) bool {
 	select {
-	case w.q <- r:
+	case w.q <- it:
 		return true
 	default:
 		w.dropped.Add(1)
@@ -50,8 +58,8 @@ func (w *Writer) Add(r Record) bool {
 	}
 }
 
-// Dropped, Failed and Written count records: dropped for a full queue,
-// lost in a batch the database refused, and stored.
+// Dropped, Failed and Written count records and ends: dropped for a full
+// queue, lost in a batch the database refused, and stored.
 func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
 func (w *Writer) Failed() uint64  { return w.failed.Load() }
 func (w *Writer) Written() uint64 { return w.written.Load() }
@@ -60,19 +68,31 @@ func (w *Writer) Written() uint64 { return w.written.Load() }
 // queued (bounded by drainTimeout) and returns.
 func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 	defer close(w.done)
-	batch := make([]Record, 0, batchSize)
+	recs := make([]Record, 0, batchSize)
+	var ends []End
 	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
+		n := len(recs) + len(ends)
+		if n == 0 {
 			return
 		}
-		if err := w.db.Insert(ctx, batch); err != nil {
-			w.failed.Add(uint64(len(batch)))
-			w.log.Error("call records not stored", "records", len(batch), "err", err)
+		if err := w.db.Write(ctx, recs, ends); err != nil {
+			w.failed.Add(uint64(n))
+			w.log.Error("call records not stored", "records", n, "err", err)
 		} else {
-			w.written.Add(uint64(len(batch)))
+			w.written.Add(uint64(n))
 		}
-		clear(batch)
-		batch = batch[:0]
+		clear(recs)
+		recs, ends = recs[:0], ends[:0]
+	}
+	take := func(ctx context.Context, it item) {
+		if it.rec != nil {
+			recs = append(recs, *it.rec)
+		} else {
+			ends = append(ends, it.end)
+		}
+		if len(recs)+len(ends) >= batchSize {
+			flush(ctx)
+		}
 	}
 	t := time.NewTicker(flushEvery)
 	defer t.Stop()
@@ -80,11 +100,8 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 	var lastLog time.Time
 	for {
 		select {
-		case r := <-w.q:
-			batch = append(batch, r)
-			if len(batch) == batchSize {
-				flush(context.Background())
-			}
+		case it := <-w.q:
+			take(context.Background(), it)
 		case <-t.C:
 			flush(context.Background())
 			if d := w.dropped.Load(); d != lastDropped && time.Since(lastLog) >= time.Second {
@@ -96,11 +113,8 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 			defer cancel()
 			for {
 				select {
-				case r := <-w.q:
-					batch = append(batch, r)
-					if len(batch) == batchSize {
-						flush(dctx)
-					}
+				case it := <-w.q:
+					take(dctx, it)
 				default:
 					flush(dctx)
 					return
