@@ -38,7 +38,7 @@ func (h Handler) HandleCall(_ context.Context, c *sip.Call) error {
 		c.Orig = d.Orig
 	}
 	c.Attest, c.OrigID = string(d.Attest), d.OrigID
-	c.AddIdentity = d.Identity
+	c.AddIdentity, c.X5U, c.IAT = d.Identity, d.X5U, d.IAT
 	c.DropIdentity = !d.Keep // what the PBX sent never leaves unless it signs itself
 	return nil
 }

@@ -22,6 +22,7 @@ type Signer struct {
 	key    *ecdsa.PrivateKey
 	header string // base64url of the JOSE header, then "."
 	params string // ";info=<x5u>;alg=ES256;ppt=shaken"
+	x5u    string
 }
 
 // Errors of signing.
@@ -52,8 +53,12 @@ func NewSigner(key *ecdsa.PrivateKey, x5u string) (*Signer, error) {
 		key:    key,
 		header: base64.RawURLEncoding.EncodeToString(hdr) + ".",
 		params: ";info=<" + x5u + ">;alg=ES256;ppt=shaken",
+		x5u:    x5u,
 	}, nil
 }
+
+// X5U is the certificate URL the signer's PASSporTs carry.
+func (s *Signer) X5U() string { return s.x5u }
 
 // Sign returns the Identity header value (full form, RFC 8224 4.1) for c.
 func (s *Signer) Sign(c passport.Claims) (string, error) {

@@ -44,7 +44,9 @@ type Decision struct {
 	Dest     string
 	OrigID   string
 	Identity string // the Identity header value to add; "" = add none
-	Keep     bool   // keep the Identity headers the PBX sent (signs_itself)
+	X5U      string // its x5u and iat (for the call record)
+	IAT      int64
+	Keep     bool // keep the Identity headers the PBX sent (signs_itself)
 }
 
 // Refusal is a call the service refuses to sign or pass; the handler turns
@@ -167,10 +169,11 @@ func (s *Service) Decide(c Call) (Decision, error) {
 	if cu != nil && cu.OrigID != "" {
 		d.OrigID = cu.OrigID
 	}
-	id, err := s.signer.Sign(passport.Claims{Attest: d.Attest, Orig: d.Orig, Dest: []string{d.Dest}, IAT: s.now().Unix(), OrigID: d.OrigID})
+	d.IAT = s.now().Unix()
+	id, err := s.signer.Sign(passport.Claims{Attest: d.Attest, Orig: d.Orig, Dest: []string{d.Dest}, IAT: d.IAT, OrigID: d.OrigID})
 	if err != nil {
 		return Decision{}, err
 	}
-	d.Identity = id
+	d.Identity, d.X5U = id, s.signer.X5U()
 	return d, nil
 }

@@ -49,10 +49,27 @@ type Config struct {
 	// State is where policy state and the replay cache live: this node's
 	// memory, or Redis shared by several nodes.
 	State store.Config `yaml:"state"`
+	// Records is the call-record database (traceback, the admin API's
+	// lists and audit trail).
+	Records RecordsConfig `yaml:"records"`
 
 	// File is the path the configuration was read from ("" when embedded);
 	// relative paths in it resolve against its directory.
 	File string `yaml:"-"`
+}
+
+// RecordsConfig is the `records:` section.
+type RecordsConfig struct {
+	Backend string `yaml:"backend"` // sqlite | postgres | none
+	// Path is the SQLite file; DSN the PostgreSQL connection string (a
+	// password goes in a passfile named by the DSN, never here).
+	Path string `yaml:"path"`
+	DSN  string `yaml:"dsn"`
+	// RetentionDays: records older than this are pruned (hourly).
+	RetentionDays int `yaml:"retention_days"`
+	// Queue is how many records wait for the writer before new ones are
+	// dropped (and counted).
+	Queue int `yaml:"queue"`
 }
 
 // LogConfig is the `log:` section.
@@ -117,6 +134,18 @@ func (c *Config) ApplyDefaults() {
 	c.Attest.ApplyDefaults()
 	c.Verify.ApplyDefaults()
 	c.State.ApplyDefaults()
+	if c.Records.Backend == "" {
+		c.Records.Backend = "sqlite"
+	}
+	if c.Records.Path == "" {
+		c.Records.Path = "stirgate-records.db"
+	}
+	if c.Records.RetentionDays == 0 {
+		c.Records.RetentionDays = 90
+	}
+	if c.Records.Queue == 0 {
+		c.Records.Queue = 20000
+	}
 }
 
 // Production reports whether the configuration is for production.
@@ -166,6 +195,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.State.Validate(); err != nil {
 		errs = append(errs, prefix("state.", err)...)
+	}
+	switch r := c.Records; {
+	case r.Backend != "sqlite" && r.Backend != "postgres" && r.Backend != "none":
+		errs = append(errs, fmt.Errorf("records.backend: %q is not one of sqlite, postgres, none", r.Backend))
+	case r.Backend == "postgres" && r.DSN == "":
+		errs = append(errs, errors.New("records.dsn: required for the postgres backend"))
+	}
+	if c.Records.RetentionDays < 1 || c.Records.RetentionDays > 3650 {
+		errs = append(errs, fmt.Errorf("records.retention_days: %d out of range 1..3650", c.Records.RetentionDays))
+	}
+	if c.Records.Queue < 1 || c.Records.Queue > 1000000 {
+		errs = append(errs, fmt.Errorf("records.queue: %d out of range 1..1000000", c.Records.Queue))
 	}
 	return errors.Join(errs...)
 }

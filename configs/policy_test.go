@@ -56,7 +56,7 @@ func TestExamplePolicyFile(t *testing.T) {
 	if err := LoadFile("policy.yaml", &f); err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.Compile([]policy.File{f}, policy.FileLoader(func(p string) string { return filepath.Join(".", p) }, time.Time{}), store.NewMemory())
+	e, err := policy.Compile([]policy.File{f}, policy.FileLoader(func(p string) string { return filepath.Join(".", p) }, time.Time{}), store.NewMemory(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func TestBatchCountsAfterReject(t *testing.T) {
 		if err := f.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		e, err := Compile([]File{f}, nil, st)
+		e, err := Compile([]File{f}, nil, st, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

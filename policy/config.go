@@ -60,6 +60,9 @@ type ListConfig struct {
 	Format      string   `yaml:"format"`       // lines | area_number_csv
 	CountryCode string   `yaml:"country_code"` // prepended to area,number rows
 	Numbers     []string `yaml:"numbers"`
+	// Managed lists are edited through the admin API (/api/v1/lists) and
+	// kept in the call-record database, not in this file.
+	Managed bool `yaml:"managed"`
 }
 
 // RuleConfig is one rule.
@@ -268,8 +271,11 @@ func (f *File) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, l.Name))
 		}
 		lists[l.Name] = true
-		if (l.File == "") == (len(l.Numbers) == 0) {
-			add(errors.New(p + "file: give either file or numbers"))
+		switch {
+		case l.Managed && (l.File != "" || len(l.Numbers) > 0):
+			add(errors.New(p + "managed: a managed list has no file or numbers (the admin API edits it)"))
+		case !l.Managed && (l.File == "") == (len(l.Numbers) == 0):
+			add(errors.New(p + "file: give either file or numbers (or managed: true)"))
 		}
 		add(oneOf(p+"format", l.Format, "lines", "area_number_csv"))
 	}

@@ -20,9 +20,10 @@ type Engine struct {
 	emergency map[string]bool
 	classes   map[string]map[string]bool // class -> customer set
 	rules     []rule
-	allowers  []int   // indexes of enforce-mode allow rules: evaluated first
-	phases    [2]bool // which phases have rules
-	learners  bool    // some rule learns from how calls ended (one_ring)
+	allowers  []int    // indexes of enforce-mode allow rules: evaluated first
+	phases    [2]bool  // which phases have rules
+	learners  bool     // some rule learns from how calls ended (one_ring)
+	managed   []string // the managed lists declared
 }
 
 // HasRules reports whether any rule runs in phase: the pipeline leaves a
@@ -32,8 +33,8 @@ func (e *Engine) HasRules(phase Phase) bool { return e.phases[phase] }
 type rule struct {
 	RuleConfig
 	typ      *ruleType
-	lists    []*numbers.List
-	consent  []*numbers.List
+	lists    []lookupList
+	consent  []lookupList
 	sources  []netip.Prefix
 	compiled any // what typ.compile prepared (a window rule's hours)
 	phase    Phase
@@ -131,9 +132,11 @@ func FileLoader(resolve func(string) string, now time.Time) Loader {
 // Compile builds an Engine from validated files (merged in order: lists and
 // classes by name, rules appended). st keeps the stateful rules' counts,
 // flags and complaints; it outlives the generation (state survives reloads).
-func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
+//
+// managed holds the contents of the managed lists (nil: they are empty).
+func Compile(files []File, load Loader, st store.Store, managed *ManagedLists) (*Engine, error) {
 	e := &Engine{store: st, emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
-	lists := map[string]*numbers.List{}
+	lists := map[string]lookupList{}
 	var rules []RuleConfig
 	for _, f := range files {
 		for _, n := range f.Emergency {
@@ -152,6 +155,11 @@ func Compile(files []File, load Loader, st store.Store) (*Engine, error) {
 		for _, l := range f.Lists {
 			if _, dup := lists[l.Name]; dup {
 				return nil, fmt.Errorf("policy: list %q is defined in two files", l.Name)
+			}
+			if l.Managed {
+				lists[l.Name] = managedList{name: l.Name, from: managed}
+				e.managed = append(e.managed, l.Name)
+				continue
 			}
 			var nl *numbers.List
 			var err error

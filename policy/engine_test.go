@@ -32,7 +32,7 @@ func testEngine(t *testing.T, f File) *Engine {
 	if err := os.WriteFile(consent, []byte("12025550143,2026-12-31\n12025550144,2026-01-01\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), store.NewMemory())
+	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), store.NewMemory(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func allowPathEngine(b *testing.B) *Engine {
 	if err := f.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), nil)
+	e, err := Compile([]File{f}, FileLoader(func(p string) string { return filepath.Join(dir, p) }, time.Time{}), nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func BenchmarkMillionCallers(b *testing.B) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		st := store.NewMemory()
-		e, err := Compile([]File{f}, nil, st)
+		e, err := Compile([]File{f}, nil, st, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -363,7 +363,7 @@ func BenchmarkEvaluateStatefulPath(b *testing.B) {
 	if err := f.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	e, err := Compile([]File{f}, nil, store.NewMemory())
+	e, err := Compile([]File{f}, nil, store.NewMemory(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

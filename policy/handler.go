@@ -67,6 +67,7 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	if d.Reject == nil {
 		return nil
 	}
+	c.Rule = d.Hits[len(d.Hits)-1].Rule
 	err := sip.Reject(d.Reject.Code, d.Reject.Reason, d.Hits[len(d.Hits)-1].cause()).(*sip.Rejection)
 	err.RetryAfter = d.Reject.RetryAfter
 	if d.Reject.CallInfo != "" {

@@ -46,7 +46,7 @@ func protectPlan(r *rule, in Input, ops []store.Op) []store.Op {
 	if in.Callee == "" {
 		return ops
 	}
-	key := "protect:" + r.Name + ":" + in.Callee
+	key := protectKey(r.Name, in.Callee)
 	caller := in.Caller
 	if caller == "" {
 		caller = "anonymous@" + in.Source.String()
@@ -69,7 +69,7 @@ func protectHit(e *Engine, ctx context.Context, r *rule, in Input, now time.Time
 	n, until, on := res[0].N, res[1].Until, res[1].OK
 	var v verdict
 	if !on && n > r.Distinct {
-		set := e.run(ctx, store.Op{Kind: store.OpFlagsSet, Key: "protect:" + r.Name + ":" + in.Callee, Window: r.FlagFor}, now)
+		set := e.run(ctx, store.Op{Kind: store.OpFlagsSet, Key: protectKey(r.Name, in.Callee), Window: r.FlagFor}, now)
 		if set.Err != nil {
 			v = r.storeError("protect", in.Callee, set.Err)
 			v.trips = set.trips

@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/stirgate/stirgate/policy/numbers"
 )
 
 // This file holds what several rule types share: building hits, list
@@ -49,7 +47,7 @@ func (r *rule) storeErrorHit(matched, entry string, err error) Hit {
 // listed looks tn up in lists, in order, and returns the first list that
 // holds it with the entry that matched (a prefix ends in "*"). An empty tn
 // is on no list.
-func listed(lists []*numbers.List, tn string, now time.Time) (list, entry string, ok bool) {
+func listed(lists []lookupList, tn string, now time.Time) (list, entry string, ok bool) {
 	if tn == "" {
 		return "", "", false
 	}

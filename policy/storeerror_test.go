@@ -67,7 +67,7 @@ func compileOn(t *testing.T, st store.Store, rules ...RuleConfig) *Engine {
 	if err := f.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	e, err := Compile([]File{f}, nil, st)
+	e, err := Compile([]File{f}, nil, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

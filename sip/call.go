@@ -64,6 +64,11 @@ type Call struct {
 	Attest   string // A, B or C: the attestation signed or verified
 	OrigID   string // RFC 8588 origid
 	Customer string // the customer the call belongs to
+	X5U      string // the certificate URL of the PASSporT signed or verified
+	IAT      int64  // its iat (Unix seconds; 0: none)
+	// VerifyFailure is why verification failed ("" when it passed or did
+	// not run); Rule the policy rule that rejected the call.
+	VerifyFailure, Rule string
 
 	// Notes are decisions worth keeping in the call record (policy rule
 	// hits, report-mode ones included).
@@ -74,7 +79,10 @@ type Call struct {
 
 	// Filled by the edge while relaying: first 18x and the caller's CANCEL.
 	ringAt, cancelAt time.Time
-	onEnd            []func()
+	// Filled by the edge: when the INVITE arrived, where it was forwarded.
+	arrived time.Time
+	nextHop string
+	onEnd   []func()
 }
 
 // OnEnd registers f to run once when the call is over: after its final

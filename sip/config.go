@@ -291,6 +291,9 @@ type NextHop struct {
 // Addr is host:port.
 func (n NextHop) Addr() string { return joinHostPort(n.Host, n.Port) }
 
+// String is host:port;transport=udp|tcp (as recorded in call records).
+func (n NextHop) String() string { return n.Addr() + ";transport=" + strings.ToLower(n.Transport) }
+
 // ParseNextHop reads "sip:host[:port][;transport=udp|tcp]".
 func ParseNextHop(s string) (NextHop, error) {
 	var u sip.Uri

@@ -37,6 +37,8 @@ type Options struct {
 	Registry prometheus.Registerer
 	// Records receives one record per finished initial INVITE (may be nil).
 	Records func(CallRecord)
+	// Ended is told when the dialog of an answered call ends (may be nil).
+	Ended func(DialogEnd)
 }
 
 // Edge is the SIP side of stirgate: two realms, their sockets and the proxy
@@ -45,6 +47,7 @@ type Edge struct {
 	log     *slog.Logger
 	m       *metrics
 	records func(CallRecord)
+	ended   func(DialogEnd)
 	realms  [2]*realm
 	ours    map[string]bool // host:port of every listener, for Route/Via/R-URI checks
 	static  staticConfig
@@ -190,6 +193,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 		log:     log,
 		m:       newMetrics(opt.Registry),
 		records: opt.Records,
+		ended:   opt.Ended,
 		ours:    make(map[string]bool),
 		static: staticConfig{
 			userAgent:      cfg.UserAgent,

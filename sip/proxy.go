@@ -17,25 +17,46 @@ import (
 // CallRecord is the one record every initial INVITE ends in: what traceback
 // needs to follow a call back to its source.
 type CallRecord struct {
-	CallID   string
-	Realm    string
-	Dir      Direction
-	Source   netip.AddrPort
-	Orig     string
-	Dest     string
-	Verstat  Verstat
-	Attest   string
-	OrigID   string
-	Customer string
-	Notes    []string
-	Status   int
-	Stage    string // the stage that decided: a pipeline stage, "edge" or "downstream"
-	Reason   string
-	Duration time.Duration
+	At        time.Time // when the INVITE arrived
+	CallID    string
+	Realm     string
+	Dir       Direction
+	Source    netip.AddrPort
+	Transport string // UDP | TCP
+	Orig      string
+	Dest      string
+	// The numbers Orig and Dest were chosen from, and the Request-URI.
+	FromTN, PAITN, ToTN, RequestURI string
+	// Identity is the Identity header sent on (outbound: the one signed)
+	// or received (inbound), raw; X5U and IAT are from its PASSporT.
+	Identity      string
+	X5U           string
+	IAT           int64
+	Verstat       Verstat
+	VerifyFailure string
+	Attest        string
+	OrigID        string
+	Customer      string
+	Notes         []string
+	NextHop       string // where the INVITE was forwarded ("" when it was not)
+	Status        int
+	Stage         string // the stage that decided: a pipeline stage, "edge" or "downstream"
+	Rule          string // the policy rule that rejected the call ("" for none)
+	Reason        string
+	Duration      time.Duration // INVITE to final response
 	// RingAfter is the time from the INVITE to the first 18x relayed
 	// upstream, 0 when it never rang; CancelAfter the time to the caller's
 	// CANCEL, 0 when it did not cancel. One-ring detection reads them.
 	RingAfter, CancelAfter time.Duration
+}
+
+// DialogEnd is the end of an answered call's dialog (BYE answered, or the
+// dialog expired): traceback keeps the call's duration.
+type DialogEnd struct {
+	CallID   string
+	At       time.Time // when the call's INVITE arrived (CallRecord.At)
+	Answered time.Time // when its 2xx was relayed
+	Ended    time.Time
 }
 
 // Stage names for decisions the edge takes itself.
@@ -250,6 +271,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	}
 	out := e.peer(r)
 	nh := g.realms[out.idx].nextHop
+	call.nextHop, call.arrived = nh.String(), start
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
 	rec := e.record(r, req, call, status, stage, "", start)
 	if status < 200 || status >= 300 { // a 2xx: the dialog ends the call
@@ -546,11 +568,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			}
 			if res.IsSuccess() {
 				if initial { // before the 2xx leaves: its ACK may come back at once
-					var ended func()
-					if call != nil && len(call.onEnd) > 0 {
-						ended = call.end // holds the Call for the dialog's life: only when needed
-					}
-					e.dialogs.add(req.CallID().Value(), inviteIDOf(req), ended)
+					e.dialogs.add(req.CallID().Value(), inviteIDOf(req), e.dialogEnded(call))
 				}
 				// 2xx retransmissions are absorbed by the client transaction
 				// (RFC 6026 Accepted); relay them so a lost 2xx is recovered.
@@ -943,22 +961,53 @@ func safeReason(s string) string {
 	return s
 }
 
+// dialogEnded is what runs when the dialog call set up ends: the call's
+// OnEnd functions and the Ended option. It holds the Call for the dialog's
+// life only when it has OnEnd functions.
+func (e *Edge) dialogEnded(call *Call) func() {
+	var end func()
+	if call != nil && len(call.onEnd) > 0 {
+		end = call.end
+	}
+	if e.ended == nil || call == nil {
+		return end
+	}
+	report, d := e.ended, DialogEnd{CallID: strings.Clone(call.CallID), At: call.arrived, Answered: time.Now()}
+	return func() {
+		if end != nil {
+			end()
+		}
+		d.Ended = time.Now()
+		report(d)
+	}
+}
+
 // record logs the one line per finished initial INVITE and hands the record
 // to the configured sink.
 func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, reason string, start time.Time) CallRecord {
 	rec := CallRecord{
-		CallID:   req.CallID().Value(),
-		Realm:    r.name,
-		Dir:      r.dir,
-		Source:   parseSource(req.Source()),
-		Status:   status,
-		Stage:    stage,
-		Reason:   reason,
-		Duration: time.Since(start),
+		At:        start,
+		CallID:    req.CallID().Value(),
+		Realm:     r.name,
+		Dir:       r.dir,
+		Source:    parseSource(req.Source()),
+		Transport: req.Transport(),
+		Status:    status,
+		Stage:     stage,
+		Reason:    reason,
+		Duration:  time.Since(start),
 	}
 	if c != nil {
 		rec.Orig, rec.Dest, rec.Verstat = c.Orig, c.Dest, c.Verstat
 		rec.Attest, rec.OrigID, rec.Customer, rec.Notes = c.Attest, c.OrigID, c.Customer, c.Notes
+		rec.FromTN, rec.PAITN, rec.ToTN = c.FromTN, c.PAITN, c.ToTN
+		rec.X5U, rec.IAT, rec.VerifyFailure, rec.Rule, rec.NextHop = c.X5U, c.IAT, c.VerifyFailure, c.Rule, c.nextHop
+		switch {
+		case c.AddIdentity != "":
+			rec.Identity = c.AddIdentity
+		case !c.DropIdentity:
+			rec.Identity = strings.Join(c.Identities, ", ")
+		}
 		if !c.ringAt.IsZero() {
 			rec.RingAfter = c.ringAt.Sub(start)
 		}
@@ -967,6 +1016,9 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 		}
 	} else {
 		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
+	}
+	if e.records != nil {
+		rec.RequestURI = req.Recipient.String()
 	}
 	if status >= 200 {
 		e.m.inviteTime.WithLabelValues(r.name).Observe(rec.Duration.Seconds())

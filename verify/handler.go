@@ -39,9 +39,11 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	if v.Attest != "" {
 		c.Attest, c.OrigID = v.Attest, v.OrigID
 	}
+	c.X5U, c.IAT = v.X5U, v.IAT
 	reason := "ok"
 	if v.Kind != nil {
 		reason = v.Kind.Error()
+		c.VerifyFailure = reason + ": " + v.Detail
 	}
 	h.Metrics.observe(v.Verstat, reason)
 

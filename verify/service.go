@@ -54,7 +54,8 @@ type Verdict struct {
 	Detail  string
 	Attest  string
 	OrigID  string
-	X5U     string
+	X5U     string // the token's x5u (also on a failure, once it parsed)
+	IAT     int64  // its iat (also on a failure, once the claims parsed)
 	SPC     string
 }
 
@@ -87,6 +88,7 @@ func (s *Service) Verify(ctx context.Context, in Input) Verdict {
 		return Verdict{Verstat: VerstatNoTN, Code: 428, Reason: reasonPhrases[428], Kind: ErrMissing, Detail: "no Identity header"}
 	}
 	var first *Failure
+	var firstKnown Verdict
 	n := len(in.Identities)
 	if n > MaxIdentityHeaders {
 		n = MaxIdentityHeaders
@@ -106,13 +108,15 @@ func (s *Service) Verify(ctx context.Context, in Input) Verdict {
 			continue
 		}
 		if first == nil {
-			first = f
+			first, firstKnown = f, v
 		}
 	}
 	if first == nil { // only PASSporTs of other types
 		return Verdict{Verstat: VerstatNoTN, Code: 428, Reason: reasonPhrases[428], Kind: ErrMissing, Detail: "no SHAKEN Identity header"}
 	}
-	return verdict(first)
+	v := verdict(first)
+	v.X5U, v.IAT = firstKnown.X5U, firstKnown.IAT
+	return v
 }
 
 var errOtherPpt = errors.New("other_ppt")
@@ -126,40 +130,44 @@ func (s *Service) verifyOne(ctx context.Context, in Input, raw string) (Verdict,
 	if err != nil {
 		return Verdict{}, asFailure(err)
 	}
+	// What is known of the token goes with a failure too: the call record
+	// keeps its x5u and iat.
+	known := Verdict{X5U: id.Info}
 	if id.Ppt != "" && id.Ppt != "shaken" {
-		return Verdict{}, &Failure{Code: 438, Kind: errOtherPpt}
+		return known, &Failure{Code: 438, Kind: errOtherPpt}
 	}
 	if id.Alg != "" && id.Alg != "ES256" {
-		return Verdict{}, fail(437, ErrAlg, "alg parameter %q is not ES256", clip(id.Alg))
+		return known, fail(437, ErrAlg, "alg parameter %q is not ES256", clip(id.Alg))
 	}
 	h, err := DecodeHeader(id.HeaderB64)
 	if err != nil {
-		return Verdict{}, asFailure(err)
+		return known, asFailure(err)
 	}
 	if h.X5U != id.Info {
-		return Verdict{}, fail(438, ErrX5U, "x5u is not the info URI")
+		return known, fail(438, ErrX5U, "x5u is not the info URI")
 	}
 	c, err := DecodeClaims(id.PayloadB64)
 	if err != nil {
-		return Verdict{}, asFailure(err)
+		return known, asFailure(err)
 	}
+	known.IAT = c.IAT
 	now := s.now()
 	iat := time.Unix(c.IAT, 0)
 	if now.Sub(iat) > s.cfg.MaxAge {
-		return Verdict{}, fail(403, ErrStale, "iat is %s old, more than %s", now.Sub(iat).Truncate(time.Second), s.cfg.MaxAge)
+		return known, fail(403, ErrStale, "iat is %s old, more than %s", now.Sub(iat).Truncate(time.Second), s.cfg.MaxAge)
 	}
 	if iat.Sub(now) > s.cfg.MaxSkew {
-		return Verdict{}, fail(403, ErrStale, "iat is %s in the future, more than %s", iat.Sub(now).Truncate(time.Second), s.cfg.MaxSkew)
+		return known, fail(403, ErrStale, "iat is %s in the future, more than %s", iat.Sub(now).Truncate(time.Second), s.cfg.MaxSkew)
 	}
 	if c.Orig != in.Orig {
-		return Verdict{}, fail(438, ErrNumbers, "orig.tn %s is not the calling number %s", c.Orig, in.Orig)
+		return known, fail(438, ErrNumbers, "orig.tn %s is not the calling number %s", c.Orig, in.Orig)
 	}
 	if !contains(c.Dest, in.Dest) {
-		return Verdict{}, fail(438, ErrNumbers, "dest.tn does not hold the called number %s", in.Dest)
+		return known, fail(438, ErrNumbers, "dest.tn does not hold the called number %s", in.Dest)
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(id.SigB64)
 	if err != nil || len(sig) != 64 {
-		return Verdict{}, fail(438, ErrSignature, "signature is not 64 bytes of R||S")
+		return known, fail(438, ErrSignature, "signature is not 64 bytes of R||S")
 	}
 	var key ReplayKey
 	if s.replay != nil {
@@ -168,36 +176,36 @@ func (s *Service) verifyOne(ctx context.Context, in Input, raw string) (Verdict,
 		// a store error here is left for Claim to report.
 		key = replayKey(id.SigningInput(), sig)
 		if seen, err := s.replay.Seen(ctx, key, now); err == nil && seen {
-			return Verdict{}, fail(438, ErrReplay, "PASSporT seen before")
+			return known, fail(438, ErrReplay, "PASSporT seen before")
 		}
 	}
 
 	chain, err := s.certs.Chain(ctx, id.Info)
 	if err != nil {
-		return Verdict{}, fail(436, ErrInfo, "%v", err)
+		return known, fail(436, ErrInfo, "%v", err)
 	}
 	cred, err := s.creds.Check(chain, iat, now)
 	if err != nil {
-		return Verdict{}, fail(437, ErrCredential, "%v", err)
+		return known, fail(437, ErrCredential, "%v", err)
 	}
 	if cred.Covers != nil && !cred.Covers(c.Orig) {
-		return Verdict{}, fail(437, ErrCredential, "certificate TNAuthList does not cover %s", c.Orig)
+		return known, fail(437, ErrCredential, "certificate TNAuthList does not cover %s", c.Orig)
 	}
 	if err := jwt.SigningMethodES256.Verify(id.SigningInput(), sig, cred.Key); err != nil {
-		return Verdict{}, fail(438, ErrSignature, "signature does not verify")
+		return known, fail(438, ErrSignature, "signature does not verify")
 	}
 	if s.replay != nil {
 		// The one write, atomic: of concurrent copies exactly one passes.
 		// Kept for the whole window in which the token would be fresh.
 		first, err := s.replay.Claim(ctx, key, s.cfg.MaxAge+s.cfg.MaxSkew, now)
 		if err != nil {
-			return Verdict{}, fail(503, ErrReplayStore, "replay store: %v", err)
+			return known, fail(503, ErrReplayStore, "replay store: %v", err)
 		}
 		if !first {
-			return Verdict{}, fail(438, ErrReplay, "PASSporT seen before")
+			return known, fail(438, ErrReplay, "PASSporT seen before")
 		}
 	}
-	return Verdict{Passed: true, Verstat: VerstatPassed, Attest: string(c.Attest), OrigID: c.OrigID, X5U: id.Info, SPC: cred.SPC}, nil
+	return Verdict{Passed: true, Verstat: VerstatPassed, Attest: string(c.Attest), OrigID: c.OrigID, X5U: id.Info, IAT: c.IAT, SPC: cred.SPC}, nil
 }
 
 func asFailure(err error) *Failure {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,8 @@ import (
 // once it is accepted. Building one changes nothing outside it (see install).
 type generation struct {
 	chains  sip.Chains
-	signing *signing // nil when signing is disabled
+	engine  *policy.Engine // nil when there is no policy
+	signing *signing       // nil when signing is disabled
 	// fetch is the x5u fetch policy to put in force, nil when unchanged.
 	fetch *fetchUpdate
 }
@@ -45,6 +47,10 @@ type shared struct {
 	fetchPolicy   verify.X5UConfig // the policy in force in fetcher
 	policy        store.Store      // rate counters and other policy state
 	policyMetrics *policy.Metrics
+	managed       *policy.ManagedLists // the lists the admin API edits
+	// engine is the policy of the generation in force (nil: no policy),
+	// for the admin API.
+	engine atomic.Pointer[policy.Engine]
 }
 
 // newShared makes the state that outlives generations; x is the x5u fetch
@@ -56,7 +62,7 @@ func newShared(log *slog.Logger, reg prometheus.Registerer, x verify.X5UConfig, 
 		return nil, fmt.Errorf("verify.x5u: %w", err)
 	}
 	return &shared{log: log, reg: reg, replay: replay, verifyMetrics: verify.NewMetrics(reg),
-		fetcher: f, fetchPolicy: x, policy: st, policyMetrics: policy.NewMetrics(reg)}, nil
+		fetcher: f, fetchPolicy: x, policy: st, policyMetrics: policy.NewMetrics(reg), managed: &policy.ManagedLists{}}, nil
 }
 
 // install puts the shared side of an accepted generation in force: its x5u
@@ -70,6 +76,7 @@ func (g *generation) install(sh *shared, repo *x5uRepository) {
 		sh.log.Info("verify.x5u policy changed: certificate cache cleared")
 	}
 	repo.publish(g.signing)
+	sh.engine.Store(g.engine)
 }
 
 // build is the one place where the order of call pipeline stages is written
@@ -89,13 +96,14 @@ func build(cfg *configs.Config, sh *shared) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve, sh.policy)
+	engine, err := loadPolicy(cfg.Policy.Files, cfg.Resolve, sh.policy, sh.managed)
 	if err != nil {
 		return nil, err
 	}
 	if s != nil {
 		g.chains.Inside = append(g.chains.Inside, attest.Classify{Service: s.service})
 	}
+	g.engine = engine
 	if engine != nil {
 		early := policy.Handler{Engine: engine, Phase: policy.PhaseEarly, Metrics: sh.policyMetrics, Log: sh.log}
 		g.chains.Inside = append(g.chains.Inside, early)
@@ -138,7 +146,7 @@ func resolveAll(cfg *configs.Config, paths []string) []string {
 
 // loadPolicy reads and compiles the policy files (nil when there are none).
 // Each file's lists resolve against that file's directory.
-func loadPolicy(files []string, resolve func(string) string, st store.Store) (*policy.Engine, error) {
+func loadPolicy(files []string, resolve func(string) string, st store.Store, managed *policy.ManagedLists) (*policy.Engine, error) {
 	if len(files) == 0 {
 		return nil, nil
 	}
@@ -155,7 +163,7 @@ func loadPolicy(files []string, resolve func(string) string, st store.Store) (*p
 			}
 		}
 	}
-	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()), st)
+	e, err := policy.Compile(parsed, policy.FileLoader(func(p string) string { return p }, time.Now()), st, managed)
 	if err != nil {
 		return nil, err
 	}

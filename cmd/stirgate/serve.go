@@ -73,7 +73,7 @@ func policyCheck(args []string) int {
 	}
 	rc := 0
 	for _, f := range fs.Args() {
-		if _, err := loadPolicy([]string{f}, func(p string) string { return p }, nil); err != nil {
+		if _, err := loadPolicy([]string{f}, func(p string) string { return p }, nil, nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			rc = 1
 			continue
@@ -164,7 +164,33 @@ func serve(args []string) int {
 		log.Error("cannot build call pipeline", "err", err)
 		return 2
 	}
-	edge, err := sip.New(cfg.SIP, gen.chains, sip.Options{Logger: log, Registry: reg})
+	rstore, err := openRecordStore(context.Background(), cfg)
+	if err != nil {
+		log.Error("cannot open the call-record database", "err", err)
+		return 2
+	}
+	opts := sip.Options{Logger: log, Registry: reg}
+	var rec *recorder
+	if rstore != nil {
+		defer rstore.Close()
+		rec = newRecorder(rstore, cfg.Records, sh.managed, reg, log)
+		lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := rec.loadLists(lctx)
+		cancel()
+		if err != nil {
+			log.Error("cannot read the managed lists", "err", err)
+			return 2
+		}
+		rctx, stopRecords := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { rec.run(rctx, 5*time.Second); close(done) }()
+		// Runs after the edge closed (defers run last first): every record
+		// of the last calls is queued by then.
+		defer func() { stopRecords(); <-done }()
+		opts.Records, opts.Ended = rec.add, rec.ended
+		log.Info("call records", "backend", cfg.Records.Backend, "retention_days", cfg.Records.RetentionDays)
+	}
+	edge, err := sip.New(cfg.SIP, gen.chains, opts)
 	if err != nil {
 		log.Error("cannot start SIP edge", "err", err)
 		return 1
@@ -287,6 +313,9 @@ func (r *reloader) reload() error {
 	}
 	if !reflect.DeepEqual(cfg.State, r.cfg.State) {
 		restart = append(restart, "state")
+	}
+	if cfg.Records != r.cfg.Records {
+		restart = append(restart, "records")
 	}
 	if cfg.Log.Format != r.cfg.Log.Format {
 		restart = append(restart, "log.format")
