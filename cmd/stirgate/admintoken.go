@@ -1,10 +1,7 @@
 package main
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 )
@@ -41,30 +38,4 @@ func readSecretFile(key, path string, minLength int) (string, error) {
 		return "", fmt.Errorf("%s: %s: want one line of at least %d characters without spaces", key, path, max(minLength, 1))
 	}
 	return secret, nil
-}
-
-// requireToken serves next only to requests with "Authorization: Bearer
-// <token>"; others get 401. The comparison takes the same time whatever the
-// guess.
-func requireToken(token string, next http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := bearer(r)
-		sum := sha256.Sum256([]byte(got))
-		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="stirgate admin"`)
-			http.Error(w, "admin token required", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return "", false
-	}
-	return tok, true
 }

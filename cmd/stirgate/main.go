@@ -22,6 +22,9 @@ commands:
   explain [--config FILE] [--realm inside|outside] [--from IP:PORT] INVITE-FILE
                            dry run: what the pipeline does with one INVITE (exit 0 forwarded,
                            3 rejected); policy counters start empty
+  trace [--config FILE] [--orig TN] [--dest TN] [--at TIME] [--window 5m] [--origid U] [--call-id C] [--json|--csv]
+                           traceback: who delivered a call, when, with which attestation, and what
+                           stirgate decided (from the call-record database)
 `
 
 func main() {
@@ -44,6 +47,8 @@ func run(args []string) int {
 		return verifyCommand(args[1:])
 	case "explain":
 		return explainCommand(args[1:])
+	case "trace":
+		return traceCommand(args[1:], os.Stdout)
 	case "policy":
 		if len(args) >= 2 && args[1] == "check" {
 			return policyCheck(args[2:])

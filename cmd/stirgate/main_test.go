@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stirgate/stirgate/certs"
+	"github.com/stirgate/stirgate/cmd/stirgate/admin"
 	"github.com/stirgate/stirgate/verify"
 )
 
@@ -132,7 +133,7 @@ func TestAdminToken(t *testing.T) {
 		})
 	}
 
-	h := requireToken(secret, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "profile") }))
+	h := admin.RequireToken(secret, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "profile") }))
 	for _, tt := range []struct {
 		auth string
 		want int

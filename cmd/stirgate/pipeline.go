@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"sync/atomic"
@@ -51,6 +54,22 @@ type shared struct {
 	// engine is the policy of the generation in force (nil: no policy),
 	// for the admin API.
 	engine atomic.Pointer[policy.Engine]
+	// chains are the call pipelines in force, for the admin API's explain.
+	chains atomic.Pointer[sip.Chains]
+}
+
+// explain runs one INVITE through the pipeline of realm in force without
+// sending anything (the admin API's dry run).
+func (sh *shared) explain(ctx context.Context, realm string, src netip.AddrPort, invite []byte) (*sip.Call, []byte, error) {
+	chains := sh.chains.Load()
+	if chains == nil {
+		return nil, nil, errors.New("no pipeline in force")
+	}
+	chain := chains.Inside
+	if realm == "outside" {
+		chain = chains.Outside
+	}
+	return sip.DryRun(ctx, chain, realm, src, invite, nil)
 }
 
 // newShared makes the state that outlives generations; x is the x5u fetch
@@ -77,6 +96,7 @@ func (g *generation) install(sh *shared, repo *x5uRepository) {
 	}
 	repo.publish(g.signing)
 	sh.engine.Store(g.engine)
+	sh.chains.Store(&g.chains)
 }
 
 // build is the one place where the order of call pipeline stages is written

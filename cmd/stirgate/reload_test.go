@@ -255,7 +255,7 @@ func TestReloadPublishesWhatItSigns(t *testing.T) {
 	var clock atomic.Int64 // the repository's clock, moved by the test
 	clock.Store(time.Now().UnixNano())
 	f.r.repo.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	admin, err := startAdmin(f.r.log, configs.AdminConfig{Listen: "127.0.0.1:0"}, "", f.r.edge, prometheus.NewRegistry(), f.r.repo)
+	admin, err := startAdmin(f.r.log, configs.AdminConfig{Listen: "127.0.0.1:0"}, "", f.r.edge, prometheus.NewRegistry(), f.r.repo, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

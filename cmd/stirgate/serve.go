@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/stirgate/stirgate/cmd/stirgate/admin"
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
 )
@@ -203,18 +204,19 @@ func serve(args []string) int {
 		log.Error("cannot read the admin token", "err", err)
 		return 2
 	}
-	admin, err := startAdmin(log, cfg.Admin, token, edge, reg, repo)
+	api := &admin.API{Token: token, Records: rstore, Engine: sh.engine.Load, Explain: sh.explain, Log: log}
+	adm, err := startAdmin(log, cfg.Admin, token, edge, reg, repo, api.Handler())
 	if err != nil {
 		log.Error("cannot start admin HTTP", "err", err)
 		return 1
 	}
-	defer admin.Close()
+	defer adm.Close()
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- edge.Serve(ctx) }()
-	log.Info("stirgate started", "config", source, "admin", admin.Addr)
+	log.Info("stirgate started", "config", source, "admin", adm.Addr)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -386,7 +388,9 @@ func (a *adminServer) Close() {
 	})
 }
 
-func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *sip.Edge, reg *prometheus.Registry, repo *x5uRepository) (*adminServer, error) {
+// startAdmin serves health, metrics, the x5u repository, pprof (with the
+// token) and api (/api/v1, which checks the token itself).
+func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *sip.Edge, reg *prometheus.Registry, repo *x5uRepository, api http.Handler) (*adminServer, error) {
 	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsLoopback() {
 		log.Warn("admin HTTP listens beyond loopback", "listen", cfg.Listen)
 	}
@@ -403,12 +407,15 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("/", repo) // every other path: the x5u chains published (404 for the rest)
+	if api != nil {
+		mux.Handle("/api/v1/", api)
+	}
 	if cfg.Pprof && token != "" {
 		for path, h := range map[string]http.HandlerFunc{
 			"/debug/pprof/": pprof.Index, "/debug/pprof/profile": pprof.Profile,
 			"/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace,
 		} {
-			mux.Handle(path, requireToken(token, h))
+			mux.Handle(path, admin.RequireToken(token, h))
 		}
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
