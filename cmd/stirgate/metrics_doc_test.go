@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stirgate/stirgate/configs"
+	"github.com/stirgate/stirgate/policy"
+	"github.com/stirgate/stirgate/policy/records"
 	"github.com/stirgate/stirgate/policy/store"
 	"github.com/stirgate/stirgate/policy/store/redistest"
 	"github.com/stirgate/stirgate/sip"
@@ -127,6 +131,12 @@ func TestREADMEMetricsAreRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	newReloadMetrics(reg)
+	rs, err := records.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "calls.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	newRecorder(rs, cfg.Records, &policy.ManagedLists{}, reg, log)
 	edge, err := sip.New(cfg.SIP, sip.Chains{}, sip.Options{Logger: log, Registry: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -80,7 +80,7 @@ func newRecorder(st records.Store, cfg configs.RecordsConfig, managed *policy.Ma
 // add converts the edge's record and queues it; it never waits.
 func (r *recorder) add(c sip.CallRecord) {
 	rec := &records.Record{
-		At: c.At, CallID: c.CallID, Realm: c.Realm, Direction: c.Dir.String(), Source: c.Source.String(),
+		At: c.At, CallID: c.CallID, Realm: c.Realm, Direction: c.Dir.String(), SourceAddr: c.Source,
 		Transport: c.Transport, Customer: c.Customer,
 		FromTN: c.FromTN, PAITN: c.PAITN, Orig: c.Orig, Dest: c.Dest, RequestURI: c.RequestURI,
 		Identity: c.Identity, Attest: c.Attest, OrigID: c.OrigID, X5U: c.X5U, IAT: c.IAT,

@@ -13,6 +13,7 @@ package records
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 )
 
@@ -23,8 +24,12 @@ type Record struct {
 	Realm     string // inside | outside
 	Direction string // outbound | inbound
 	Source    string // ip:port the INVITE came from
-	Transport string // UDP | TCP
-	Customer  string // the customer or trunk it was classified as
+	// SourceAddr, when Source is empty, is turned into Source by the
+	// writer's goroutine: the call path queues the record without making
+	// the string.
+	SourceAddr netip.AddrPort
+	Transport  string // UDP | TCP
+	Customer   string // the customer or trunk it was classified as
 
 	FromTN, PAITN, Orig, Dest, RequestURI string // numbers as stirgate read them
 

@@ -86,6 +86,9 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 	}
 	take := func(ctx context.Context, it item) {
 		if it.rec != nil {
+			if it.rec.Source == "" && it.rec.SourceAddr.IsValid() {
+				it.rec.Source = it.rec.SourceAddr.String()
+			}
 			recs = append(recs, *it.rec)
 		} else {
 			ends = append(ends, it.end)
