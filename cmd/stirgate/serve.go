@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/stirgate/stirgate/cmd/stirgate/admin"
+	"github.com/stirgate/stirgate/cmd/stirgate/admin/console"
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/sip"
 )
@@ -409,6 +410,9 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 	mux.Handle("/", repo) // every other path: the x5u chains published (404 for the rest)
 	if api != nil {
 		mux.Handle("/api/v1/", api)
+		// The console's page holds nothing secret: it asks for the token
+		// and sends it with every API call.
+		mux.Handle(console.Prefix, console.Handler())
 	}
 	if cfg.Pprof && token != "" {
 		for path, h := range map[string]http.HandlerFunc{

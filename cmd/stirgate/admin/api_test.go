@@ -272,7 +272,9 @@ func TestAPIListsComplaintsAudit(t *testing.T) {
 	}
 
 	code, body := f.do(t, "GET", "/api/v1/audit", "")
-	var audit struct{ Changes []struct{ Actor, Action, Target, Detail string } }
+	var audit struct {
+		Changes []struct{ Actor, Action, Target, Detail string }
+	}
 	if err := json.Unmarshal([]byte(body), &audit); code != 200 || err != nil {
 		t.Fatalf("audit: %d %s", code, body)
 	}
