@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -120,5 +121,29 @@ func TestQuickStart(t *testing.T) {
 	}
 	if l := callLine(t, p, "outside"); !strings.Contains(l, " status=438 ") || !strings.Contains(l, " stage=verify ") {
 		t.Fatalf("call line of the replay, want status=438 stage=verify:\n%s", l)
+	}
+
+	// Step 4: the traceback answer for the three calls, newest first.
+	var recs []traceRecord
+	cfgPath := p.cmd.Args[len(p.cmd.Args)-1]
+	for i := 0; i < 50 && len(recs) < 3; i++ { // the writer stores within 100 ms
+		out, _ := runTrace(t, "--config", cfgPath, "--dest", callee, "--json")
+		recs = parseTraceJSON(t, out)
+		if len(recs) < 3 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %d %s %s", r.Direction, r.Status, r.Stage, r.Attest))
+	}
+	// The replay is attested to nothing (it failed), but its record keeps
+	// the token's x5u and why it failed.
+	if want := "inbound 438 verify ,inbound 200 downstream A,outbound 200 downstream A"; strings.Join(got, ",") != want {
+		t.Fatalf("stirgate trace --dest %s:\n got %s\nwant %s", callee, strings.Join(got, ","), want)
+	}
+	if recs[1].OrigID != recs[2].OrigID || recs[2].Customer != "lab-pbx" || recs[0].X5U != recs[2].X5U || !strings.Contains(recs[0].VerifyReason, "replay") {
+		t.Errorf("records: verified origid %q vs signed %q, customer %q, replay x5u %q vs %q, replay reason %q",
+			recs[1].OrigID, recs[2].OrigID, recs[2].Customer, recs[0].X5U, recs[2].X5U, recs[0].VerifyReason)
 	}
 }

@@ -21,27 +21,28 @@ import (
 // traceRecord is what `stirgate trace --json` prints per call (the admin
 // API's record).
 type traceRecord struct {
-	At         time.Time `json:"at"`
-	CallID     string    `json:"call_id"`
-	Realm      string    `json:"realm"`
-	Direction  string    `json:"direction"`
-	Source     string    `json:"source"`
-	Transport  string    `json:"transport"`
-	Customer   string    `json:"customer"`
-	FromTN     string    `json:"from_tn"`
-	Orig       string    `json:"orig"`
-	Dest       string    `json:"dest"`
-	RequestURI string    `json:"request_uri"`
-	Identity   string    `json:"identity"`
-	Attest     string    `json:"attest"`
-	OrigID     string    `json:"origid"`
-	X5U        string    `json:"x5u"`
-	IAT        int64     `json:"iat"`
-	NextHop    string    `json:"next_hop"`
-	Status     int       `json:"status"`
-	Stage      string    `json:"stage"`
-	AnswerMs   int64     `json:"answer_ms"`
-	DurationMs int64     `json:"duration_ms"`
+	At           time.Time `json:"at"`
+	CallID       string    `json:"call_id"`
+	Realm        string    `json:"realm"`
+	Direction    string    `json:"direction"`
+	Source       string    `json:"source"`
+	Transport    string    `json:"transport"`
+	Customer     string    `json:"customer"`
+	FromTN       string    `json:"from_tn"`
+	Orig         string    `json:"orig"`
+	Dest         string    `json:"dest"`
+	RequestURI   string    `json:"request_uri"`
+	Identity     string    `json:"identity"`
+	Attest       string    `json:"attest"`
+	OrigID       string    `json:"origid"`
+	X5U          string    `json:"x5u"`
+	IAT          int64     `json:"iat"`
+	VerifyReason string    `json:"verify_reason"`
+	NextHop      string    `json:"next_hop"`
+	Status       int       `json:"status"`
+	Stage        string    `json:"stage"`
+	AnswerMs     int64     `json:"answer_ms"`
+	DurationMs   int64     `json:"duration_ms"`
 }
 
 // runTrace runs `stirgate trace` with args and returns stdout and the exit
