@@ -22,7 +22,7 @@
       if (v === undefined || v === null) continue;
       if (k === 'class') e.className = v;
       else if (k === 'text') e.textContent = String(v);
-      else if (k === 'title' || k === 'type' || k.startsWith('data-') || k.startsWith('aria-')) e.setAttribute(k, String(v));
+      else if (k === 'title' || k === 'type' || k === 'colspan' || k.startsWith('data-') || k.startsWith('aria-')) e.setAttribute(k, String(v));
       else throw new Error('el: unsupported property ' + k);
     }
     for (const c of children) {
@@ -134,10 +134,12 @@
     return d.toISOString();
   }
 
-  // decisionOf tells whether stirgate forwarded the call or answered it
-  // itself (a record without a next hop was rejected by stirgate).
+  // decisionOf tells whether stirgate forwarded the call (the final answer
+  // came from downstream) or answered it itself, as the API's decision
+  // filter does.
   function decisionOf(r) {
     if (r.decision) return r.decision;
+    if (r.stage) return r.stage === 'downstream' ? 'forwarded' : 'rejected';
     return r.next_hop ? 'forwarded' : 'rejected';
   }
 
@@ -411,7 +413,7 @@
     const rules = Array.from(new Set([...Object.keys(day), ...Object.keys(hour)])).sort();
     const tbody = $('#hits-summary tbody');
     if (!rules.length) {
-      tbody.replaceChildren(el('tr', {}, el('td', { class: 'muted', text: 'No rule hits in the last day.' }), el('td'), el('td')));
+      tbody.replaceChildren(el('tr', {}, el('td', { class: 'muted', colspan: 3, text: 'No rule hits in the last day.' })));
       return;
     }
     tbody.replaceChildren(...rules.map((r) => el('tr', { 'data-rule': r },
@@ -466,7 +468,9 @@
     for (const [k, label] of RECORD_FIELDS) {
       seen.add(k);
       let v = r[k];
-      if (v === undefined || v === null || v === '' || (v === 0 && k.endsWith('_ms') && k !== 'duration_ms')) continue;
+      // Zero is "none" for the times of events that did not happen and
+      // for iat without an Identity header.
+      if (v === undefined || v === null || v === '' || (v === 0 && (k.endsWith('_ms') || k === 'iat') && k !== 'duration_ms')) continue;
       if (k === 'at') v = fmtTime(v, true);
       pairs.push([k, label, text(v)]);
     }
@@ -488,7 +492,7 @@
     const hits = (data && data.hits) || [];
     $('#explain-hits tbody').replaceChildren(...(hits.length ? hits.map((h) => el('tr', { 'data-rule': text(h.rule) },
       el('td', { text: h.rule }), el('td', { text: h.mode }), el('td', { text: h.action }), el('td', { class: 'wrap', text: h.matched }), el('td', { text: h.entry }))) :
-      [el('tr', {}, el('td', { class: 'muted', text: 'No rule hit.' }))]));
+      [el('tr', {}, el('td', { class: 'muted', colspan: 5, text: 'No rule hit.' }))]));
 
     $('#explain').hidden = false;
     setStatus('#explain-status', '');
@@ -654,7 +658,8 @@
     setStatus('#c-result', 'sending…');
     try {
       const res = await api('complaints', { method: 'POST', body });
-      setStatus('#c-result', 'Complaint recorded: ' + number + ' now has ' + text(res && res.complaints) + ' complaints in the reputation window.');
+      const n = Number(res && res.complaints) || 0;
+      setStatus('#c-result', 'Complaint recorded: ' + text((res && res.number) || number) + ' now has ' + n + (n === 1 ? ' complaint' : ' complaints') + ' in the reputation window.');
       $('#c-note').value = '';
     } catch (e) {
       setStatus('#c-result', errText(e), true);
@@ -669,11 +674,14 @@
     try {
       const res = await api('numbers/' + encodeURIComponent(number));
       const flags = res.flags || {};
+      const until = res.until || {};
+      const flagText = (key, word) => word + (until[key] ? ' until ' + fmtTime(until[key]) : '');
       kvRows($('#n-result'), [
         ['number', 'Number', text(res.number)],
-        ['complaints', 'Complaints in the window', text(res.complaints)],
-        ['one_ring', 'One-ring flag', flags.one_ring ? 'set' : 'not set'],
-        ['protect', 'Protect mode', flags.protect ? 'on' : 'off'],
+        ['complaints', 'Complaints in the window', text(res.complaints) +
+          (res.complaint_window_seconds ? ' (last ' + Math.round(res.complaint_window_seconds / 3600) + ' h)' : '')],
+        ['one_ring', 'One-ring flag', flags.one_ring ? flagText('one_ring', 'set') : 'not set'],
+        ['protect', 'Protect mode', flags.protect ? flagText('protect', 'on') : 'off'],
         ['lists', 'On managed lists', (res.lists || []).map(text).join(', ') || 'none'],
       ]);
       for (const flag of ['one_ring', 'protect']) {
