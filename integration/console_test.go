@@ -454,6 +454,19 @@ func TestConsoleEndToEnd(t *testing.T) {
 	}
 	u.shot("06-explain-rejected")
 
+	// The dry run of the same INVITE on that page: rejected, 603, nothing sent.
+	invite := strings.ReplaceAll(string(dncInvite(cfg.InsideAddr(), callee, 7001)), "\r\n", "\n")
+	u.do("dry run of an INVITE", 20*time.Second,
+		chromedp.Click(chromedp.CSS("#dry-run summary")),
+		chromedp.WaitVisible(chromedp.CSS("#dry-invite")),
+		chromedp.SetValue(chromedp.CSS("#dry-invite"), invite),
+		chromedp.Click(chromedp.CSS("#dry-go")),
+	)
+	u.waitFor("the dry run's answer", 10*time.Second, present(`#dry-result dd[data-field="decision"]`))
+	if d, c := u.text(`#dry-result dd[data-field="decision"]`), u.text(`#dry-result dd[data-field="code"]`); d != "rejected" || c != "603" {
+		t.Errorf("dry run in the console: %s %s, want rejected 603 (status %q)", d, c, u.text("#dry-status"))
+	}
+
 	// 7. Rule hits: the dnc rule on the charts.
 	u.do("open the rule hits", 20*time.Second,
 		chromedp.Click(chromedp.CSS("#tab-hits")),
