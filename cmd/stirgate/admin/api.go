@@ -135,6 +135,7 @@ type Record struct {
 	VerifyReason string    `json:"verify_reason"`
 	NextHop      string    `json:"next_hop"`
 	Status       int       `json:"status"`
+	Decision     string    `json:"decision"` // forwarded (stage downstream) or rejected
 	Stage        string    `json:"stage"`
 	Rule         string    `json:"rule"`
 	Reason       string    `json:"reason"`
@@ -150,9 +151,18 @@ func RecordOf(r *records.Record) Record {
 	return Record{At: r.At.UTC(), CallID: r.CallID, Realm: r.Realm, Direction: r.Direction, Source: r.Source,
 		Transport: r.Transport, Customer: r.Customer, FromTN: r.FromTN, PAITN: r.PAITN, Orig: r.Orig, Dest: r.Dest,
 		RequestURI: r.RequestURI, Identity: r.Identity, Attest: r.Attest, OrigID: r.OrigID, X5U: r.X5U, IAT: r.IAT,
-		Verstat: r.Verstat, VerifyReason: r.VerifyReason, NextHop: r.NextHop, Status: r.Status, Stage: r.Stage,
+		Verstat: r.Verstat, VerifyReason: r.VerifyReason, NextHop: r.NextHop, Status: r.Status, Decision: decision(r), Stage: r.Stage,
 		Rule: r.Rule, Reason: r.Reason, Policy: r.Policy, RingMs: r.RingAfter.Milliseconds(),
 		CancelMs: r.CancelAfter.Milliseconds(), AnswerMs: r.AnswerAfter.Milliseconds(), DurationMs: r.Duration.Milliseconds()}
+}
+
+// decision is how a record counts for the decision filter: forwarded when
+// the callee's answer was relayed, rejected when stirgate answered.
+func decision(r *records.Record) string {
+	if r.Stage == sip.StageDownstream {
+		return "forwarded"
+	}
+	return "rejected"
 }
 
 // CSVHeader and CSVRow are the CSV export of records (an ITG portal's

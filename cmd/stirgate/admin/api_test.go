@@ -167,6 +167,9 @@ func TestAPIRecords(t *testing.T) {
 		var ids []string
 		for _, r := range out.Records {
 			ids = append(ids, r.CallID)
+			if want := map[bool]string{true: "forwarded", false: "rejected"}[r.Stage == "downstream"]; r.Decision != want {
+				t.Errorf("%s: decision %q for stage %q", r.CallID, r.Decision, r.Stage)
+			}
 		}
 		if strings.Join(ids, ",") != strings.Join(tc.want, ",") {
 			t.Errorf("%s: %v, want %v", tc.query, ids, tc.want)
