@@ -3,8 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -319,11 +317,7 @@ func TestConsoleEndToEnd(t *testing.T) {
 	requireSipp(t)
 	requireChromium(t)
 	dir := t.TempDir()
-	token := randomToken(t)
-	tokenFile := filepath.Join(dir, "admin.token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	token, tokenFile := adminToken(t)
 	polFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(polFile, []byte(consolePolicy), 0o644); err != nil {
 		t.Fatal(err)
@@ -331,7 +325,7 @@ func TestConsoleEndToEnd(t *testing.T) {
 	cfg := newProxyConfig(t)
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\nrecords:\n  backend: sqlite\n  path: %q\n", polFile, filepath.Join(dir, "records.db"))
-	cfg.Raw = strings.Replace(cfg.YAML(), "admin:\n", fmt.Sprintf("admin:\n  token_file: %q\n", tokenFile), 1)
+	cfg.TokenFile = tokenFile
 	p := startProxy(t, cfg)
 
 	const callee = "+15559870002"
@@ -574,15 +568,6 @@ func sippCallID(t *testing.T, res sippResult) string {
 	}
 	t.Fatalf("sipp %s: no Call-ID in messages.log", res.Name)
 	return ""
-}
-
-func randomToken(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // waitDryRun603 asks the admin API's dry run (POST /api/v1/explain) until

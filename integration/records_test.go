@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -99,14 +98,9 @@ func TestTraceback(t *testing.T) {
 	pki := testPKI(t, base)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "records.db")
-	token := "traceback-token-0123456789"
-	tokenFile := filepath.Join(dir, "admin.token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	token, tokenFile := adminToken(t)
+	cfg.TokenFile = tokenFile
 	cfg.Extra = attestYAML(pki, base+"sp.pem") + fmt.Sprintf("records:\n  backend: sqlite\n  path: %q\n", db)
-	cfg.Raw = strings.Replace(cfg.YAML(), fmt.Sprintf("admin:\n  listen: %q\n", hostPort(cfg.AdminPort)),
-		fmt.Sprintf("admin:\n  listen: %q\n  token_file: %q\n", hostPort(cfg.AdminPort), tokenFile), 1)
 	p := startProxy(t, cfg)
 	cfgPath := p.cmd.Args[len(p.cmd.Args)-1]
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -34,7 +33,11 @@ func openRecordStore(ctx context.Context, cfg *configs.Config) (records.Store, e
 		}
 		return s, nil
 	case "postgres":
-		return nil, errors.New("records.backend: postgres is not built yet")
+		s, err := records.OpenPostgres(ctx, rc.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("records.dsn: %w", err)
+		}
+		return s, nil
 	}
 	return nil, nil
 }
