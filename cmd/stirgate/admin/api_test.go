@@ -32,7 +32,7 @@ type fixture struct {
 	managed *policy.ManagedLists
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	st, err := records.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "calls.db"))
 	if err != nil {
