@@ -453,7 +453,7 @@ func BenchmarkRecords10MQuery(b *testing.B) {
 // explain is SQLite's plan for Search(q), one step per "; ".
 func explain(ctx context.Context, s *SQLite, q Query) (string, error) {
 	q.Limit = 100
-	query, args := selectCalls(q, questionMark)
+	query, args := selectCalls("calls", q, questionMark)
 	rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		return "", fmt.Errorf("explain: %w", err)

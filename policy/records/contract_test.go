@@ -96,6 +96,62 @@ func testContract(t *testing.T, open func(t testing.TB) Store) {
 		}
 	})
 
+	t.Run("days", func(t *testing.T) {
+		// Calls over three days and a half, one every 10 minutes.
+		s := open(t)
+		var recs []Record
+		for i := range 6 * 84 {
+			r := sample(i)
+			r.At = t0.Add(time.Duration(i) * 10 * time.Minute)
+			r.Duration = 0
+			if i%2 == 0 {
+				r.Rule = "rate"
+			}
+			recs = append(recs, r)
+		}
+		if err := s.Write(ctx, recs, nil); err != nil {
+			t.Fatal(err)
+		}
+		first := recs[0]
+		if err := s.Write(ctx, nil, []End{{CallID: first.CallID, At: first.At, Duration: time.Minute}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Search(ctx, s, Query{OrigID: first.OrigID})
+		if err != nil || len(got) != 1 || got[0].Duration != time.Minute {
+			t.Fatalf("the first day's call after its end: %+v %v", got, err)
+		}
+		// A window across midnight, newest first, limited.
+		got, err = Search(ctx, s, Query{From: t0.Add(13 * time.Hour), To: t0.Add(15 * time.Hour), Limit: 20})
+		if err != nil || len(got) != 12 || !got[0].At.Equal(t0.Add(14*time.Hour+50*time.Minute)) || !got[11].At.Equal(t0.Add(13*time.Hour)) {
+			t.Fatalf("window across midnight: %d records (%v)", len(got), err)
+		}
+		got, _ = Search(ctx, s, Query{Limit: 3})
+		if len(got) != 3 || !got[0].At.Equal(recs[len(recs)-1].At) {
+			t.Errorf("newest three: %+v", got)
+		}
+		hits, err := s.RuleHits(ctx, t0.Add(12*time.Hour), 6*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, h := range hits {
+			total += h.Calls
+		}
+		if want := int64((len(recs) - 72) / 2); total != want {
+			t.Errorf("rule hits since hour 12: %d, want %d", total, want)
+		}
+		// Keep the last day and a half.
+		cut := t0.Add(48 * time.Hour)
+		n, err := s.Prune(ctx, cut)
+		if err != nil || n != 6*48 {
+			t.Fatalf("pruned %d (%v), want %d", n, err, 6*48)
+		}
+		left, _ := Search(ctx, s, Query{Limit: 10000})
+		if len(left) != len(recs)-6*48 || left[len(left)-1].At.Before(cut) {
+			t.Errorf("%d records left, the oldest at %s; want %d from %s", len(left), left[len(left)-1].At, len(recs)-6*48, cut)
+		}
+	})
+
 	t.Run("rule hits", func(t *testing.T) {
 		s := open(t)
 		var recs []Record

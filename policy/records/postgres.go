@@ -202,7 +202,7 @@ func (p *Postgres) Write(ctx context.Context, recs []Record, ends []End) error {
 
 // Scan calls fn with each record q selects, newest first.
 func (p *Postgres) Scan(ctx context.Context, q Query, fn func(*Record) error) error {
-	query, args := selectCalls(q, dollar)
+	query, args := selectCalls("calls", q, dollar)
 	rows, err := p.pool.Query(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("records: search: %w", err)

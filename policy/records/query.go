@@ -49,9 +49,9 @@ type placeholder func(n int) string
 func questionMark(int) string { return "?" }
 func dollar(n int) string     { return "$" + strconv.Itoa(n) }
 
-// selectCalls is the SELECT of q: the same text for both databases but
-// for the placeholders.
-func selectCalls(q Query, ph placeholder) (string, []any) {
+// selectCalls is the SELECT of q from table: the same text for both
+// databases but for the placeholders.
+func selectCalls(table string, q Query, ph placeholder) (string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, v ...any) {
@@ -68,7 +68,12 @@ func selectCalls(q Query, ph placeholder) (string, []any) {
 	if !q.To.IsZero() {
 		add("at_ms < #", q.To.UnixMilli())
 	}
-	for _, f := range []struct{ col, v string }{{"orig", q.Orig}, {"dest", q.Dest}, {"origid", q.OrigID},
+	if q.OrigID != "" {
+		// The origid index is partial (origid <> ''): SQLite uses it only
+		// when the query states that condition too.
+		add("origid = # AND origid <> ''", q.OrigID)
+	}
+	for _, f := range []struct{ col, v string }{{"orig", q.Orig}, {"dest", q.Dest},
 		{"call_id", q.CallID}, {"realm", q.Realm}, {"rule", q.Rule}} {
 		if f.v != "" {
 			add(f.col+" = #", f.v)
@@ -86,7 +91,7 @@ func selectCalls(q Query, ph placeholder) (string, []any) {
 	case "rejected":
 		where = append(where, "stage <> 'downstream'")
 	}
-	query := "SELECT " + columns + " FROM calls"
+	query := "SELECT " + columns + " FROM " + table
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}

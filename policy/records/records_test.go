@@ -143,3 +143,55 @@ func TestWriterLogsDropsOncePerSecond(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestMigrationToDayTables: a database of schema 2 (one calls table)
+// opens with its calls moved into day tables, findable as before.
+func TestMigrationToDayTables(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sqliteMigrations[:2] {
+		if err := m(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	placeholders := strings.TrimSuffix(strings.Repeat("?,", columnCount), ",")
+	for i := range 3 {
+		r := sample(i)
+		r.At = t0.Add(time.Duration(i) * 20 * time.Hour) // three days
+		if _, err := tx.ExecContext(ctx, "INSERT INTO calls ("+columns+") VALUES ("+placeholders+")", values(&r)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "PRAGMA user_version = 2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := Search(ctx, s, Query{Orig: "12025550199"})
+	if err != nil || len(got) != 3 || got[0].CallID != "call-2@test" || got[2].CallID != "call-0@test" {
+		t.Fatalf("after the migration: %+v (%v)", got, err)
+	}
+	if d := s.daysIn(time.Time{}, time.Time{}); len(d) != 3 {
+		t.Errorf("day tables %v, want 3", d)
+	}
+	var n int
+	if err := s.db.QueryRow("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("the old calls table is still there (%d, %v)", n, err)
+	}
+}

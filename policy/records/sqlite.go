@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -13,8 +15,8 @@ import (
 
 // sqliteMigrations are the schema, in order; the database keeps how many
 // ran in PRAGMA user_version. Never edit one that has shipped: add the next.
-var sqliteMigrations = []string{
-	`CREATE TABLE calls (
+var sqliteMigrations = []func(ctx context.Context, tx *sql.Tx) error{
+	execMigration(`CREATE TABLE calls (
 		id            INTEGER PRIMARY KEY,
 		at_ms         INTEGER NOT NULL,
 		call_id       TEXT NOT NULL,
@@ -50,8 +52,8 @@ var sqliteMigrations = []string{
 	CREATE INDEX calls_orig_at ON calls (orig, at_ms);
 	CREATE INDEX calls_dest_at ON calls (dest, at_ms);
 	CREATE INDEX calls_call_id ON calls (call_id);
-	CREATE INDEX calls_origid ON calls (origid) WHERE origid <> '';`,
-	`CREATE TABLE list_entries (
+	CREATE INDEX calls_origid ON calls (origid) WHERE origid <> '';`),
+	execMigration(`CREATE TABLE list_entries (
 		list       TEXT NOT NULL,
 		number     TEXT NOT NULL,
 		note       TEXT NOT NULL,
@@ -67,13 +69,139 @@ var sqliteMigrations = []string{
 		action TEXT NOT NULL,
 		target TEXT NOT NULL,
 		detail TEXT NOT NULL
-	);`,
+	);`),
+	// 3: one table of calls per UTC day. A day's indexes stay small enough
+	// for the page cache, so inserts touch cached pages instead of random
+	// ones across indexes of the whole retention; pruning a day is a DROP
+	// TABLE instead of deleting its rows from five indexes.
+	moveCallsToDayTables,
 }
 
-// SQLite is the embedded call-record database.
+// execMigration is a migration of SQL statements.
+func execMigration(stmts string) func(context.Context, *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, stmts)
+		return err
+	}
+}
+
+// moveCallsToDayTables moves the rows of the single calls table into day
+// tables and drops it.
+func moveCallsToDayTables(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT at_ms / ? FROM calls", dayMs)
+	if err != nil {
+		return err
+	}
+	var days []int64
+	for rows.Next() {
+		var d int64
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return err
+		}
+		days = append(days, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range days {
+		if err := createDayTable(ctx, tx, d); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+dayTable(d)+" ("+columns+") SELECT "+columns+
+			" FROM calls WHERE at_ms >= ? AND at_ms < ? ORDER BY id", d*dayMs, (d+1)*dayMs); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, "DROP TABLE calls")
+	return err
+}
+
+// dayMs is one day in ms: records are stored in one table per UTC day.
+const dayMs = int64(24 * time.Hour / time.Millisecond)
+
+// dayOf is the day number (days since 1970-01-01 UTC) of t.
+func dayOf(t time.Time) int64 { return floorDiv(t.UnixMilli(), dayMs) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// dayTable names the calls table of day d: calls_YYYYMMDD.
+func dayTable(d int64) string {
+	return "calls_" + time.UnixMilli(d*dayMs).UTC().Format("20060102")
+}
+
+// dayOfTable reads the day of a table name, ok false for another table.
+func dayOfTable(name string) (int64, bool) {
+	digits, ok := strings.CutPrefix(name, "calls_")
+	if !ok || len(digits) != 8 {
+		return 0, false
+	}
+	t, err := time.Parse("20060102", digits)
+	if err != nil {
+		return 0, false
+	}
+	return dayOf(t), true
+}
+
+// createDayTable creates the calls table of day d with its indexes, the
+// same as the single table of migration 1 had.
+func createDayTable(ctx context.Context, tx *sql.Tx, d int64) error {
+	t := dayTable(d)
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t+` (
+		id            INTEGER PRIMARY KEY,
+		at_ms         INTEGER NOT NULL,
+		call_id       TEXT NOT NULL,
+		realm         TEXT NOT NULL,
+		direction     TEXT NOT NULL,
+		source        TEXT NOT NULL,
+		transport     TEXT NOT NULL,
+		customer      TEXT NOT NULL,
+		from_tn       TEXT NOT NULL,
+		pai_tn        TEXT NOT NULL,
+		orig          TEXT NOT NULL,
+		dest          TEXT NOT NULL,
+		request_uri   TEXT NOT NULL,
+		identity      TEXT NOT NULL,
+		attest        TEXT NOT NULL,
+		origid        TEXT NOT NULL,
+		x5u           TEXT NOT NULL,
+		iat           INTEGER NOT NULL,
+		verstat       TEXT NOT NULL,
+		verify_reason TEXT NOT NULL,
+		next_hop      TEXT NOT NULL,
+		status        INTEGER NOT NULL,
+		stage         TEXT NOT NULL,
+		rule          TEXT NOT NULL,
+		reason        TEXT NOT NULL,
+		policy        TEXT NOT NULL,
+		ring_ms       INTEGER NOT NULL,
+		cancel_ms     INTEGER NOT NULL,
+		answer_ms     INTEGER NOT NULL,
+		duration_ms   INTEGER NOT NULL
+	);
+	CREATE INDEX IF NOT EXISTS `+t+`_at ON `+t+` (at_ms);
+	CREATE INDEX IF NOT EXISTS `+t+`_orig_at ON `+t+` (orig, at_ms);
+	CREATE INDEX IF NOT EXISTS `+t+`_dest_at ON `+t+` (dest, at_ms);
+	CREATE INDEX IF NOT EXISTS `+t+`_call_id ON `+t+` (call_id);
+	CREATE INDEX IF NOT EXISTS `+t+`_origid ON `+t+` (origid) WHERE origid <> '';`)
+	return err
+}
+
+// SQLite is the embedded call-record database. Calls are kept in one
+// table per UTC day (calls_YYYYMMDD); searches visit the days their time
+// window covers, newest first.
 type SQLite struct {
-	db     *sql.DB
-	insert string
+	db *sql.DB
+
+	mu   sync.Mutex
+	days []int64 // the day tables that exist, ascending
 }
 
 var _ Store = (*SQLite)(nil)
@@ -91,13 +219,92 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// A few connections: one Writer inserts (SQLite serialises writers
 	// anyway), and WAL lets searches read beside it.
 	db.SetMaxOpenConns(4)
-	placeholders := strings.TrimSuffix(strings.Repeat("?,", columnCount), ",")
-	s := &SQLite{db: db, insert: "INSERT INTO calls (" + columns + ") VALUES (" + placeholders + ")"}
+	s := &SQLite{db: db}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("records: %s: %w", path, err)
 	}
+	if err := s.loadDays(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("records: %s: %w", path, err)
+	}
 	return s, nil
+}
+
+// loadDays reads which day tables exist.
+func (s *SQLite) loadDays(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'calls\\_%' ESCAPE '\\'")
+	if err != nil {
+		return fmt.Errorf("list day tables: %w", err)
+	}
+	defer rows.Close()
+	var days []int64
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return fmt.Errorf("list day tables: %w", err)
+		}
+		if d, ok := dayOfTable(name); ok {
+			days = append(days, d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list day tables: %w", err)
+	}
+	slices.Sort(days)
+	s.mu.Lock()
+	s.days = days
+	s.mu.Unlock()
+	return nil
+}
+
+// daysIn returns the day tables that may hold records in [from, to) (zero
+// times: unbounded), newest first.
+func (s *SQLite) daysIn(from, to time.Time) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for i := len(s.days) - 1; i >= 0; i-- {
+		d := s.days[i]
+		if (!to.IsZero() && d*dayMs >= to.UnixMilli()) || (!from.IsZero() && (d+1)*dayMs <= from.UnixMilli()) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// haveDay reports whether day d's table exists.
+func (s *SQLite) haveDay(d int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := slices.BinarySearch(s.days, d)
+	return ok
+}
+
+// addDays records tables created by a committed transaction.
+func (s *SQLite) addDays(days []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range days {
+		if i, ok := slices.BinarySearch(s.days, d); !ok {
+			s.days = slices.Insert(s.days, i, d)
+		}
+	}
+}
+
+// dropDay forgets a dropped day table.
+func (s *SQLite) dropDay(d int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, ok := slices.BinarySearch(s.days, d); ok {
+		s.days = slices.Delete(s.days, i, i+1)
+	}
+}
+
+// insertInto is the INSERT of one record into table.
+func insertInto(table string) string {
+	return "INSERT INTO " + table + " (" + columns + ") VALUES (" + strings.TrimSuffix(strings.Repeat("?,", columnCount), ",") + ")"
 }
 
 // migrate applies the migrations the database has not seen, each in its
@@ -112,7 +319,7 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	}
 	for v := version; v < len(sqliteMigrations); v++ {
 		err := s.inTx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, sqliteMigrations[v]); err != nil {
+			if err := sqliteMigrations[v](ctx, tx); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1))
@@ -141,22 +348,39 @@ func (s *SQLite) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 // Close closes the database.
 func (s *SQLite) Close() error { return s.db.Close() }
 
-// Write stores a batch of records and call ends in one transaction.
+// Write stores a batch of records and call ends in one transaction; the
+// first record of a day creates that day's table.
 func (s *SQLite) Write(ctx context.Context, recs []Record, ends []End) error {
+	var created []int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if len(recs) > 0 {
-			stmt, err := tx.PrepareContext(ctx, s.insert)
-			if err != nil {
-				return err
-			}
-			for i := range recs {
-				if _, err := stmt.ExecContext(ctx, values(&recs[i])...); err != nil {
+		created = created[:0]
+		stmts := map[int64]*sql.Stmt{}
+		for i := range recs {
+			d := dayOf(recs[i].At)
+			stmt := stmts[d]
+			if stmt == nil {
+				if !s.haveDay(d) && !slices.Contains(created, d) {
+					if err := createDayTable(ctx, tx, d); err != nil {
+						return err
+					}
+					created = append(created, d)
+				}
+				var err error
+				if stmt, err = tx.PrepareContext(ctx, insertInto(dayTable(d))); err != nil {
 					return err
 				}
+				stmts[d] = stmt
+			}
+			if _, err := stmt.ExecContext(ctx, values(&recs[i])...); err != nil {
+				return err
 			}
 		}
 		for _, e := range ends {
-			if _, err := tx.ExecContext(ctx, "UPDATE calls SET duration_ms = ? WHERE call_id = ? AND at_ms = ?",
+			d := dayOf(e.At)
+			if !s.haveDay(d) && !slices.Contains(created, d) {
+				continue // its record is gone (pruned) or was never stored
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE "+dayTable(d)+" SET duration_ms = ? WHERE call_id = ? AND at_ms = ?",
 				e.Duration.Milliseconds(), e.CallID, e.At.UnixMilli()); err != nil {
 				return err
 			}
@@ -166,59 +390,135 @@ func (s *SQLite) Write(ctx context.Context, recs []Record, ends []End) error {
 	if err != nil {
 		return fmt.Errorf("records: write: %w", err)
 	}
+	s.addDays(created)
 	return nil
 }
 
-// Scan calls fn with each record q selects, newest first.
+// Scan calls fn with each record q selects, newest first: it visits the
+// day tables of q's window from the newest, until q.Limit records.
 func (s *SQLite) Scan(ctx context.Context, q Query, fn func(*Record) error) error {
-	query, args := selectCalls(q, questionMark)
+	n := 0
+	for _, d := range s.daysIn(q.From, q.To) {
+		dq := q
+		if q.Limit > 0 {
+			dq.Limit = q.Limit - n
+		}
+		query, args := selectCalls(dayTable(d), dq, questionMark)
+		got, err := s.scanTable(ctx, query, args, fn)
+		n += got
+		if err != nil {
+			return err
+		}
+		if q.Limit > 0 && n >= q.Limit {
+			return nil
+		}
+	}
+	return nil
+}
+
+// scanTable runs one day's SELECT; a table dropped meanwhile (pruned) has
+// nothing to give.
+func (s *SQLite) scanTable(ctx context.Context, query string, args []any, fn func(*Record) error) (int, error) {
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("records: search: %w", err)
+		if strings.Contains(err.Error(), "no such table") {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("records: search: %w", err)
 	}
 	defer rows.Close()
 	var r Record
+	n := 0
 	for rows.Next() {
 		if err := scanRecord(rows, &r); err != nil {
-			return fmt.Errorf("records: search: %w", err)
+			return n, fmt.Errorf("records: search: %w", err)
 		}
+		n++
 		if err := fn(&r); err != nil {
-			return err
+			return n, err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("records: search: %w", err)
+		return n, fmt.Errorf("records: search: %w", err)
 	}
-	return nil
+	return n, nil
 }
 
 // RuleHits counts the calls each rule decided since from, per bucket.
 func (s *SQLite) RuleHits(ctx context.Context, from time.Time, bucket time.Duration) ([]RuleCount, error) {
 	b := bucket.Milliseconds()
-	rows, err := s.db.QueryContext(ctx, `SELECT rule, (at_ms / ?) * ?, count(*) FROM calls
-		WHERE at_ms >= ? AND rule <> '' GROUP BY 1, 2 ORDER BY 2, 1`, b, b, from.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("records: rule hits: %w", err)
+	if b <= 0 {
+		return nil, fmt.Errorf("records: rule hits: bucket %s is under 1 ms", bucket)
 	}
-	defer rows.Close()
-	return scanRuleCounts(rows)
+	type key struct {
+		rule   string
+		bucket int64
+	}
+	sum := map[key]int64{}
+	for _, d := range s.daysIn(from, time.Time{}) {
+		rows, err := s.db.QueryContext(ctx, `SELECT rule, (at_ms / ?) * ?, count(*) FROM `+dayTable(d)+`
+			WHERE at_ms >= ? AND rule <> '' GROUP BY 1, 2`, b, b, from.UnixMilli())
+		if err != nil {
+			if strings.Contains(err.Error(), "no such table") {
+				continue
+			}
+			return nil, fmt.Errorf("records: rule hits: %w", err)
+		}
+		counts, err := scanRuleCounts(rows)
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range counts {
+			sum[key{c.Rule, c.Bucket.UnixMilli()}] += c.Calls
+		}
+	}
+	out := make([]RuleCount, 0, len(sum))
+	for k, n := range sum {
+		out = append(out, RuleCount{Rule: k.rule, Bucket: time.UnixMilli(k.bucket).UTC(), Calls: n})
+	}
+	slices.SortFunc(out, func(a, b RuleCount) int {
+		if c := a.Bucket.Compare(b.Bucket); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Rule, b.Rule)
+	})
+	return out, nil
 }
 
-// Prune deletes the records older than before, in chunks so that the
-// writer is never held for long; it returns how many went.
+// Prune deletes the records older than before: the tables of whole days
+// before it are dropped; the day it falls in loses its older rows in
+// chunks, so the writer is never held for long. It returns how many went.
 func (s *SQLite) Prune(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
-	for {
-		res, err := s.db.ExecContext(ctx, "DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE at_ms < ? LIMIT ?)", before.UnixMilli(), pruneChunk)
-		if err != nil {
-			return total, fmt.Errorf("records: prune: %w", err)
+	cut := before.UnixMilli()
+	for _, d := range s.daysIn(time.Time{}, before) {
+		t := dayTable(d)
+		if (d+1)*dayMs <= cut {
+			var n int64
+			if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM "+t).Scan(&n); err != nil {
+				return total, fmt.Errorf("records: prune %s: %w", t, err)
+			}
+			if _, err := s.db.ExecContext(ctx, "DROP TABLE "+t); err != nil {
+				return total, fmt.Errorf("records: prune %s: %w", t, err)
+			}
+			s.dropDay(d)
+			total += n
+			continue
 		}
-		n, _ := res.RowsAffected()
-		total += n
-		if n < pruneChunk {
-			return total, nil
+		for {
+			res, err := s.db.ExecContext(ctx, "DELETE FROM "+t+" WHERE id IN (SELECT id FROM "+t+" WHERE at_ms < ? LIMIT ?)", cut, pruneChunk)
+			if err != nil {
+				return total, fmt.Errorf("records: prune %s: %w", t, err)
+			}
+			n, _ := res.RowsAffected()
+			total += n
+			if n < pruneChunk {
+				break
+			}
 		}
 	}
+	return total, nil
 }
 
 // pruneChunk is how many rows one pruning statement deletes.
