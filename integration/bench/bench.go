@@ -48,6 +48,10 @@ type step struct {
 	Mem        memory  `json:"proxy_memory"`
 	// Identity: sign mode, what secsipidx said about the callee's sample.
 	Identity *identitySample `json:"identity_sample,omitempty"`
+	// Records: stirgate's call records of the step, written and dropped
+	// (a full queue); a drop makes the step unclean.
+	RecordsWritten float64 `json:"records_written,omitempty"`
+	RecordsDropped float64 `json:"records_dropped,omitempty"`
 	// Redis: policy-redis mode, what Redis did per call.
 	Redis *redisStepStats `json:"redis,omitempty"`
 	// Clean: every criterion, the latency bound included; Carried: every
@@ -281,11 +285,13 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	// stirgate's CPU.
 	var r0 redisSnap
 	var m0 map[string]float64
-	if p != nil && p.redis != nil {
-		if r0, err = p.redis.snapshot(); err != nil {
+	if p != nil && p.system == "stirgate" {
+		if m0, err = scrapeMetrics(p); err != nil {
 			return s, err
 		}
-		if m0, err = scrapeMetrics(p); err != nil {
+	}
+	if p != nil && p.redis != nil {
+		if r0, err = p.redis.snapshot(); err != nil {
 			return s, err
 		}
 	}
@@ -337,6 +343,15 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		}
 	}
 	s.UDPDrops = udpRcvbufErrors() - drops
+	if p != nil && p.system == "stirgate" {
+		// After the callee's timewait: the writer has flushed (100 ms).
+		m2, err := scrapeMetrics(p)
+		if err != nil {
+			return s, err
+		}
+		s.RecordsWritten = m2["stirgate_records_written_total"] - m0["stirgate_records_written_total"]
+		s.RecordsDropped = m2["stirgate_records_dropped_total"] - m0["stirgate_records_dropped_total"]
+	}
 	s.Successful = min(ur.successful, sr.successful)
 	s.Failed = calls - s.Successful
 	s.FailedPct = 100 * float64(s.Failed) / float64(calls)
@@ -365,6 +380,9 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	}
 	if s.Achieved < 0.98*float64(rate) {
 		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, rate))
+	}
+	if s.RecordsDropped > 0 {
+		why = append(why, fmt.Sprintf("%.0f call records dropped", s.RecordsDropped))
 	}
 	if s.Redis != nil && len(s.Redis.Errors) > 0 {
 		why = append(why, fmt.Sprintf("store errors %v", s.Redis.Errors))

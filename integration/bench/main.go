@@ -75,6 +75,7 @@ type options struct {
 	only         string        // "", "stirgate" or "kamailio": skip the other system (profiling)
 	profile      string        // directory for stirgate CPU profiles, one per step ("": none)
 	env          []string      // extra environment for stirgate (experiments: GOGC=...)
+	records      string        // stirgate's records.backend: sqlite (as shipped) or none
 	states       []string      // policy state backends to compare: memory, redis (none: skip)
 	stateCPS     int           // their call rate
 	stateOnly    bool          // only the state comparison: no ceiling, ramp or soak
@@ -130,6 +131,7 @@ func parseFlags() (options, error) {
 	flag.DurationVar(&o.overloadRecovery, "overload-recovery", 10*time.Second, "length of the half-rate run after the overload; judged from 5 s in (or half of it, if shorter)")
 	flag.IntVar(&o.dialogsCPS, "dialogs-cps", 500, "stirgate's many-dialogs run: calls/s, each held -dialogs-hold, for -dialogs-hold (500 x 120 s = 60,000 dialogs at once)")
 	flag.DurationVar(&o.dialogsHold, "dialogs-hold", 120*time.Second, "hold time of the many-dialogs run (0: skip it)")
+	flag.StringVar(&o.records, "records", "sqlite", "stirgate's call-record database: sqlite (the default as shipped: every call is written) or none (Kamailio writes no records either)")
 	flag.StringVar(&env, "stirgate-env", "", "extra environment for stirgate, comma-separated (e.g. GOGC=200,GOMEMLIMIT=200MiB)")
 	flag.Parse()
 	if env != "" {
@@ -247,10 +249,14 @@ func run(ctx context.Context, o options) error {
 	} else {
 		defer os.RemoveAll(work)
 	}
+	if o.records != "sqlite" && o.records != "none" {
+		return fmt.Errorf("-records %q: want sqlite or none", o.records)
+	}
 	env, err := setup(ctx, work)
 	if err != nil {
 		return err
 	}
+	env.records = o.records
 	defer env.close()
 
 	res := &results{Machine: describeMachine(), Options: o.public(), Started: time.Now().UTC()}

@@ -116,6 +116,7 @@ type env struct {
 	callers    string       // SIPp injection file of uac_callers.xml
 	redis      *redisServer // during the state comparison
 	policy     string       // policy of the state comparison's stirgate
+	records    string       // stirgate's records.backend
 }
 
 func setup(ctx context.Context, work string) (*env, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -57,8 +58,11 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 	var b strings.Builder
 	fmt.Fprintf(&b, "# stirgate for the bench, mode %s\n", mode)
 	fmt.Fprintf(&b, "mode: production\n")
-	// Call records are off, as Kamailio logs nothing per call (debug=-1).
+	// Call log lines are off, as Kamailio logs nothing per call
+	// (debug=-1); call records are written (-records sqlite, as shipped)
+	// unless -records none.
 	fmt.Fprintf(&b, "log: {level: warn, format: text}\n")
+	fmt.Fprintf(&b, "records: {backend: %s, path: %q}\n", cmp.Or(e.records, "sqlite"), filepath.Join(dir, "records.db"))
 	fmt.Fprintf(&b, "admin: {listen: %q, pprof: true, token_file: %q}\n", hostPort(admin), tokenFile)
 	fmt.Fprintf(&b, "shutdown: {drain_timeout: 2s}\n")
 	fmt.Fprintf(&b, "sip:\n  user_agent: stirgate-bench\n  max_message_size: 16384\n  invite_timeout: 30s\n  realms:\n")
