@@ -14,10 +14,11 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
-// sqliteMigrations are the schema, in order; the database keeps how many
-// ran in PRAGMA user_version. Never edit one that has shipped: add the next.
-var sqliteMigrations = []func(ctx context.Context, tx *sql.Tx) error{
-	execMigration(`CREATE TABLE calls (
+// callsColumns are the columns of a calls table (the single one of schema
+// 1 and 2, a day's since schema 3). Migration 1 uses it: never change it; a
+// new column is a new migration that alters every day table, and
+// createDayTable then adds it too.
+const callsColumns = `
 		id            INTEGER PRIMARY KEY,
 		at_ms         INTEGER NOT NULL,
 		call_id       TEXT NOT NULL,
@@ -48,7 +49,12 @@ var sqliteMigrations = []func(ctx context.Context, tx *sql.Tx) error{
 		cancel_ms     INTEGER NOT NULL,
 		answer_ms     INTEGER NOT NULL,
 		duration_ms   INTEGER NOT NULL
-	);
+	`
+
+// sqliteMigrations are the schema, in order; the database keeps how many
+// ran in PRAGMA user_version. Never edit one that has shipped: add the next.
+var sqliteMigrations = []func(ctx context.Context, tx *sql.Tx) error{
+	execMigration(`CREATE TABLE calls (` + callsColumns + `);
 	CREATE INDEX calls_at ON calls (at_ms);
 	CREATE INDEX calls_orig_at ON calls (orig, at_ms);
 	CREATE INDEX calls_dest_at ON calls (dest, at_ms);
@@ -159,38 +165,7 @@ func dayOfTable(name string) (int64, bool) {
 // same as the single table of migration 1 had.
 func createDayTable(ctx context.Context, tx *sql.Tx, d int64) error {
 	t := dayTable(d)
-	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t+` (
-		id            INTEGER PRIMARY KEY,
-		at_ms         INTEGER NOT NULL,
-		call_id       TEXT NOT NULL,
-		realm         TEXT NOT NULL,
-		direction     TEXT NOT NULL,
-		source        TEXT NOT NULL,
-		transport     TEXT NOT NULL,
-		customer      TEXT NOT NULL,
-		from_tn       TEXT NOT NULL,
-		pai_tn        TEXT NOT NULL,
-		orig          TEXT NOT NULL,
-		dest          TEXT NOT NULL,
-		request_uri   TEXT NOT NULL,
-		identity      TEXT NOT NULL,
-		attest        TEXT NOT NULL,
-		origid        TEXT NOT NULL,
-		x5u           TEXT NOT NULL,
-		iat           INTEGER NOT NULL,
-		verstat       TEXT NOT NULL,
-		verify_reason TEXT NOT NULL,
-		next_hop      TEXT NOT NULL,
-		status        INTEGER NOT NULL,
-		stage         TEXT NOT NULL,
-		rule          TEXT NOT NULL,
-		reason        TEXT NOT NULL,
-		policy        TEXT NOT NULL,
-		ring_ms       INTEGER NOT NULL,
-		cancel_ms     INTEGER NOT NULL,
-		answer_ms     INTEGER NOT NULL,
-		duration_ms   INTEGER NOT NULL
-	);
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t+` (`+callsColumns+`);
 	CREATE INDEX IF NOT EXISTS `+t+`_at ON `+t+` (at_ms);
 	CREATE INDEX IF NOT EXISTS `+t+`_orig_at ON `+t+` (orig, at_ms);
 	CREATE INDEX IF NOT EXISTS `+t+`_dest_at ON `+t+` (dest, at_ms);

@@ -49,6 +49,21 @@ func (a *API) managedList(w http.ResponseWriter, r *http.Request) (string, bool)
 	return name, true
 }
 
+// entryTarget reads what an entry request acts on: the record database,
+// the managed list and the number; or it answers the error.
+func (a *API) entryTarget(w http.ResponseWriter, r *http.Request) (st records.Store, list, tn string, ok bool) {
+	if st = a.store(w); st == nil {
+		return nil, "", "", false
+	}
+	if list, ok = a.managedList(w, r); !ok {
+		return nil, "", "", false
+	}
+	if tn, ok = number(w, r); !ok {
+		return nil, "", "", false
+	}
+	return st, list, tn, true
+}
+
 // number reads and canonicalises the path's number, or answers 400.
 func number(w http.ResponseWriter, r *http.Request) (string, bool) {
 	tn, ok := passport.Canonical(r.PathValue("number"))
@@ -125,15 +140,7 @@ func (a *API) find(r *http.Request, st records.Store, list, number string) (reco
 }
 
 func (a *API) checkEntry(w http.ResponseWriter, r *http.Request) {
-	st := a.store(w)
-	if st == nil {
-		return
-	}
-	name, ok := a.managedList(w, r)
-	if !ok {
-		return
-	}
-	tn, ok := number(w, r)
+	st, name, tn, ok := a.entryTarget(w, r)
 	if !ok {
 		return
 	}
@@ -149,15 +156,7 @@ func (a *API) checkEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) putEntry(w http.ResponseWriter, r *http.Request) {
-	st := a.store(w)
-	if st == nil {
-		return
-	}
-	name, ok := a.managedList(w, r)
-	if !ok {
-		return
-	}
-	tn, ok := number(w, r)
+	st, name, tn, ok := a.entryTarget(w, r)
 	if !ok {
 		return
 	}
@@ -196,15 +195,7 @@ func (a *API) putEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteEntry(w http.ResponseWriter, r *http.Request) {
-	st := a.store(w)
-	if st == nil {
-		return
-	}
-	name, ok := a.managedList(w, r)
-	if !ok {
-		return
-	}
-	tn, ok := number(w, r)
+	st, name, tn, ok := a.entryTarget(w, r)
 	if !ok {
 		return
 	}
