@@ -30,6 +30,7 @@ type traceRecord struct {
 	FromTN       string    `json:"from_tn"`
 	Orig         string    `json:"orig"`
 	Dest         string    `json:"dest"`
+	ToTN         string    `json:"to_tn"`
 	RequestURI   string    `json:"request_uri"`
 	Identity     string    `json:"identity"`
 	Attest       string    `json:"attest"`
@@ -137,8 +138,8 @@ func TestTraceback(t *testing.T) {
 		if !strings.HasPrefix(r.Source, "127.0.0.1:") || r.Transport != "UDP" || r.Realm != "inside" || r.Direction != "outbound" || r.Customer != "it-pbx" {
 			t.Errorf("upstream of %s: source %q transport %q realm %q direction %q customer %q", r.CallID, r.Source, r.Transport, r.Realm, r.Direction, r.Customer)
 		}
-		if r.Orig != "15551230001" || r.Dest != "15559870002" || !strings.Contains(r.RequestURI, "+15559870002") {
-			t.Errorf("numbers of %s: orig %q dest %q R-URI %q", r.CallID, r.Orig, r.Dest, r.RequestURI)
+		if r.Orig != "15551230001" || r.Dest != "15559870002" || r.FromTN != "15551230001" || r.ToTN != "15559870002" || r.RequestURI != "+15559870002" {
+			t.Errorf("numbers of %s: orig %q dest %q From %q To %q R-URI user %q", r.CallID, r.Orig, r.Dest, r.FromTN, r.ToTN, r.RequestURI)
 		}
 		if _, err := uuid.Parse(r.OrigID); err != nil || r.Attest != "A" || r.X5U != base+"sp.pem" || !strings.Contains(r.Identity, "info=<"+base+"sp.pem>") {
 			t.Errorf("identity of %s: attest %q origid %q x5u %q identity %.60q", r.CallID, r.Attest, r.OrigID, r.X5U, r.Identity)

@@ -112,6 +112,7 @@ type overloadPolicy struct {
 type realmPolicy struct {
 	trusted      []netip.Prefix
 	nextHop      NextHop
+	nextHopText  string // nextHop.String(), made once for the call records
 	udpMax       int
 	oversizeTCP  bool
 	socketBuffer int // SO_RCVBUF/SO_SNDBUF of the UDP sockets; Install applies a change
@@ -249,7 +250,7 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 		if err != nil {
 			return nil, err
 		}
-		p := realmPolicy{nextHop: nh, udpMax: rc.UDP.MaxSize, oversizeTCP: rc.UDP.Oversize == "tcp", socketBuffer: rc.UDP.SocketBuffer}
+		p := realmPolicy{nextHop: nh, nextHopText: nh.String(), udpMax: rc.UDP.MaxSize, oversizeTCP: rc.UDP.Oversize == "tcp", socketBuffer: rc.UDP.SocketBuffer}
 		for _, t := range rc.Trusted {
 			pr, err := parsePrefix(t)
 			if err != nil {

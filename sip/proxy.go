@@ -25,7 +25,8 @@ type CallRecord struct {
 	Transport string // UDP | TCP
 	Orig      string
 	Dest      string
-	// The numbers Orig and Dest were chosen from, and the Request-URI.
+	// The numbers Orig and Dest were chosen from, and the Request-URI's
+	// user part as received.
 	FromTN, PAITN, ToTN, RequestURI string
 	// Identity is the Identity header sent on (outbound: the one signed)
 	// or received (inbound), raw; X5U and IAT are from its PASSporT.
@@ -271,7 +272,7 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	}
 	out := e.peer(r)
 	nh := g.realms[out.idx].nextHop
-	call.nextHop, call.arrived = nh.String(), start
+	call.nextHop, call.arrived = g.realms[out.idx].nextHopText, start
 	status, stage := e.relay(r, out, g, req, tx, toNextHop(nh, true), call)
 	rec := e.record(r, req, call, status, stage, "", start)
 	if status < 200 || status >= 300 { // a 2xx: the dialog ends the call
@@ -1017,9 +1018,7 @@ func (e *Edge) record(r *realm, req *sip.Request, c *Call, status int, stage, re
 	} else {
 		rec.Orig, rec.Dest = callingNumber(req), Number(&req.Recipient)
 	}
-	if e.records != nil {
-		rec.RequestURI = req.Recipient.String()
-	}
+	rec.RequestURI = req.Recipient.User
 	if status >= 200 {
 		e.m.inviteTime.WithLabelValues(r.name).Observe(rec.Duration.Seconds())
 	}

@@ -131,7 +131,7 @@ func printTrace(w io.Writer, r *records.Record) {
 		who = "-"
 	}
 	fmt.Fprintf(w, "  delivered by   %s over %s into the %s realm (%s call), customer/trunk %s\n", r.Source, r.Transport, r.Realm, r.Direction, who)
-	fmt.Fprintf(w, "  numbers        orig %s  dest %s  (From %s, PAI %s, Request-URI %s)\n", dash(r.Orig), dash(r.Dest), dash(r.FromTN), dash(r.PAITN), dash(r.RequestURI))
+	fmt.Fprintf(w, "  numbers        orig %s  dest %s  (From %s, PAI %s, To %s, Request-URI user %s)\n", dash(r.Orig), dash(r.Dest), dash(r.FromTN), dash(r.PAITN), dash(r.ToTN), dash(r.RequestURI))
 	iat := "-"
 	if r.IAT != 0 {
 		iat = time.Unix(r.IAT, 0).UTC().Format(time.RFC3339)

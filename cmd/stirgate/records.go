@@ -85,7 +85,7 @@ func (r *recorder) add(c sip.CallRecord) {
 	rec := &records.Record{
 		At: c.At, CallID: c.CallID, Realm: c.Realm, Direction: c.Dir.String(), SourceAddr: c.Source,
 		Transport: c.Transport, Customer: c.Customer,
-		FromTN: c.FromTN, PAITN: c.PAITN, Orig: c.Orig, Dest: c.Dest, RequestURI: c.RequestURI,
+		FromTN: c.FromTN, PAITN: c.PAITN, ToTN: c.ToTN, Orig: c.Orig, Dest: c.Dest, RequestURI: c.RequestURI,
 		Identity: c.Identity, Attest: c.Attest, OrigID: c.OrigID, X5U: c.X5U, IAT: c.IAT,
 		Verstat: string(c.Verstat), VerifyReason: c.VerifyFailure,
 		NextHop: c.NextHop, Status: c.Status, Stage: c.Stage, Rule: c.Rule, Reason: c.Reason,

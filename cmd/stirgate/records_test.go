@@ -32,7 +32,7 @@ func testRecorder(t testing.TB, queue int) (*recorder, *records.SQLite) {
 var testCall = sip.CallRecord{
 	At: time.Date(2026, 12, 7, 10, 2, 0, 0, time.UTC), CallID: "a84b4c76e66710@pbx", Realm: "outside", Dir: sip.Inbound,
 	Source: netip.MustParseAddrPort("192.0.2.10:5060"), Transport: "UDP", Orig: "12025550199", Dest: "12025550100",
-	FromTN: "12025550199", RequestURI: "sip:+12025550100@pbx", Identity: "eyJ...;info=<https://cert.example/sp.pem>",
+	FromTN: "12025550199", ToTN: "12025550100", RequestURI: "+12025550100", Identity: "eyJ...;info=<https://cert.example/sp.pem>",
 	X5U: "https://cert.example/sp.pem", IAT: 1796637720, Verstat: sip.VerstatPassed, Attest: "A", OrigID: "123e4567-e89b-12d3-a456-426614174000",
 	Customer: "trunk-a", Notes: []string{"rule=per-caller mode=report action=reject matched=caller entry=12025550199 count=4"},
 	NextHop: "10.0.0.5:5060;transport=udp", Status: 200, Stage: sip.StageDownstream, Duration: 2 * time.Second, RingAfter: 300 * time.Millisecond,
@@ -56,7 +56,7 @@ func TestRecorderStoresCallAndEnd(t *testing.T) {
 	}
 	g := got[0]
 	if g.AnswerAfter != 2*time.Second || g.Duration != 95*time.Second || g.RingAfter != 300*time.Millisecond || g.Direction != "inbound" ||
-		g.Source != "192.0.2.10:5060" || g.Policy != testCall.Notes[0] || g.Verstat != string(sip.VerstatPassed) || g.NextHop != testCall.NextHop || g.IAT != testCall.IAT {
+		g.Source != "192.0.2.10:5060" || g.Policy != testCall.Notes[0] || g.Verstat != string(sip.VerstatPassed) || g.NextHop != testCall.NextHop || g.IAT != testCall.IAT || g.ToTN != testCall.ToTN || g.RequestURI != testCall.RequestURI {
 		t.Errorf("stored %+v", g)
 	}
 }

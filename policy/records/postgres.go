@@ -25,6 +25,7 @@ var postgresMigrations = []string{
 		customer      TEXT NOT NULL,
 		from_tn       TEXT NOT NULL,
 		pai_tn        TEXT NOT NULL,
+		to_tn         TEXT NOT NULL,
 		orig          TEXT NOT NULL,
 		dest          TEXT NOT NULL,
 		request_uri   TEXT NOT NULL,

@@ -10,7 +10,7 @@ import (
 // columns of calls in insert and select order (without id); both
 // databases use the same names.
 const columns = `at_ms, call_id, realm, direction, source, transport, customer,
-	from_tn, pai_tn, orig, dest, request_uri, identity, attest, origid, x5u, iat,
+	from_tn, pai_tn, to_tn, orig, dest, request_uri, identity, attest, origid, x5u, iat,
 	verstat, verify_reason, next_hop, status, stage, rule, reason, policy,
 	ring_ms, cancel_ms, answer_ms, duration_ms`
 
@@ -20,7 +20,7 @@ var columnCount = strings.Count(columns, ",") + 1
 // values returns r's column values in the order of columns.
 func values(r *Record) []any {
 	return []any{r.At.UnixMilli(), r.CallID, r.Realm, r.Direction, r.Source, r.Transport, r.Customer,
-		r.FromTN, r.PAITN, r.Orig, r.Dest, r.RequestURI, r.Identity, r.Attest, r.OrigID, r.X5U, r.IAT,
+		r.FromTN, r.PAITN, r.ToTN, r.Orig, r.Dest, r.RequestURI, r.Identity, r.Attest, r.OrigID, r.X5U, r.IAT,
 		r.Verstat, r.VerifyReason, r.NextHop, r.Status, r.Stage, r.Rule, r.Reason, r.Policy,
 		r.RingAfter.Milliseconds(), r.CancelAfter.Milliseconds(), r.AnswerAfter.Milliseconds(), r.Duration.Milliseconds()}
 }
@@ -32,7 +32,7 @@ type scanner interface{ Scan(dest ...any) error }
 func scanRecord(row scanner, r *Record) error {
 	var at, ring, cancel, answer, dur int64
 	if err := row.Scan(&at, &r.CallID, &r.Realm, &r.Direction, &r.Source, &r.Transport, &r.Customer,
-		&r.FromTN, &r.PAITN, &r.Orig, &r.Dest, &r.RequestURI, &r.Identity, &r.Attest, &r.OrigID, &r.X5U, &r.IAT,
+		&r.FromTN, &r.PAITN, &r.ToTN, &r.Orig, &r.Dest, &r.RequestURI, &r.Identity, &r.Attest, &r.OrigID, &r.X5U, &r.IAT,
 		&r.Verstat, &r.VerifyReason, &r.NextHop, &r.Status, &r.Stage, &r.Rule, &r.Reason, &r.Policy,
 		&ring, &cancel, &answer, &dur); err != nil {
 		return err

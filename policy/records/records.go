@@ -31,7 +31,10 @@ type Record struct {
 	Transport  string // UDP | TCP
 	Customer   string // the customer or trunk it was classified as
 
-	FromTN, PAITN, Orig, Dest, RequestURI string // numbers as stirgate read them
+	// The numbers as stirgate read them: From, P-Asserted-Identity and To,
+	// and the calling and called numbers it chose (Orig, Dest).
+	FromTN, PAITN, ToTN, Orig, Dest string
+	RequestURI                      string // the Request-URI's user part as received
 
 	Identity     string // the Identity header received or sent, raw
 	Attest       string // A | B | C

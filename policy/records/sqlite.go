@@ -14,11 +14,9 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
-// callsColumns are the columns of a calls table (the single one of schema
-// 1 and 2, a day's since schema 3). Migration 1 uses it: never change it; a
-// new column is a new migration that alters every day table, and
-// createDayTable then adds it too.
-const callsColumns = `
+// callsColumnsV1 are the columns of the single calls table of schema 1
+// and 2 (migration 1 uses them: never change them).
+const callsColumnsV1 = `
 		id            INTEGER PRIMARY KEY,
 		at_ms         INTEGER NOT NULL,
 		call_id       TEXT NOT NULL,
@@ -51,10 +49,15 @@ const callsColumns = `
 		duration_ms   INTEGER NOT NULL
 	`
 
+// dayColumns are the columns of a day's calls table (schema 3). A new
+// column is a new migration that alters every day table, and goes here.
+const dayColumns = callsColumnsV1 + `,
+		to_tn         TEXT NOT NULL DEFAULT ''`
+
 // sqliteMigrations are the schema, in order; the database keeps how many
 // ran in PRAGMA user_version. Never edit one that has shipped: add the next.
 var sqliteMigrations = []func(ctx context.Context, tx *sql.Tx) error{
-	execMigration(`CREATE TABLE calls (` + callsColumns + `);
+	execMigration(`CREATE TABLE calls (` + callsColumnsV1 + `);
 	CREATE INDEX calls_at ON calls (at_ms);
 	CREATE INDEX calls_orig_at ON calls (orig, at_ms);
 	CREATE INDEX calls_dest_at ON calls (dest, at_ms);
@@ -116,7 +119,9 @@ func moveCallsToDayTables(ctx context.Context, tx *sql.Tx) error {
 		if err := createDayTable(ctx, tx, d); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "INSERT INTO "+dayTable(d)+" ("+columns+") SELECT "+columns+
+		// Schema 2 had no to_tn: it stays ''.
+		v1 := strings.Replace(columns, "to_tn, ", "", 1)
+		if _, err := tx.ExecContext(ctx, "INSERT INTO "+dayTable(d)+" ("+v1+") SELECT "+v1+
 			" FROM calls WHERE at_ms >= ? AND at_ms < ? ORDER BY id", d*dayMs, (d+1)*dayMs); err != nil {
 			return err
 		}
@@ -165,7 +170,7 @@ func dayOfTable(name string) (int64, bool) {
 // same as the single table of migration 1 had.
 func createDayTable(ctx context.Context, tx *sql.Tx, d int64) error {
 	t := dayTable(d)
-	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t+` (`+callsColumns+`);
+	_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+t+` (`+dayColumns+`);
 	CREATE INDEX IF NOT EXISTS `+t+`_at ON `+t+` (at_ms);
 	CREATE INDEX IF NOT EXISTS `+t+`_orig_at ON `+t+` (orig, at_ms);
 	CREATE INDEX IF NOT EXISTS `+t+`_dest_at ON `+t+` (dest, at_ms);

@@ -123,6 +123,7 @@ type Record struct {
 	Customer     string    `json:"customer"`
 	FromTN       string    `json:"from_tn"`
 	PAITN        string    `json:"pai_tn"`
+	ToTN         string    `json:"to_tn"`
 	Orig         string    `json:"orig"`
 	Dest         string    `json:"dest"`
 	RequestURI   string    `json:"request_uri"`
@@ -149,7 +150,7 @@ type Record struct {
 // RecordOf is the JSON form of r.
 func RecordOf(r *records.Record) Record {
 	return Record{At: r.At.UTC(), CallID: r.CallID, Realm: r.Realm, Direction: r.Direction, Source: r.Source,
-		Transport: r.Transport, Customer: r.Customer, FromTN: r.FromTN, PAITN: r.PAITN, Orig: r.Orig, Dest: r.Dest,
+		Transport: r.Transport, Customer: r.Customer, FromTN: r.FromTN, PAITN: r.PAITN, ToTN: r.ToTN, Orig: r.Orig, Dest: r.Dest,
 		RequestURI: r.RequestURI, Identity: r.Identity, Attest: r.Attest, OrigID: r.OrigID, X5U: r.X5U, IAT: r.IAT,
 		Verstat: r.Verstat, VerifyReason: r.VerifyReason, NextHop: r.NextHop, Status: r.Status, Decision: decision(r), Stage: r.Stage,
 		Rule: r.Rule, Reason: r.Reason, Policy: r.Policy, RingMs: r.RingAfter.Milliseconds(),
@@ -168,7 +169,7 @@ func decision(r *records.Record) string {
 // CSVHeader and CSVRow are the CSV export of records (an ITG portal's
 // upload, a spreadsheet): one column per field, times in RFC 3339.
 var CSVHeader = []string{"at", "call_id", "realm", "direction", "source", "transport", "customer",
-	"from_tn", "pai_tn", "orig", "dest", "request_uri", "attest", "origid", "x5u", "iat", "verstat",
+	"from_tn", "pai_tn", "to_tn", "orig", "dest", "request_uri", "attest", "origid", "x5u", "iat", "verstat",
 	"verify_reason", "next_hop", "status", "stage", "rule", "reason", "policy", "ring_ms", "cancel_ms",
 	"answer_ms", "duration_ms", "identity"}
 
@@ -176,7 +177,7 @@ var CSVHeader = []string{"at", "call_id", "realm", "direction", "source", "trans
 func CSVRow(r *records.Record) []string {
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
 	return []string{r.At.UTC().Format(time.RFC3339Nano), r.CallID, r.Realm, r.Direction, r.Source, r.Transport, r.Customer,
-		r.FromTN, r.PAITN, r.Orig, r.Dest, r.RequestURI, r.Attest, r.OrigID, r.X5U, i64(r.IAT), r.Verstat,
+		r.FromTN, r.PAITN, r.ToTN, r.Orig, r.Dest, r.RequestURI, r.Attest, r.OrigID, r.X5U, i64(r.IAT), r.Verstat,
 		r.VerifyReason, r.NextHop, strconv.Itoa(r.Status), r.Stage, r.Rule, r.Reason, r.Policy,
 		i64(r.RingAfter.Milliseconds()), i64(r.CancelAfter.Milliseconds()), i64(r.AnswerAfter.Milliseconds()),
 		i64(r.Duration.Milliseconds()), r.Identity}
@@ -371,8 +372,8 @@ func (a *API) explainRecord(w http.ResponseWriter, r *http.Request) {
 // Steps retells a stored call stage by stage.
 func Steps(r *records.Record) []Step {
 	steps := []Step{{Stage: "received", Decision: "pass",
-		Detail: fmt.Sprintf("%s INVITE in realm %s from %s over %s: calling %q called %q (From %q, PAI %q, R-URI %s)",
-			r.Direction, r.Realm, r.Source, r.Transport, r.Orig, r.Dest, r.FromTN, r.PAITN, r.RequestURI)}}
+		Detail: fmt.Sprintf("%s INVITE in realm %s from %s over %s: calling %q called %q (From %q, PAI %q, To %q, Request-URI user %q)",
+			r.Direction, r.Realm, r.Source, r.Transport, r.Orig, r.Dest, r.FromTN, r.PAITN, r.ToTN, r.RequestURI)}}
 	if r.Customer != "" {
 		steps = append(steps, Step{Stage: "classify", Decision: "pass", Detail: "customer " + r.Customer})
 	}

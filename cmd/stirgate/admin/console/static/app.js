@@ -430,8 +430,8 @@
   const RECORD_FIELDS = [
     ['at', 'Time (UTC)'], ['call_id', 'Call-ID'], ['realm', 'Realm'], ['direction', 'Direction'],
     ['source', 'Source'], ['transport', 'Transport'], ['customer', 'Customer / trunk'],
-    ['from_tn', 'From number'], ['pai_tn', 'P-Asserted-Identity number'], ['orig', 'Calling number (orig)'],
-    ['dest', 'Called number (dest)'], ['request_uri', 'Request-URI'], ['attest', 'Attestation'],
+    ['from_tn', 'From number'], ['pai_tn', 'P-Asserted-Identity number'], ['to_tn', 'To number'], ['orig', 'Calling number (orig)'],
+    ['dest', 'Called number (dest)'], ['request_uri', 'Request-URI user part'], ['attest', 'Attestation'],
     ['origid', 'origid'], ['x5u', 'x5u'], ['iat', 'iat'], ['verstat', 'verstat'],
     ['verify_reason', 'Verification failure'], ['next_hop', 'Next hop'], ['status', 'Final status'],
     ['stage', 'Deciding stage'], ['rule', 'Deciding rule'], ['reason', 'Reason'], ['policy', 'Rule inputs'],
