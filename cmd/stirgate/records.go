@@ -154,7 +154,10 @@ func (r *recorder) run(ctx context.Context, drain time.Duration) {
 			listErr = err != nil
 		case <-prune.C:
 			start := time.Now()
-			n, err := r.store.Prune(ctx, start.Add(-r.retention))
+			// Whole UTC days: SQLite drops a day's table at once instead
+			// of deleting an hour of rows from its indexes every hour (a
+			// record is kept up to a day beyond the retention).
+			n, err := r.store.Prune(ctx, start.Add(-r.retention).Truncate(24*time.Hour))
 			r.pruned.Add(float64(n))
 			if err != nil {
 				r.log.Warn("call records not pruned", "err", err, "pruned", n)

@@ -183,7 +183,9 @@ func createDayTable(ctx context.Context, tx *sql.Tx, d int64) error {
 // table per UTC day (calls_YYYYMMDD); searches visit the days their time
 // window covers, newest first.
 type SQLite struct {
-	db *sql.DB
+	db            *sql.DB
+	stop, stopped chan struct{} // the checkpoint goroutine's
+	closeOnce     sync.Once
 
 	mu   sync.Mutex
 	days []int64 // the day tables that exist, ascending
@@ -196,7 +198,15 @@ var _ Store = (*SQLite)(nil)
 // newer than this binary's is refused.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() +
-		"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)&_pragma=cache_size(-65536)"
+		"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)&_pragma=cache_size(-65536)" +
+		// SQLite's own checkpoint runs in the committing writer once the
+		// WAL holds 1,000 pages: after nearly every batch, writing each
+		// dirty index page a second time with an fsync. A checkpoint every
+		// second (checkpointEvery) from a goroutine of its own does it
+		// once per page per second; 131,072 pages (512 MB) is the
+		// backstop (a long export holds the WAL), and a WAL that grew
+		// beyond 64 MB is cut back after a checkpoint.
+		"&_pragma=wal_autocheckpoint(131072)&_pragma=journal_size_limit(67108864)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("records: open %s: %w", path, err)
@@ -204,7 +214,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	// A few connections: one Writer inserts (SQLite serialises writers
 	// anyway), and WAL lets searches read beside it.
 	db.SetMaxOpenConns(4)
-	s := &SQLite{db: db}
+	s := &SQLite{db: db, stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("records: %s: %w", path, err)
@@ -213,7 +223,27 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("records: %s: %w", path, err)
 	}
+	go s.checkpoints()
 	return s, nil
+}
+
+// checkpointEvery is how often the WAL is copied into the database file.
+const checkpointEvery = time.Second
+
+// checkpoints copies the WAL into the database file every checkpointEvery
+// (PASSIVE: it never waits for readers or the writer) until Close.
+func (s *SQLite) checkpoints() {
+	defer close(s.stopped)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			_, _ = s.db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 // loadDays reads which day tables exist.
@@ -330,8 +360,14 @@ func (s *SQLite) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// Close closes the database.
-func (s *SQLite) Close() error { return s.db.Close() }
+// Close stops the checkpoints and closes the database.
+func (s *SQLite) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.stopped
+	})
+	return s.db.Close()
+}
 
 // Write stores a batch of records and call ends in one transaction; the
 // first record of a day creates that day's table.

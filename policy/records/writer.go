@@ -8,8 +8,8 @@ import (
 )
 
 // Writer takes records off the call path: Add and End never block, a
-// background goroutine stores them in batches of up to batchSize or every
-// flushEvery.
+// background goroutine stores them in batches of up to maxBatch, or what
+// came in flushEvery.
 type Writer struct {
 	db      Store
 	log     *slog.Logger
@@ -26,8 +26,13 @@ type item struct {
 	end End
 }
 
+// A batch is what the queue holds when the writer comes for it, up to
+// maxBatch: at low rates the flush every flushEvery keeps batches small;
+// when the queue backs up, bigger batches amortise each commit (and in
+// SQLite each WAL page an index insert dirties) over more records.
 const (
-	batchSize  = 512
+	batchSize  = 512   // the buffer's initial capacity
+	maxBatch   = 16384 // records and ends per transaction at most
 	flushEvery = 100 * time.Millisecond
 )
 
@@ -93,7 +98,7 @@ func (w *Writer) Run(ctx context.Context, drainTimeout time.Duration) {
 		} else {
 			ends = append(ends, it.end)
 		}
-		if len(recs)+len(ends) >= batchSize {
+		if len(recs)+len(ends) >= maxBatch {
 			flush(ctx)
 		}
 	}
