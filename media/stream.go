@@ -21,6 +21,11 @@ const (
 // LateAfter is the pacing error beyond which a packet counts as late.
 const LateAfter = 5 * time.Millisecond
 
+// earlySlack: a packet due within this much is sent with those due now, so
+// streams whose times are close share one wake-up (with 200 streams spread
+// over a ptime, one wake-up per packet cost more than the packets).
+const earlySlack = time.Millisecond
+
 // Scheduler paces every announcement stream of the node from one
 // goroutine: it sleeps until the earliest packet is due, sends every packet
 // that is due, and sleeps again. No goroutine per stream, no busy loop;
@@ -157,10 +162,10 @@ func (s *Scheduler) run() {
 		for len(s.due) > 0 {
 			st := s.due[0]
 			at := st.start.Add(time.Duration(st.sent) * Ptime)
-			if at.After(now) {
+			if at.After(now.Add(earlySlack)) {
 				break
 			}
-			s.send(st, now.Sub(at))
+			s.send(st, now.Sub(at)) // negative: sent early, within earlySlack
 			if st.sent == st.total {
 				heap.Pop(&s.due)
 				st.index = -1
