@@ -49,17 +49,17 @@ func NewScheduler() *Scheduler {
 
 // Stream is one announcement being played to one caller.
 type Stream struct {
-	conn    *net.UDPConn
-	dst     netip.AddrPort
-	audio   []byte // G.711, a multiple of nothing in particular: the last packet may be short
-	pkt     rtp.Packet
-	start   time.Time
-	sent    int // packets sent
-	total   int
-	index   int // in the heap
-	done    chan struct{}
-	stopped bool
-	result  Result
+	s      *Scheduler
+	conn   *net.UDPConn
+	dst    netip.AddrPort
+	audio  []byte // G.711, a multiple of nothing in particular: the last packet may be short
+	pkt    rtp.Packet
+	start  time.Time
+	sent   int // packets sent
+	total  int
+	index  int // in the heap; -1 once the stream has ended
+	done   chan struct{}
+	result Result
 }
 
 // Result is how a stream went.
@@ -80,7 +80,7 @@ var ErrClosed = errors.New("media: scheduler closed")
 // a talkspurt).
 func (s *Scheduler) Play(conn *net.UDPConn, dst netip.AddrPort, codec Codec, audio []byte) (*Stream, error) {
 	st := &Stream{
-		conn: conn, dst: dst, audio: audio, start: time.Now(),
+		s: s, conn: conn, index: -1, dst: dst, audio: audio, start: time.Now(),
 		total: (len(audio) + samplesPerPacket - 1) / samplesPerPacket,
 		done:  make(chan struct{}),
 	}
@@ -104,17 +104,19 @@ func (s *Scheduler) Play(conn *net.UDPConn, dst netip.AddrPort, codec Codec, aud
 }
 
 // Stop ends the stream at once (the caller cancelled): no packet is sent
-// after it returns.
-func (st *Stream) Stop(s *Scheduler) {
-	s.mu.Lock()
-	if !st.stopped && st.index >= 0 {
-		st.stopped = true
+// after it returns. Stopping an ended stream does nothing.
+func (st *Stream) Stop() {
+	st.s.mu.Lock()
+	defer st.s.mu.Unlock()
+	if st.index >= 0 {
 		st.result.Stopped = true
-		heap.Remove(&s.due, st.index)
+		heap.Remove(&st.s.due, st.index)
 		close(st.done)
 	}
-	s.mu.Unlock()
 }
+
+// next is when the stream's next packet is due.
+func (st *Stream) next() time.Time { return st.start.Add(time.Duration(st.sent) * Ptime) }
 
 // Done is closed when the stream has ended.
 func (st *Stream) Done() <-chan struct{} { return st.done }
@@ -145,7 +147,7 @@ func (s *Scheduler) Close() {
 	close(s.closed)
 	for len(s.due) > 0 {
 		st := heap.Pop(&s.due).(*Stream)
-		st.stopped, st.result.Stopped = true, true
+		st.result.Stopped = true
 		close(st.done)
 	}
 	s.mu.Unlock()
@@ -161,14 +163,13 @@ func (s *Scheduler) run() {
 		now := time.Now()
 		for len(s.due) > 0 {
 			st := s.due[0]
-			at := st.start.Add(time.Duration(st.sent) * Ptime)
+			at := st.next()
 			if at.After(now.Add(earlySlack)) {
 				break
 			}
 			s.send(st, now.Sub(at)) // negative: sent early, within earlySlack
 			if st.sent == st.total {
 				heap.Pop(&s.due)
-				st.index = -1
 				close(st.done)
 			} else {
 				heap.Fix(&s.due, 0)
@@ -176,7 +177,7 @@ func (s *Scheduler) run() {
 		}
 		wait := time.Hour
 		if len(s.due) > 0 {
-			wait = time.Until(s.due[0].start.Add(time.Duration(s.due[0].sent) * Ptime))
+			wait = time.Until(s.due[0].next())
 		}
 		s.mu.Unlock()
 		timer.Reset(wait)
@@ -217,10 +218,8 @@ func (s *Scheduler) send(st *Stream, late time.Duration) {
 // streamHeap orders streams by when their next packet is due.
 type streamHeap []*Stream
 
-func (h streamHeap) Len() int { return len(h) }
-func (h streamHeap) Less(i, j int) bool {
-	return h[i].start.Add(time.Duration(h[i].sent) * Ptime).Before(h[j].start.Add(time.Duration(h[j].sent) * Ptime))
-}
+func (h streamHeap) Len() int           { return len(h) }
+func (h streamHeap) Less(i, j int) bool { return h[i].next().Before(h[j].next()) }
 func (h streamHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j

@@ -106,7 +106,7 @@ func TestStreamStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	st.Stop(s)
+	st.Stop()
 	select {
 	case <-st.Done():
 	default:
@@ -117,7 +117,7 @@ func TestStreamStop(t *testing.T) {
 	if len(got) != n || !st.Result().Stopped || n == 0 || n >= 500 {
 		t.Fatalf("%d packets sent before Stop, %d received; result %+v", n, len(got), st.Result())
 	}
-	st.Stop(s) // twice: nothing happens
+	st.Stop() // twice: nothing happens
 }
 
 // TestSchedulerClose ends every stream.

@@ -73,5 +73,11 @@ func (l managedList) Lookup(tn string, now time.Time) (numbers.Match, bool) {
 	return numbers.Match{}, false
 }
 
-// ManagedListNames are the managed lists the policy declares, in file order.
-func (e *Engine) ManagedListNames() []string { return e.managed }
+// ManagedListNames are the managed lists the policy declares, in file
+// order (none for a nil Engine: no policy).
+func (e *Engine) ManagedListNames() []string {
+	if e == nil {
+		return nil
+	}
+	return e.managed
+}

@@ -112,7 +112,7 @@ func (r *recorder) loadLists(ctx context.Context) error {
 	if last == r.lastList {
 		return nil
 	}
-	entries, err := r.store.Entries(ctx, "", time.Now())
+	entries, err := r.store.Entries(ctx, "", "", time.Now())
 	if err != nil {
 		return err
 	}
@@ -125,6 +125,20 @@ func (r *recorder) loadLists(ctx context.Context) error {
 	}
 	r.lastList = last
 	return nil
+}
+
+// prune deletes the records older than the retention at now, in whole UTC
+// days: SQLite drops a day's table at once instead of deleting an hour of
+// rows from its indexes every hour (a record is kept up to a day beyond
+// the retention).
+func (r *recorder) prune(ctx context.Context, now time.Time) {
+	n, err := r.store.Prune(ctx, now.Add(-r.retention).Truncate(24*time.Hour))
+	r.pruned.Add(float64(n))
+	if err != nil {
+		r.log.Warn("call records not pruned", "err", err, "pruned", n)
+	} else if n > 0 {
+		r.log.Info("call records pruned", "pruned", n, "took", time.Since(now).Round(time.Millisecond))
+	}
 }
 
 // run writes records until ctx is done (then drains the queue for at most
@@ -153,17 +167,7 @@ func (r *recorder) run(ctx context.Context, drain time.Duration) {
 			}
 			listErr = err != nil
 		case <-prune.C:
-			start := time.Now()
-			// Whole UTC days: SQLite drops a day's table at once instead
-			// of deleting an hour of rows from its indexes every hour (a
-			// record is kept up to a day beyond the retention).
-			n, err := r.store.Prune(ctx, start.Add(-r.retention).Truncate(24*time.Hour))
-			r.pruned.Add(float64(n))
-			if err != nil {
-				r.log.Warn("call records not pruned", "err", err, "pruned", n)
-			} else if n > 0 {
-				r.log.Info("call records pruned", "pruned", n, "took", time.Since(start).Round(time.Millisecond))
-			}
+			r.prune(ctx, time.Now())
 			prune.Reset(pruneInterval)
 		}
 	}

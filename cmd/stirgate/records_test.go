@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/policy"
@@ -84,5 +85,28 @@ func BenchmarkRecordCall(b *testing.B) {
 	b.StopTimer()
 	if d := r.w.Dropped(); d > 0 {
 		b.Fatalf("%d records dropped", d)
+	}
+}
+
+// TestRecorderPrunesWholeDays: with retention_days 1, records of the days
+// before yesterday go (counted in stirgate_records_pruned_total), those of
+// yesterday and today stay.
+func TestRecorderPrunesWholeDays(t *testing.T) {
+	r, st := testRecorder(t, 16)
+	now := time.Date(2026, 12, 7, 10, 2, 0, 0, time.UTC)
+	var recs []records.Record
+	for _, at := range []time.Time{now.Add(-72 * time.Hour), now.Add(-50 * time.Hour), now.Add(-30 * time.Hour), now.Add(-time.Hour)} {
+		recs = append(recs, records.Record{At: at, CallID: at.String()})
+	}
+	if err := st.Write(context.Background(), recs, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.prune(context.Background(), now)
+	left, err := records.Search(context.Background(), st, records.Query{})
+	if err != nil || len(left) != 2 || !left[1].At.Equal(now.Add(-30*time.Hour)) {
+		t.Fatalf("left after pruning: %+v (%v); want the records of yesterday and today", left, err)
+	}
+	if got := testutil.ToFloat64(r.pruned); got != 2 {
+		t.Errorf("stirgate_records_pruned_total %v, want 2", got)
 	}
 }

@@ -193,12 +193,18 @@ func testContract(t *testing.T, open func(t testing.TB) Store) {
 		add("dnc", "12025550101", t0.Add(time.Hour))
 		add("block", "12025550199", time.Time{})
 		add("dnc", "12025550100", t0.Add(48*time.Hour)) // replaces
-		got, err := s.Entries(ctx, "dnc", t0.Add(2*time.Hour))
+		got, err := s.Entries(ctx, "dnc", "", t0.Add(2*time.Hour))
 		if err != nil || len(got) != 1 || got[0].Number != "12025550100" || !got[0].Expires.Equal(t0.Add(48*time.Hour)) || got[0].Note != "complaint 17" {
 			t.Fatalf("dnc entries after the second's expiry: %+v %v", got, err)
 		}
-		if all, _ := s.Entries(ctx, "", t0); len(all) != 3 {
+		if all, _ := s.Entries(ctx, "", "", t0); len(all) != 3 {
 			t.Errorf("every list: %d entries, want 3", len(all))
+		}
+		if one, _ := s.Entries(ctx, "", "12025550199", t0); len(one) != 1 || one[0].List != "block" {
+			t.Errorf("the lists of 12025550199: %+v, want block", one)
+		}
+		if one, _ := s.Entries(ctx, "dnc", "12025550101", t0); len(one) != 1 || one[0].Number != "12025550101" {
+			t.Errorf("one entry of dnc: %+v", one)
 		}
 		if ok, err := s.DeleteEntry(ctx, "dnc", "12025550100", Change{At: t0, Actor: "bob", Action: "list.remove", Target: "dnc/12025550100"}); !ok || err != nil {
 			t.Fatalf("delete: %v %v", ok, err)

@@ -310,12 +310,12 @@ func (p *Postgres) DeleteEntry(ctx context.Context, list, number string, c Chang
 	return found, nil
 }
 
-// Entries returns the unexpired entries of list ("": every list), in the
-// byte order of list and number, as in SQLite.
-func (p *Postgres) Entries(ctx context.Context, list string, now time.Time) ([]Entry, error) {
+// Entries returns the unexpired entries of list and number ("": every
+// list, every number), in the byte order of list and number, as in SQLite.
+func (p *Postgres) Entries(ctx context.Context, list, number string, now time.Time) ([]Entry, error) {
 	rows, err := p.pool.Query(ctx, `SELECT list, number, note, added_by, added_ms, expires_ms FROM list_entries
-		WHERE ($1::text = '' OR list = $1) AND (expires_ms = 0 OR expires_ms > $2)
-		ORDER BY list COLLATE "C", number COLLATE "C"`, list, now.UnixMilli())
+		WHERE ($1::text = '' OR list = $1) AND ($3::text = '' OR number = $3) AND (expires_ms = 0 OR expires_ms > $2)
+		ORDER BY list COLLATE "C", number COLLATE "C"`, list, now.UnixMilli(), number)
 	if err != nil {
 		return nil, fmt.Errorf("records: list entries: %w", err)
 	}

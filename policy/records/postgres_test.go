@@ -255,7 +255,7 @@ func testPostgresByteOrder(t *testing.T, dsn string) {
 			t.Fatal(err)
 		}
 	}
-	got, err := p.Entries(ctx, "", t0)
+	got, err := p.Entries(ctx, "", "", t0)
 	var order []string
 	for _, e := range got {
 		order = append(order, e.List+"/"+e.Number)

@@ -121,8 +121,9 @@ type Store interface {
 	// the same transaction.
 	PutEntry(ctx context.Context, e Entry, c Change) error
 	DeleteEntry(ctx context.Context, list, number string, c Change) (bool, error)
-	// Entries returns the unexpired entries of list ("": of every list).
-	Entries(ctx context.Context, list string, now time.Time) ([]Entry, error)
+	// Entries returns the unexpired entries of list and number ("": of
+	// every list, every number).
+	Entries(ctx context.Context, list, number string, now time.Time) ([]Entry, error)
 	// Audit records a change that is not a list edit.
 	Audit(ctx context.Context, c Change) error
 	// Changes returns the audit trail, newest first, at most limit lines

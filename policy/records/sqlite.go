@@ -597,10 +597,12 @@ func (s *SQLite) DeleteEntry(ctx context.Context, list, number string, c Change)
 	return found, nil
 }
 
-// Entries returns the unexpired entries of list ("": every list).
-func (s *SQLite) Entries(ctx context.Context, list string, now time.Time) ([]Entry, error) {
+// Entries returns the unexpired entries of list and number ("": every
+// list, every number).
+func (s *SQLite) Entries(ctx context.Context, list, number string, now time.Time) ([]Entry, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT list, number, note, added_by, added_ms, expires_ms FROM list_entries
-		WHERE (? = '' OR list = ?) AND (expires_ms = 0 OR expires_ms > ?) ORDER BY list, number`, list, list, now.UnixMilli())
+		WHERE (?1 = '' OR list = ?1) AND (?2 = '' OR number = ?2) AND (expires_ms = 0 OR expires_ms > ?3) ORDER BY list, number`,
+		list, number, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("records: list entries: %w", err)
 	}

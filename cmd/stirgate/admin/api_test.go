@@ -234,7 +234,7 @@ func TestAPIListsComplaintsAudit(t *testing.T) {
 		t.Errorf("put expiring in the past: %d, want 400", code)
 	}
 	// What serve's poller does: read the database into the lists in force.
-	entries, _ := f.st.Entries(context.Background(), "", t0)
+	entries, _ := f.st.Entries(context.Background(), "", "", t0)
 	var me []policy.ManagedEntry
 	for _, e := range entries {
 		me = append(me, policy.ManagedEntry{List: e.List, Number: e.Number, Expires: e.Expires})

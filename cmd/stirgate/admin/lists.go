@@ -36,13 +36,7 @@ func entryOf(e records.Entry) Entry {
 // in force and returns its name, or answers 404.
 func (a *API) managedList(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name := r.PathValue("list")
-	var names []string
-	if a.Engine != nil {
-		if e := a.Engine(); e != nil {
-			names = e.ManagedListNames()
-		}
-	}
-	if !slices.Contains(names, name) {
+	if !slices.Contains(a.policy().ManagedListNames(), name) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no managed list %q (a policy file declares one with managed: true)", name))
 		return "", false
 	}
@@ -78,28 +72,22 @@ func (a *API) lists(w http.ResponseWriter, r *http.Request) {
 	if st == nil {
 		return
 	}
-	entries, err := st.Entries(r.Context(), "", a.now())
+	entries, err := st.Entries(r.Context(), "", "", a.now())
 	if err != nil {
 		a.internal(w, r, err)
 		return
+	}
+	count := map[string]int{}
+	for _, en := range entries {
+		count[en.List]++
 	}
 	type list struct {
 		Name    string `json:"name"`
 		Entries int    `json:"entries"`
 	}
 	out := []list{}
-	if a.Engine != nil {
-		if e := a.Engine(); e != nil {
-			for _, name := range e.ManagedListNames() {
-				n := 0
-				for _, en := range entries {
-					if en.List == name {
-						n++
-					}
-				}
-				out = append(out, list{name, n})
-			}
-		}
+	for _, name := range a.policy().ManagedListNames() {
+		out = append(out, list{name, count[name]})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"lists": out})
 }
@@ -113,7 +101,7 @@ func (a *API) listEntries(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	entries, err := st.Entries(r.Context(), name, a.now())
+	entries, err := st.Entries(r.Context(), name, "", a.now())
 	if err != nil {
 		a.internal(w, r, err)
 		return
@@ -125,33 +113,19 @@ func (a *API) listEntries(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"list": name, "entries": out})
 }
 
-// find returns number's unexpired entry on list.
-func (a *API) find(r *http.Request, st records.Store, list, number string) (records.Entry, bool, error) {
-	entries, err := st.Entries(r.Context(), list, a.now())
-	if err != nil {
-		return records.Entry{}, false, err
-	}
-	for _, e := range entries {
-		if e.Number == number {
-			return e, true, nil
-		}
-	}
-	return records.Entry{}, false, nil
-}
-
 func (a *API) checkEntry(w http.ResponseWriter, r *http.Request) {
 	st, name, tn, ok := a.entryTarget(w, r)
 	if !ok {
 		return
 	}
-	e, found, err := a.find(r, st, name, tn)
+	found, err := st.Entries(r.Context(), name, tn, a.now())
 	switch {
 	case err != nil:
 		a.internal(w, r, err)
-	case !found:
+	case len(found) == 0:
 		writeJSON(w, http.StatusNotFound, map[string]any{"listed": false, "number": tn})
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"listed": true, "entry": entryOf(e)})
+		writeJSON(w, http.StatusOK, map[string]any{"listed": true, "entry": entryOf(found[0])})
 	}
 }
 
@@ -212,12 +186,17 @@ func (a *API) deleteEntry(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// policy is the policy in force, nil when there is none.
+func (a *API) policy() *policy.Engine {
+	if a.Engine == nil {
+		return nil
+	}
+	return a.Engine()
+}
+
 // engine returns the policy in force or answers 503.
 func (a *API) engine(w http.ResponseWriter) *policy.Engine {
-	var e *policy.Engine
-	if a.Engine != nil {
-		e = a.Engine()
-	}
+	e := a.policy()
 	if e == nil {
 		writeError(w, http.StatusServiceUnavailable, "no policy in force (policy.files is empty)")
 	}
@@ -286,15 +265,13 @@ func (a *API) inspectNumber(w http.ResponseWriter, r *http.Request) {
 	}
 	lists := []string{}
 	if a.Records != nil {
-		entries, err := a.Records.Entries(r.Context(), "", now)
+		entries, err := a.Records.Entries(r.Context(), "", tn, now)
 		if err != nil {
 			a.internal(w, r, err)
 			return
 		}
 		for _, en := range entries {
-			if en.Number == tn {
-				lists = append(lists, en.List)
-			}
+			lists = append(lists, en.List)
 		}
 	}
 	until := func(t time.Time) *time.Time {
