@@ -15,6 +15,10 @@ const module = "github.com/stirgate/stirgate"
 // passportPkg is the leaf every package may import (docs/DESIGN.md).
 const passportPkg = module + "/attest/passport"
 
+// mediaPkg plays announcements (SDP, RTP): the edge and the policy (which
+// loads the prompts its rules name) use it.
+const mediaPkg = module + "/sip/media"
+
 func ours(imp string) bool { return strings.HasPrefix(imp, module+"/") }
 
 // importRule is one boundary of docs/DESIGN.md: bad reports whether file (path
@@ -46,8 +50,15 @@ var importRules = []importRule{
 	{"attest/passport imports nothing of ours", func(_, file, imp string) bool {
 		return strings.HasPrefix(filepath.ToSlash(file), "attest/passport/") && ours(imp)
 	}},
-	{"sip imports nothing of ours but attest/passport", func(pkg, _, imp string) bool {
-		return pkg == "sip" && ours(imp) && imp != passportPkg
+	{"sip imports nothing of ours but attest/passport and sip/media", func(pkg, _, imp string) bool {
+		return pkg == "sip" && ours(imp) && imp != passportPkg && imp != mediaPkg
+	}},
+	{"only sip/media imports pion", func(_, file, imp string) bool {
+		return strings.HasPrefix(imp, "github.com/pion/") && !strings.HasPrefix(filepath.ToSlash(file), "sip/media/")
+	}},
+	{"sip/media imports no sipgo and nothing of ours", func(_, file, imp string) bool {
+		media := strings.HasPrefix(filepath.ToSlash(file), "sip/media/")
+		return media && (strings.HasPrefix(imp, "github.com/emiago/sipgo") || ours(imp))
 	}},
 	{"attest, verify, policy import sip only from handler.go", func(pkg, file, imp string) bool {
 		domain := pkg == "attest" || pkg == "verify" || pkg == "policy"
@@ -79,7 +90,7 @@ func broken(file, imp string) []string {
 // TestImportRules keeps the package boundaries of docs/DESIGN.md true: only
 // sip (and integration) import sipgo, only configs imports YAML, only
 // policy/store imports the Redis client, only policy/records a database
-// driver, certs and
+// driver, only sip/media pion (and it imports no sipgo), certs and
 // attest/passport import nothing of ours, anyone may import
 // attest/passport, the domain cores import sip only from handler.go.
 func TestImportRules(t *testing.T) {
@@ -127,7 +138,13 @@ func TestImportRulesCatch(t *testing.T) {
 		{"attest/passport/passport.go", module + "/attest", "attest/passport imports nothing of ours"},
 		{"attest/passport/passport.go", "errors", ""},
 		{"sip/headers.go", passportPkg, ""},
-		{"sip/headers.go", module + "/attest", "sip imports nothing of ours but attest/passport"},
+		{"sip/headers.go", module + "/attest", "sip imports nothing of ours but attest/passport and sip/media"},
+		{"sip/announce.go", mediaPkg, ""},
+		{"policy/config.go", mediaPkg, ""},
+		{"sip/media/stream.go", "github.com/pion/rtp", ""},
+		{"sip/announce.go", "github.com/pion/sdp/v3", "only sip/media imports pion"},
+		{"sip/media/sdp.go", "github.com/emiago/sipgo/sip", "sip/media imports no sipgo and nothing of ours"},
+		{"sip/media/sdp.go", passportPkg, "sip/media imports no sipgo and nothing of ours"},
 		{"policy/numbers/numbers.go", passportPkg, ""},
 		{"policy/engine.go", passportPkg, ""},
 		{"policy/engine.go", module + "/attest", "domain cores import only sip, certs, attest/passport and attest of ours"},
