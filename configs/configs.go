@@ -302,6 +302,9 @@ func Decode(file string, data []byte, out Section) error {
 	if err := dec.Decode(&extra); err == nil {
 		e.Problems = append(e.Problems, Problem{Line: extra.Line, Msg: "only one YAML document is allowed"})
 	}
+	if s, ok := out.(interface{ SetSource(path string) }); ok {
+		s.SetSource(file) // relative paths inside it resolve against its directory
+	}
 	out.ApplyDefaults()
 	for _, oe := range overridden(out, idx.zeros) {
 		p := validationProblem(oe.Error(), idx)

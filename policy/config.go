@@ -14,10 +14,12 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/stirgate/stirgate/attest/passport"
+	"github.com/stirgate/stirgate/sip/media"
 )
 
 // Settings is the `policy:` section of stirgate.yaml.
@@ -49,6 +51,84 @@ type File struct {
 	Classes map[string][]string `yaml:"classes"`
 	// Rules, evaluated in the order of this file (see Engine).
 	Rules []RuleConfig `yaml:"rules"`
+	// Announce is the announcement of each realm's rejections whose rule
+	// names none (realm name → announcement).
+	Announce map[string]*AnnounceConfig `yaml:"announce"`
+
+	// dir is the directory of the file, which prompt paths are relative to
+	// (SetSource); "" for the working directory.
+	dir string
+}
+
+// SetSource tells the file where it was read from: prompts are relative to
+// its directory. The loader calls it before Validate.
+func (f *File) SetSource(path string) { f.dir = filepath.Dir(path) }
+
+// AnnounceConfig is what a rejected caller hears before the final response,
+// as early media: a SIT sequence, then the prompt repeat times.
+type AnnounceConfig struct {
+	// Prompt is an 8 kHz mono WAV (16-bit PCM or G.711), relative to the
+	// policy file; "" for the SIT alone.
+	Prompt string `yaml:"prompt"`
+	// SIT: intercept (default), vacant, reorder, no_circuit, none.
+	SIT string `yaml:"sit"`
+	// Repeat is how often the prompt plays (default 1).
+	Repeat int `yaml:"repeat"`
+
+	// audio is the announcement Validate loaded; nil for {sit: none} with
+	// no prompt, which turns the realm's announcement off for a rule.
+	audio *media.Announcement
+}
+
+// Audio is the loaded announcement (nil: none).
+func (a *AnnounceConfig) Audio() *media.Announcement {
+	if a == nil {
+		return nil
+	}
+	return a.audio
+}
+
+// load reads the prompt and builds the announcement; errors start with the
+// key that is wrong.
+func (a *AnnounceConfig) load(dir string) error {
+	sit := media.SIT(a.SIT)
+	if _, err := sit.Segments(); err != nil {
+		return fmt.Errorf("sit: %q is not one of intercept, vacant, reorder, no_circuit, none", a.SIT)
+	}
+	if a.Prompt == "" && sit == media.SITNone {
+		a.audio = nil // plays nothing
+		return nil
+	}
+	var prompt *media.Prompt
+	if a.Prompt != "" {
+		path := a.Prompt
+		if !filepath.IsAbs(path) && dir != "" {
+			path = filepath.Join(dir, path)
+		}
+		p, err := media.LoadPrompt(path)
+		if err != nil {
+			return fmt.Errorf("prompt: %w", err)
+		}
+		prompt = p
+	}
+	audio, err := media.NewAnnouncement(sit, prompt, a.Repeat)
+	if err != nil {
+		key := "prompt"
+		if a.Repeat < 1 || a.Repeat > media.MaxRepeat {
+			key = "repeat"
+		}
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	a.audio = audio
+	return nil
+}
+
+func (a *AnnounceConfig) applyDefaults() {
+	if a == nil {
+		return
+	}
+	orDefault(&a.SIT, string(media.SITIntercept))
+	orDefault(&a.Repeat, 1)
 }
 
 // ListConfig is a named list of numbers: inline, or from a file (one number
@@ -180,6 +260,9 @@ type ActionConfig struct {
 	CallInfo string `yaml:"call_info"`
 	// RetryAfter seconds on a rejection (rate rules default to the window).
 	RetryAfter int `yaml:"retry_after"`
+	// Announce: what the rejected caller hears first (early media), in
+	// place of the realm's announcement; {sit: none} plays nothing.
+	Announce *AnnounceConfig `yaml:"announce"`
 	// Tag: the header and value added for the PBX.
 	Header string `yaml:"header"`
 	Value  string `yaml:"value"`
@@ -198,6 +281,9 @@ func (f *File) ApplyDefaults() {
 			f.Lists[i].Format = "lines"
 		}
 	}
+	for _, a := range f.Announce {
+		a.applyDefaults()
+	}
 	for i := range f.Rules {
 		r := &f.Rules[i]
 		orDefault(&r.Mode, "enforce")
@@ -213,6 +299,7 @@ func (f *File) ApplyDefaults() {
 			}
 			code = t.code
 		}
+		r.Action.Announce.applyDefaults()
 		if r.Action.Type == "reject" {
 			orDefault(&r.Action.Code, code)
 			if r.Action.Reason == "" {
@@ -249,7 +336,9 @@ func oneOf(key, v string, allowed ...string) error {
 }
 
 // Validate checks the file; errors start with their YAML key path. Lists
-// are loaded by Compile, which reports their own file:line errors.
+// are loaded by Compile, which reports their own file:line errors;
+// announcement prompts are loaded here, so that a wrong WAV is reported at
+// the line that names it.
 func (f *File) Validate() error {
 	var errs []error
 	add := func(err error) {
@@ -347,6 +436,25 @@ func (f *File) Validate() error {
 		}
 		if a.RetryAfter < 0 || a.RetryAfter > 86400 {
 			add(fmt.Errorf("%saction.retry_after: %d out of range 0..86400", p, a.RetryAfter))
+		}
+		if a.Announce != nil {
+			if a.Type != "reject" {
+				add(errors.New(p + "action.announce: only a reject action plays an announcement"))
+			} else if err := f.Rules[i].Action.Announce.load(f.dir); err != nil {
+				add(fmt.Errorf("%saction.announce.%w", p, err))
+			}
+		}
+	}
+	for realm, a := range f.Announce {
+		switch {
+		case realm != "inside" && realm != "outside":
+			add(fmt.Errorf("announce.%s: not a realm (inside, outside)", realm))
+		case a == nil:
+			add(fmt.Errorf("announce.%s: empty", realm))
+		default:
+			if err := a.load(f.dir); err != nil {
+				add(fmt.Errorf("announce.%s.%w", realm, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 	"github.com/stirgate/stirgate/attest/passport"
 	"github.com/stirgate/stirgate/policy/numbers"
 	"github.com/stirgate/stirgate/policy/store"
+	"github.com/stirgate/stirgate/sip/media"
 )
 
 // Engine is one compiled policy generation: lists loaded, rules resolved.
@@ -24,6 +25,22 @@ type Engine struct {
 	phases    [2]bool  // which phases have rules
 	learners  bool     // some rule learns from how calls ended (one_ring)
 	managed   []string // the managed lists declared
+	// announce is each realm's announcement for rejections whose rule
+	// names none.
+	announce map[string]*media.Announcement
+}
+
+// Announcement is what a caller rejected with action in realm hears first:
+// the rule's own announcement, else the realm's; nil for none (the plain
+// reject).
+func (e *Engine) Announcement(realm string, action *ActionConfig) *media.Announcement {
+	if action == nil {
+		return nil
+	}
+	if action.Announce != nil {
+		return action.Announce.Audio()
+	}
+	return e.announce[realm]
 }
 
 // HasRules reports whether any rule runs in phase: the pipeline leaves a
@@ -135,7 +152,7 @@ func FileLoader(resolve func(string) string, now time.Time) Loader {
 //
 // managed holds the contents of the managed lists (nil: they are empty).
 func Compile(files []File, load Loader, st store.Store, managed *ManagedLists) (*Engine, error) {
-	e := &Engine{store: st, emergency: map[string]bool{}, classes: map[string]map[string]bool{}}
+	e := &Engine{store: st, emergency: map[string]bool{}, classes: map[string]map[string]bool{}, announce: map[string]*media.Announcement{}}
 	lists := map[string]lookupList{}
 	var rules []RuleConfig
 	for _, f := range files {
@@ -174,6 +191,12 @@ func Compile(files []File, load Loader, st store.Store, managed *ManagedLists) (
 			lists[l.Name] = nl
 		}
 		rules = append(rules, f.Rules...)
+		for realm, a := range f.Announce {
+			if _, dup := e.announce[realm]; dup {
+				return nil, fmt.Errorf("policy: the announcement of realm %s is set in two files", realm)
+			}
+			e.announce[realm] = a.Audio()
+		}
 	}
 	seen := map[string]bool{}
 	for _, rc := range rules {
@@ -233,7 +256,8 @@ func closedAction(a ActionConfig) *ActionConfig {
 	if a.Type == "reject" {
 		return &a
 	}
-	return &ActionConfig{Type: "reject", Code: 503, Reason: "Service Unavailable", RetryAfter: cmp.Or(a.RetryAfter, storeErrorRetryAfter)}
+	return &ActionConfig{Type: "reject", Code: 503, Reason: "Service Unavailable", RetryAfter: cmp.Or(a.RetryAfter, storeErrorRetryAfter),
+		Announce: &AnnounceConfig{SIT: string(media.SITNone)}} // a retry, not a block: no announcement
 }
 
 func inlineList(l ListConfig) (*numbers.List, error) {

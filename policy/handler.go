@@ -73,6 +73,7 @@ func (h Handler) HandleCall(ctx context.Context, c *sip.Call) error {
 	if d.Reject.CallInfo != "" {
 		err.Headers = map[string]string{"Call-Info": "<" + d.Reject.CallInfo + ">;purpose=jwscard"}
 	}
+	err.Announce = h.Engine.Announcement(c.Realm, d.Reject)
 	return err
 }
 

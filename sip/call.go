@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/stirgate/stirgate/sip/media"
 )
 
 // Direction says which way a call crosses the edge.
@@ -187,6 +189,10 @@ type Rejection struct {
 	// Headers to add to the response (e.g. Call-Info for a 608, RFC 8688);
 	// refused when unsafe.
 	Headers map[string]string
+	// Announce, when set, is played to the caller as early media (183 with
+	// an SDP answer) before the response; the edge falls back to the plain
+	// response when the offer, the ports or the cap do not allow it.
+	Announce *media.Announcement
 }
 
 func (r *Rejection) Error() string {

@@ -50,7 +50,7 @@ var ksdataGUIDTail = []byte{0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00
 func LoadPrompt(path string) (*Prompt, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("prompt: %w", err)
+		return nil, err // a *PathError: it names the file
 	}
 	defer f.Close()
 	return ReadPrompt(f, path)
