@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,7 +36,11 @@ type Config struct {
 	TransactionLinger time.Duration `yaml:"transaction_linger"`
 	// Overload is the admission control in front of the pipeline.
 	Overload OverloadConfig `yaml:"overload"`
-	Realms   Realms         `yaml:"realms"`
+	// MaxAnnouncements caps the announcements the node plays at once;
+	// beyond it a rejected caller gets the plain rejection (counted in
+	// stirgate_announcements_refused_total{reason="cap"}).
+	MaxAnnouncements int    `yaml:"max_announcements"`
+	Realms           Realms `yaml:"realms"`
 }
 
 // OverloadConfig is admission control (overload.go): new INVITEs beyond
@@ -75,6 +80,27 @@ type RealmConfig struct {
 	NextHop string         `yaml:"next_hop"`
 	Trusted []string       `yaml:"trusted"`
 	UDP     UDPConfig      `yaml:"udp"`
+	Media   MediaConfig    `yaml:"media"`
+}
+
+// MediaConfig is where the realm's announcements (policy announce:) are
+// played from: RTP early media to callers whose INVITE arrived in this
+// realm.
+type MediaConfig struct {
+	// Addr is the IP address RTP is sent from. Default: the address of the
+	// realm's first listener; with a wildcard listener, announcements need
+	// it set (until then callers get the plain rejection).
+	Addr string `yaml:"addr"`
+	// Advertise is the address the SDP answer names (c=), when callers
+	// reach Addr through NAT. Default: Addr.
+	Advertise string `yaml:"advertise"`
+	// Ports is the UDP port range of the streams, "low-high", one port per
+	// stream; a port is used again only after its stream ended.
+	Ports string `yaml:"ports"`
+	// SymmetricRTP sends to where the caller's own RTP comes from, once it
+	// comes, instead of the offer's c=/m= address: for callers behind NAT
+	// whose SDP names a private address.
+	SymmetricRTP bool `yaml:"symmetric_rtp"`
 }
 
 // ListenConfig is one listening socket.
@@ -109,9 +135,14 @@ const (
 	DefaultOverloadEvery  = 100 * time.Millisecond
 	DefaultRetryAfter     = 10 * time.Second
 	DefaultSocketBuffer   = 4 << 20
+	DefaultAnnouncements  = 500
+	maxAnnouncements      = 10000
 	minUDPMaxSize         = 1300
 	maxUDPMaxSize         = 65000
 )
+
+// DefaultMediaPorts are the inside and outside realms' RTP port ranges.
+var DefaultMediaPorts = [2]string{"20000-20999", "21000-21999"}
 
 // ApplyDefaults fills absent values.
 func (c *Config) ApplyDefaults() {
@@ -143,7 +174,18 @@ func (c *Config) ApplyDefaults() {
 	if o.ExemptNumbers == nil {
 		o.ExemptNumbers = DefaultExemptNumbers()
 	}
-	for _, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
+	if c.MaxAnnouncements == 0 {
+		c.MaxAnnouncements = DefaultAnnouncements
+	}
+	for i, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
+		if r.Media.Ports == "" {
+			r.Media.Ports = DefaultMediaPorts[i]
+		}
+		if r.Media.Addr == "" && len(r.Listen) > 0 {
+			if ap, err := netip.ParseAddrPort(r.Listen[0].Addr); err == nil && !ap.Addr().IsUnspecified() {
+				r.Media.Addr = ap.Addr().String()
+			}
+		}
 		if r.UDP.MaxSize == 0 {
 			r.UDP.MaxSize = DefaultUDPMaxSize
 		}
@@ -174,6 +216,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Overload.validate(); err != nil {
 		errs = append(errs, prefixErrors("overload.", err)...)
+	}
+	if c.MaxAnnouncements < 1 || c.MaxAnnouncements > maxAnnouncements {
+		errs = append(errs, fmt.Errorf("max_announcements: %d out of range 1..%d", c.MaxAnnouncements, maxAnnouncements))
 	}
 	for _, r := range []struct {
 		name string
@@ -247,6 +292,9 @@ func (r *RealmConfig) Validate() error {
 	if r.UDP.SocketBuffer < 64<<10 || r.UDP.SocketBuffer > 256<<20 {
 		errs = append(errs, fmt.Errorf("udp.socket_buffer: %d out of range 65536..268435456 bytes", r.UDP.SocketBuffer))
 	}
+	if err := r.Media.validate(); err != nil {
+		errs = append(errs, prefixErrors("media.", err)...)
+	}
 	switch r.UDP.Oversize {
 	case "reject":
 	case "tcp":
@@ -257,6 +305,33 @@ func (r *RealmConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("udp.oversize: %q is not one of tcp, reject", r.UDP.Oversize))
 	}
 	return errors.Join(errs...)
+}
+
+func (m *MediaConfig) validate() error {
+	var errs []error
+	for _, f := range []struct{ key, v string }{{"addr", m.Addr}, {"advertise", m.Advertise}} {
+		if f.v == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f.v); err != nil || a.IsUnspecified() || a.IsMulticast() {
+			errs = append(errs, fmt.Errorf("%s: %q is not a unicast IP address", f.key, f.v))
+		}
+	}
+	if _, _, err := m.PortRange(); err != nil {
+		errs = append(errs, fmt.Errorf("ports: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// PortRange parses Ports.
+func (m *MediaConfig) PortRange() (lo, hi uint16, err error) {
+	a, b, ok := strings.Cut(m.Ports, "-")
+	l, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if !ok || err1 != nil || err2 != nil || l < 1024 || h < l {
+		return 0, 0, fmt.Errorf("%q is not a port range low-high (1024 <= low <= high <= 65535)", m.Ports)
+	}
+	return uint16(l), uint16(h), nil
 }
 
 // Validate checks one listener.

@@ -17,6 +17,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stirgate/stirgate/sip/media"
 )
 
 // Realm indexes.
@@ -84,6 +86,13 @@ type Edge struct {
 	// the callee in their place.
 	request func(ctx context.Context, out *realm, req *sip.Request) (clientTx, error)
 	send    func(out *realm, req *sip.Request) error
+
+	// Announcements (announce.go): the one scheduler that paces every
+	// stream, how many play now, and the media port ranges in use.
+	media      *media.Scheduler
+	announcing atomic.Int64
+	portsMu    sync.Mutex
+	ports      map[string]*media.Ports
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -96,10 +105,11 @@ type staticConfig struct {
 
 // generation is what a reload swaps atomically.
 type generation struct {
-	inviteTimeout time.Duration
-	overload      overloadPolicy
-	realms        [2]realmPolicy
-	chains        [2]Chain
+	inviteTimeout    time.Duration
+	maxAnnouncements int
+	overload         overloadPolicy
+	realms           [2]realmPolicy
+	chains           [2]Chain
 }
 
 // overloadPolicy is sip.overload as a generation uses it.
@@ -115,7 +125,8 @@ type realmPolicy struct {
 	nextHopText  string // nextHop.String(), made once for the call records
 	udpMax       int
 	oversizeTCP  bool
-	socketBuffer int // SO_RCVBUF/SO_SNDBUF of the UDP sockets; Install applies a change
+	socketBuffer int         // SO_RCVBUF/SO_SNDBUF of the UDP sockets; Install applies a change
+	media        *mediaRealm // nil: announcements are not played in this realm
 }
 
 func (p *realmPolicy) trusts(a netip.Addr) bool {
@@ -214,11 +225,18 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	e.admitted = newCallSet(16 * time.Second) // INVITE retransmissions stop after 32 s
 	e.refused = newCallSet(16 * time.Second)
 	e.setSipgoGlobals()
-	g, err := buildGeneration(cfg, chains)
+	g, err := e.buildGeneration(cfg, chains)
 	if err != nil {
 		return nil, err
 	}
 	e.gen.Store(g)
+	e.media = media.NewScheduler()
+	if opt.Registry != nil {
+		opt.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "stirgate_announcements_active",
+			Help: "Announcements playing now (at most sip.max_announcements).",
+		}, func() float64 { return float64(min(e.announcing.Load(), int64(e.gen.Load().maxAnnouncements))) }))
+	}
 	e.adm = newAdmission(g.overload, e.m.admitRatio.Set)
 	e.udpTx = newUDPTxLayer(e)
 	e.request, e.send = e.startClientTx, e.sendRequest
@@ -238,9 +256,9 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 	return e, nil
 }
 
-func buildGeneration(cfg Config, chains Chains) (*generation, error) {
+func (e *Edge) buildGeneration(cfg Config, chains Chains) (*generation, error) {
 	o := cfg.Overload
-	g := &generation{inviteTimeout: cfg.InviteTimeout, chains: [2]Chain{chains.Inside, chains.Outside},
+	g := &generation{inviteTimeout: cfg.InviteTimeout, maxAnnouncements: cfg.MaxAnnouncements, chains: [2]Chain{chains.Inside, chains.Outside},
 		overload: overloadPolicy{on: o.Mode == "on", target: o.TargetWait, interval: o.Interval, retryAfter: o.RetryAfter, exempt: map[string]bool{}}}
 	for _, n := range o.ExemptNumbers {
 		g.overload.exempt[n] = true
@@ -257,6 +275,9 @@ func buildGeneration(cfg Config, chains Chains) (*generation, error) {
 				return nil, err
 			}
 			p.trusted = append(p.trusted, pr)
+		}
+		if p.media, err = e.buildMedia(rc.Media); err != nil {
+			return nil, err
 		}
 		g.realms[i] = p
 	}
@@ -406,7 +427,7 @@ func (e *Edge) Prepare(cfg Config, chains Chains) (*Update, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sip: config: %w", err)
 	}
-	g, err := buildGeneration(cfg, chains)
+	g, err := e.buildGeneration(cfg, chains)
 	if err != nil {
 		return nil, err
 	}
@@ -480,6 +501,9 @@ func (e *Edge) Close() {
 	e.closing.Do(func() {
 		e.serving.Store(false)
 		close(e.stopped)
+		if e.media != nil {
+			e.media.Close() // announcements end: their callers get the rejection
+		}
 		for _, r := range e.realms {
 			if r == nil {
 				continue

@@ -20,6 +20,12 @@ type metrics struct {
 	queueWait  *prometheus.HistogramVec // realm
 	shed       *prometheus.CounterVec   // realm, where
 	admitRatio prometheus.Gauge
+
+	announceStarted *prometheus.CounterVec // realm
+	announceEnded   *prometheus.CounterVec // realm, result
+	announceRefused *prometheus.CounterVec // realm, reason
+	rtpPackets      *prometheus.CounterVec // realm
+	rtpLate         *prometheus.CounterVec // realm
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -71,10 +77,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Fraction of new UDP INVITEs the socket readers admit (1: no overload).",
 		}),
 	}
+	m.announceStarted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_announcements_started_total",
+		Help: "Announcements started (183 with SDP sent, RTP playing), by realm.",
+	}, []string{"realm"})
+	m.announceEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_announcements_ended_total",
+		Help: "Announcements ended, by realm and result: completed (played to the end, then the rejection), cancelled (the caller's CANCEL), stopped (the transaction or the node ended).",
+	}, []string{"realm", "result"})
+	m.announceRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_announcements_refused_total",
+		Help: "Rejections whose announcement was not played (the caller got the plain rejection), by realm and reason: cap, ports, no_media, no_offer, bad_offer, no_audio, no_codec, hold.",
+	}, []string{"realm", "reason"})
+	m.rtpPackets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_rtp_packets_sent_total",
+		Help: "RTP packets of announcements sent, by realm (counted when each stream ends).",
+	}, []string{"realm"})
+	m.rtpLate = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_rtp_late_packets_total",
+		Help: "RTP packets of announcements sent more than 5 ms after their time, by realm (counted when each stream ends).",
+	}, []string{"realm"})
 	m.admitRatio.Set(1)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.inProgress, m.inviteTime, m.stages, m.dropped, m.dialogs, m.draining,
-			m.queueWait, m.shed, m.admitRatio)
+			m.queueWait, m.shed, m.admitRatio, m.announceStarted, m.announceEnded, m.announceRefused, m.rtpPackets, m.rtpLate)
 	}
 	return m
 }

@@ -254,8 +254,22 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 				res.AppendHeader(h)
 			}
 		}
-		e.respond(r, req, tx, res)
-		rec := e.record(r, req, call, rej.Code, call.DecidedBy, text, start)
+		status := rej.Code
+		if rej.Announce == nil {
+			e.respond(r, req, tx, res)
+		} else {
+			played, ok := e.announce(r, g, req, tx, rej.Announce, res)
+			if !ok {
+				e.respond(r, req, tx, res)
+			} else {
+				status = played.status
+				if played.cancelled {
+					call.cancelAt = time.Now()
+				}
+			}
+			call.Notes = append(call.Notes, played.note)
+		}
+		rec := e.record(r, req, call, status, call.DecidedBy, text, start)
 		call.end()
 		g.chains[r.idx].finish(rec)
 		return
@@ -508,16 +522,7 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 	initial := !hasToTag(req)
 	cancelled := make(chan struct{})
 	var once sync.Once
-	_, ours := tx.(*udpServerTx) // counts its CANCEL itself
-	tx.OnCancel(func(*sip.Request) {
-		// The transaction answers a matching CANCEL itself (200, before
-		// it calls this); sipgo's does not count them: count them here.
-		if !ours {
-			e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
-			e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
-		}
-		once.Do(func() { close(cancelled) })
-	})
+	e.onCancel(in, tx, func() { once.Do(func() { close(cancelled) }) })
 
 	timerC := time.NewTimer(g.inviteTimeout)
 	defer timerC.Stop()
@@ -629,6 +634,20 @@ func (e *Edge) relayInvite(in, out *realm, g *generation, req, fwd *sip.Request,
 			return code, StageEdge
 		}
 	}
+}
+
+// onCancel runs f when a CANCEL matches the INVITE of tx. The transaction
+// answers the CANCEL itself (200, and 487 to the INVITE, before it calls
+// f); sipgo's does not count them: they are counted here.
+func (e *Edge) onCancel(in *realm, tx serverTx, f func()) {
+	_, ours := tx.(*udpServerTx) // counts its CANCEL itself
+	tx.OnCancel(func(*sip.Request) {
+		if !ours {
+			e.m.requests.WithLabelValues(in.name, "CANCEL").Inc()
+			e.m.responses.WithLabelValues(in.name, "CANCEL", "200").Inc()
+		}
+		f()
+	})
 }
 
 // answeredBefore reports whether the initial INVITE req is a

@@ -278,6 +278,7 @@ type udpServerTx struct {
 	interval    time.Duration
 	finalAt     time.Time
 	cancelled   *sip.Request
+	earlyTag    string // the To tag of the last 18x sent: the 487 keeps it
 	onCancel    sip.FnTxCancel
 	onTerminate []sip.FnTxTerminate
 }
@@ -299,6 +300,11 @@ func (tx *udpServerTx) Respond(res *sip.Response) error {
 		return fmt.Errorf("respond %d: %w", res.StatusCode, errTxEnded)
 	case res.StatusCode < 200:
 		tx.state = txProceeding
+		if to := res.To(); to != nil && res.StatusCode > 100 {
+			if tag, ok := to.Params.Get("tag"); ok {
+				tx.earlyTag = tag
+			}
+		}
 	case tx.invite && res.IsSuccess():
 		tx.state = txAccepted
 		tx.l.accepted.add(tx)
@@ -375,12 +381,18 @@ func (tx *udpServerTx) cancel(c *sip.Request) {
 	if !answered {
 		tx.cancelled = c
 	}
-	f, req := tx.onCancel, tx.req
+	f, req, tag := tx.onCancel, tx.req, tx.earlyTag
 	tx.mu.Unlock()
 	if answered {
 		return
 	}
-	_ = tx.Respond(tx.l.e.newResponse(req, 487, "Request Terminated"))
+	res := tx.l.e.newResponse(req, 487, "Request Terminated")
+	if tag != "" {
+		// The 487 ends the early dialog of the last 18x (RFC 3261 8.2.6.2:
+		// one To tag for every response of the request).
+		res.To().Params.Add("tag", tag)
+	}
+	_ = tx.Respond(res)
 	if f != nil {
 		f(c)
 	}
