@@ -182,6 +182,11 @@ func (e *Edge) announce(r *realm, g *generation, req *sip.Request, tx serverTx, 
 		st.Stop()
 	}
 	<-st.Done()
+	select {
+	case <-cancelled: // a CANCEL that raced the stream's end: the caller has its 487
+		out.cancelled, out.status = true, 487
+	default:
+	}
 	rs := st.Result()
 	result := "completed"
 	switch {

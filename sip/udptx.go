@@ -373,8 +373,8 @@ func (tx *udpServerTx) ack() {
 	tx.l.short.add(tx)
 }
 
-// cancel handles a CANCEL that matched this INVITE: 487 unless a final
-// response went already, then the proxy's cancel callback.
+// cancel handles a CANCEL that matched this INVITE unless a final response
+// went already: the proxy's cancel callback, then 487.
 func (tx *udpServerTx) cancel(c *sip.Request) {
 	tx.mu.Lock()
 	answered := tx.state >= txCompleted || tx.cancelled != nil
@@ -386,6 +386,9 @@ func (tx *udpServerTx) cancel(c *sip.Request) {
 	if answered {
 		return
 	}
+	if f != nil {
+		f(c) // first: an announcement stops before its 487 leaves
+	}
 	res := tx.l.e.newResponse(req, 487, "Request Terminated")
 	if tag != "" {
 		// The 487 ends the early dialog of the last 18x (RFC 3261 8.2.6.2:
@@ -393,9 +396,6 @@ func (tx *udpServerTx) cancel(c *sip.Request) {
 		res.To().Params.Add("tag", tag)
 	}
 	_ = tx.Respond(res)
-	if f != nil {
-		f(c)
-	}
 }
 
 // wasCancelled reports whether a CANCEL has ended this INVITE.
