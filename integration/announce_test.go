@@ -70,6 +70,12 @@ func writeMuLawWAV(t *testing.T, path string, data []byte) {
 // sip: extra given, and a PBX sink that must receive nothing.
 func announceProxy(t *testing.T, sipExtra string) (proxyConfig, *proxy, *sink) {
 	t.Helper()
+	return announceProxyWith(t, func(c *proxyConfig) { c.SIPExtra = sipExtra })
+}
+
+// announceProxyWith is announceProxy with the configuration changed by set.
+func announceProxyWith(t *testing.T, set func(*proxyConfig)) (proxyConfig, *proxy, *sink) {
+	t.Helper()
 	dir := t.TempDir()
 	writeMuLawWAV(t, filepath.Join(dir, "prompt.wav"), promptBytes())
 	polFile := filepath.Join(dir, "policy.yaml")
@@ -78,8 +84,8 @@ func announceProxy(t *testing.T, sipExtra string) (proxyConfig, *proxy, *sink) {
 	}
 	cfg := newProxyConfig(t)
 	cfg.DrainTimeout = 2 * time.Second
-	cfg.SIPExtra = sipExtra
 	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
+	set(&cfg)
 	pbx := startSink(t, cfg.PBXPort)
 	return cfg, startProxy(t, cfg), pbx
 }
@@ -536,4 +542,47 @@ func TestAnnouncementRefusedOffers(t *testing.T) {
 	if got, _ := m.Sum("stirgate_announcements_started_total", nil); got != 0 {
 		t.Errorf("%v announcements started, want 0", got)
 	}
+}
+
+// TestAnnouncementSymmetricRTP: with media.symmetric_rtp, a caller behind
+// NAT whose offer names an address it cannot be reached at hears the
+// announcement at the address its own RTP comes from.
+func TestAnnouncementSymmetricRTP(t *testing.T) {
+	cfg, _, _ := announceProxyWith(t, func(c *proxyConfig) {
+		c.InsideExtra = "      media: {addr: 127.0.0.1, symmetric_rtp: true}\n"
+	})
+	u := newUA(t, cfg.InsideAddr())
+	// The offer names a port nobody reads (the "private" address of the
+	// NAT); the phone's RTP leaves from its real socket.
+	unreachable, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := unreachable.LocalAddr().(*net.UDPAddr).Port
+	unreachable.Close()
+	body := strings.Replace(u.offer("127.0.0.1", "0"), fmt.Sprintf("m=audio %d ", u.rtpPort()), fmt.Sprintf("m=audio %d ", offered), 1)
+	callID, inv := u.invite("+15559870002", body)
+	progress := u.response(callID, answerWait)
+	if progress.StatusCode != 183 {
+		t.Fatalf("first response %d, want 183", progress.StatusCode)
+	}
+	ans := parseAnswer(t, string(progress.Body()))
+	if got := u.receiveRTP(300*time.Millisecond, time.Second); len(got) != 0 {
+		t.Fatalf("%d packets on the phone's socket before it sent RTP: the offer's port was %d", len(got), offered)
+	}
+	// One RTP packet from the phone (PCMU silence) latches the stream.
+	pkt := append([]byte{0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 1, 2, 3, 4}, make([]byte, 160)...)
+	if _, err := u.rtp.WriteToUDP(pkt, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: ans.port}); err != nil {
+		t.Fatal(err)
+	}
+	got := u.receiveRTP(time.Second, 10*time.Second)
+	final := u.response(callID, answerWait)
+	u.ack(inv, final)
+	if len(got) == 0 {
+		t.Fatal("no RTP at the address the phone's RTP came from")
+	}
+	if final.StatusCode != 603 {
+		t.Fatalf("final %d, want 603", final.StatusCode)
+	}
+	t.Logf("%d packets after latching (of 97)", len(got))
 }

@@ -246,6 +246,8 @@ type proxyConfig struct {
 	Extra string
 	// SIPExtra is YAML added to the sip: section (indented two spaces).
 	SIPExtra string
+	// InsideExtra is YAML added to sip.realms.inside (indented six spaces).
+	InsideExtra string
 	// Env is added to stirgate's environment (e.g. GOMAXPROCS=1).
 	Env []string
 	// Raw, when set, is the whole file instead (the ports above must be
@@ -299,7 +301,7 @@ func (c proxyConfig) YAML() string {
 	fmt.Fprintf(&b, "sip:\n  user_agent: stirgate-it\n  max_message_size: 16384\n  invite_timeout: %s\n", c.InviteTimeout)
 	b.WriteString(c.SIPExtra)
 	fmt.Fprintf(&b, "  realms:\n")
-	realm := func(name string, port int, hopPort int, hopTransport string, trusted []string) {
+	realm := func(name string, port int, hopPort int, hopTransport string, trusted []string, extra string) {
 		fmt.Fprintf(&b, "    %s:\n", name)
 		fmt.Fprintf(&b, "      listen:\n")
 		fmt.Fprintf(&b, "        - {transport: udp, addr: %q}\n", hostPort(port))
@@ -307,9 +309,10 @@ func (c proxyConfig) YAML() string {
 		fmt.Fprintf(&b, "      next_hop: %q\n", fmt.Sprintf("sip:%s;transport=%s", hostPort(hopPort), hopTransport))
 		fmt.Fprintf(&b, "      trusted: %s\n", quote(trusted))
 		fmt.Fprintf(&b, "      udp:\n        max_size: 4096\n        oversize: tcp\n")
+		b.WriteString(extra)
 	}
-	realm("inside", c.InsidePort, c.PBXPort, c.PBXTransport, c.InsideTrusted)
-	realm("outside", c.OutsidePort, c.TrunkPort, c.TrunkTransport, c.OutsideTrusted)
+	realm("inside", c.InsidePort, c.PBXPort, c.PBXTransport, c.InsideTrusted, c.InsideExtra)
+	realm("outside", c.OutsidePort, c.TrunkPort, c.TrunkTransport, c.OutsideTrusted, "")
 	b.WriteString(c.Extra)
 	return b.String()
 }
