@@ -64,6 +64,24 @@ type File struct {
 // its directory. The loader calls it before Validate.
 func (f *File) SetSource(path string) { f.dir = filepath.Dir(path) }
 
+// PromptFiles are the prompt files the file names, resolved as Validate
+// reads them.
+func (f *File) PromptFiles() []string {
+	var out []string
+	add := func(a *AnnounceConfig) {
+		if a != nil && a.Prompt != "" {
+			out = append(out, a.path(f.dir))
+		}
+	}
+	for _, r := range f.Rules {
+		add(r.Action.Announce)
+	}
+	for _, a := range f.Announce {
+		add(a)
+	}
+	return out
+}
+
 // AnnounceConfig is what a rejected caller hears before the final response,
 // as early media: a SIT sequence, then the prompt repeat times.
 type AnnounceConfig struct {
@@ -101,11 +119,7 @@ func (a *AnnounceConfig) load(dir string) error {
 	}
 	var prompt *media.Prompt
 	if a.Prompt != "" {
-		path := a.Prompt
-		if !filepath.IsAbs(path) && dir != "" {
-			path = filepath.Join(dir, path)
-		}
-		p, err := media.LoadPrompt(path)
+		p, err := media.LoadPrompt(a.path(dir))
 		if err != nil {
 			return fmt.Errorf("prompt: %w", err)
 		}
@@ -121,6 +135,14 @@ func (a *AnnounceConfig) load(dir string) error {
 	}
 	a.audio = audio
 	return nil
+}
+
+// path is the prompt file relative to dir.
+func (a *AnnounceConfig) path(dir string) string {
+	if filepath.IsAbs(a.Prompt) || dir == "" {
+		return a.Prompt
+	}
+	return filepath.Join(dir, a.Prompt)
 }
 
 func (a *AnnounceConfig) applyDefaults() {

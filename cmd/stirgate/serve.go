@@ -226,16 +226,20 @@ func serve(args []string) int {
 	// Admins edit the files while calls flow: a change reloads like SIGHUP.
 	watch := time.NewTicker(watchInterval)
 	defer watch.Stop()
-	seen := stamps(r.watchedFiles())
+	// The list of files is made at each (re)load, not at each tick: making
+	// it reads the policy files and their prompts.
+	files := r.watchedFiles()
+	seen := stamps(files)
 	for {
 		select {
 		case <-watch.C:
-			if !changed(seen, stamps(r.watchedFiles())) {
+			if !changed(seen, stamps(files)) {
 				continue
 			}
 			log.Info("configuration files changed: reloading")
 			_ = r.reload() // logged; the old configuration keeps serving
-			seen = stamps(r.watchedFiles())
+			files = r.watchedFiles()
+			seen = stamps(files)
 		case err := <-served:
 			if err != nil {
 				log.Error("SIP edge stopped", "err", err)
@@ -245,7 +249,8 @@ func serve(args []string) int {
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				_ = r.reload()
-				seen = stamps(r.watchedFiles())
+				files = r.watchedFiles()
+				seen = stamps(files)
 				continue
 			}
 			log.Info("draining", "signal", s.String(), "deadline", r.cfg.Shutdown.DrainTimeout)

@@ -21,7 +21,7 @@ type fileStamp struct {
 }
 
 // watchedFiles are the files whose change triggers a reload: the main
-// config, the policy files and their list files, and the verifier's trust
+// config, the policy files and their list and prompt files, and the verifier's trust
 // roots, root directories (and every file in them: a root added, removed or
 // replaced) and CRLs.
 func watchedFiles(cfgPath string, cfg *configs.Config) []string {
@@ -32,17 +32,19 @@ func watchedFiles(cfgPath string, cfg *configs.Config) []string {
 	for _, f := range cfg.Policy.Files {
 		p := cfg.Resolve(f)
 		out = append(out, p)
+		// What decoded is watched even when the file is refused (a prompt
+		// of the wrong format, say), so that fixing it reloads.
 		var pf policy.File
-		if configs.LoadFile(p, &pf) == nil {
-			for _, l := range pf.Lists {
-				if l.File != "" {
-					if !filepath.IsAbs(l.File) {
-						l.File = filepath.Join(filepath.Dir(p), l.File)
-					}
-					out = append(out, l.File)
+		_ = configs.LoadFile(p, &pf)
+		for _, l := range pf.Lists {
+			if l.File != "" {
+				if !filepath.IsAbs(l.File) {
+					l.File = filepath.Join(filepath.Dir(p), l.File)
 				}
+				out = append(out, l.File)
 			}
 		}
+		out = append(out, pf.PromptFiles()...)
 	}
 	if vc := cfg.Verify; vc.Enabled {
 		out = append(out, resolveAll(cfg, vc.TrustRoots)...)

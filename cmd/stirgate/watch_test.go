@@ -1,0 +1,40 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stirgate/stirgate/configs"
+)
+
+// TestWatchedFilesIncludePrompts: the prompt files a policy names are
+// watched, also while the policy is refused for one of them (a stereo
+// WAV): fixing the prompt reloads.
+func TestWatchedFilesIncludePrompts(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	const file = `lists:
+  - {name: dnc, numbers: ["+12025550100"]}
+rules:
+  - {name: dnc, type: list, lists: [dnc], action: {type: reject, announce: {prompt: prompts/dnc.wav}}}
+announce:
+  outside: {prompt: /srv/prompts/blocked.wav}
+`
+	if err := os.WriteFile(pol, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// prompts/dnc.wav is missing: the policy is refused, its prompts watched.
+	cfg, err := configs.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Policy.Files = []string{pol}
+	got := watchedFiles("", cfg)
+	for _, want := range []string{pol, filepath.Join(dir, "prompts/dnc.wav"), "/srv/prompts/blocked.wav"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("watched %q, want %s among them", got, want)
+		}
+	}
+}
