@@ -97,6 +97,9 @@ func printExplanation(w io.Writer, realm string, call *sip.Call, fwd []byte, err
 			fmt.Fprintf(w, " (%v)", rej.Cause)
 		}
 		fmt.Fprintln(w)
+		if a := rej.Announce; a != nil {
+			fmt.Fprintf(w, "announcement: %s, %s of early media before the rejection (when the offer allows it)\n", a.Name, a.Duration.Round(time.Millisecond))
+		}
 	case err != nil:
 		fmt.Fprintln(w, "error:", err)
 		return 1

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/stirgate/stirgate/certs"
 	"github.com/stirgate/stirgate/cmd/stirgate/admin"
+	"github.com/stirgate/stirgate/sip"
+	"github.com/stirgate/stirgate/sip/media"
 	"github.com/stirgate/stirgate/verify"
 )
 
@@ -193,5 +196,23 @@ policy: {files: [policy.yaml]}
 		if got := run(tt.args); got != tt.want {
 			t.Errorf("stirgate %s = %d, want %d", strings.Join(tt.args, " "), got, tt.want)
 		}
+	}
+}
+
+// TestExplainNamesAnnouncement: a dry run of a call rejected with an
+// announcement says what the caller would hear, and how long.
+func TestExplainNamesAnnouncement(t *testing.T) {
+	a, err := media.NewAnnouncement(media.SITIntercept, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rej := sip.Reject(603, "Decline", errors.New("rule dnc")).(*sip.Rejection)
+	rej.Announce = a
+	var b strings.Builder
+	if code := printExplanation(&b, "inside", &sip.Call{DecidedBy: "policy"}, nil, rej); code != 3 {
+		t.Errorf("exit %d, want 3", code)
+	}
+	if want := "announcement: intercept, 928ms of early media before the rejection"; !strings.Contains(b.String(), want) {
+		t.Errorf("explanation:\n%s\nwant a line %q", b.String(), want)
 	}
 }

@@ -440,6 +440,9 @@ func (a *API) explainInvite(w http.ResponseWriter, r *http.Request) {
 		if rej.Cause != nil {
 			out["reason"] = rej.Reason + ": " + rej.Cause.Error()
 		}
+		if a := rej.Announce; a != nil {
+			out["announcement"], out["announcement_ms"] = a.Name, a.Duration.Milliseconds()
+		}
 	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
