@@ -112,21 +112,12 @@ poll:
 
 	m := p.Metrics(t)
 	inside := map[string]string{"realm": "inside"}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"stirgate_announcements_started_total", inside, 1},
-		{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 1},
-		{"stirgate_announcements_refused_total", nil, 0},
-		{"stirgate_rtp_packets_sent_total", inside, 97},
-		{"stirgate_announcements_active", nil, 0},
-	} {
-		if got, _ := m.Sum(c.name, c.labels); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
-		}
-	}
+	requireMetrics(t, m,
+		metricWant{"stirgate_announcements_started_total", inside, 1},
+		metricWant{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 1},
+		metricWant{"stirgate_announcements_refused_total", nil, 0},
+		metricWant{"stirgate_rtp_packets_sent_total", inside, 97},
+		metricWant{"stirgate_announcements_active", nil, 0})
 	// The call line says what the caller got and where the stream went.
 	target := fmt.Sprintf("announcement=intercept+prompt.wav x2 codec=PCMU to=%s packets=97 result=completed", hostPort(mp))
 	waitLogCount(t, p, target, 1)
@@ -170,18 +161,7 @@ const capPackets = (7424 + 10*4000 + 159) / 160
 // (speed is a benchmark's job).
 func TestAnnouncementCap(t *testing.T) {
 	requireSipp(t)
-	dir := t.TempDir()
-	writeMuLawWAV(t, filepath.Join(dir, "prompt.wav"), promptBytes())
-	polFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(polFile, []byte(capPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := newProxyConfig(t)
-	cfg.DrainTimeout = 2 * time.Second
-	cfg.SIPExtra = "  max_announcements: 100\n"
-	cfg.Extra = fmt.Sprintf("policy:\n  files: [%q]\n", polFile)
-	pbx := startSink(t, cfg.PBXPort)
-	p := startProxy(t, cfg)
+	cfg, p, pbx := announceProxyWith(t, capPolicy, func(c *proxyConfig) { c.SIPExtra = "  max_announcements: 100\n" })
 
 	mp := sippMediaPort(t)
 	start := time.Now()
@@ -200,23 +180,14 @@ func TestAnnouncementCap(t *testing.T) {
 	// SIPp has all 200.
 	m := p.Metrics(t)
 	inside := map[string]string{"realm": "inside"}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"stirgate_announcements_started_total", inside, 100},
-		{"stirgate_announcements_refused_total", map[string]string{"realm": "inside", "reason": "cap"}, 100},
-		{"stirgate_announcements_refused_total", nil, 100},
-		{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 100},
-		{"stirgate_announcements_ended_total", nil, 100},
-		{"stirgate_announcements_active", nil, 0},
-		{"stirgate_rtp_packets_sent_total", inside, 100 * capPackets},
-	} {
-		if got, _ := m.Sum(c.name, c.labels); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
-		}
-	}
+	requireMetrics(t, m,
+		metricWant{"stirgate_announcements_started_total", inside, 100},
+		metricWant{"stirgate_announcements_refused_total", map[string]string{"realm": "inside", "reason": "cap"}, 100},
+		metricWant{"stirgate_announcements_refused_total", nil, 100},
+		metricWant{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 100},
+		metricWant{"stirgate_announcements_ended_total", nil, 100},
+		metricWant{"stirgate_announcements_active", nil, 0},
+		metricWant{"stirgate_rtp_packets_sent_total", inside, 100 * capPackets})
 	if !waitLogCount(t, p, "result=completed", 100) || !waitLogCount(t, p, "refused=cap", 100) {
 		t.Errorf("call lines: %d with result=completed, %d with refused=cap; want 100 each",
 			strings.Count(p.Log(), "result=completed"), strings.Count(p.Log(), "refused=cap"))

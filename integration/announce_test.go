@@ -70,16 +70,18 @@ func writeMuLawWAV(t *testing.T, path string, data []byte) {
 // sip: extra given, and a PBX sink that must receive nothing.
 func announceProxy(t *testing.T, sipExtra string) (proxyConfig, *proxy, *sink) {
 	t.Helper()
-	return announceProxyWith(t, func(c *proxyConfig) { c.SIPExtra = sipExtra })
+	return announceProxyWith(t, announcePolicy, func(c *proxyConfig) { c.SIPExtra = sipExtra })
 }
 
-// announceProxyWith is announceProxy with the configuration changed by set.
-func announceProxyWith(t *testing.T, set func(*proxyConfig)) (proxyConfig, *proxy, *sink) {
+// announceProxyWith starts stirgate with the policy pol (its prompt.wav is
+// promptBytes) and the configuration changed by set, and a PBX sink that
+// must receive nothing.
+func announceProxyWith(t *testing.T, pol string, set func(*proxyConfig)) (proxyConfig, *proxy, *sink) {
 	t.Helper()
 	dir := t.TempDir()
 	writeMuLawWAV(t, filepath.Join(dir, "prompt.wav"), promptBytes())
 	polFile := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(polFile, []byte(announcePolicy), 0o644); err != nil {
+	if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := newProxyConfig(t)
@@ -88,6 +90,23 @@ func announceProxyWith(t *testing.T, set func(*proxyConfig)) (proxyConfig, *prox
 	set(&cfg)
 	pbx := startSink(t, cfg.PBXPort)
 	return cfg, startProxy(t, cfg), pbx
+}
+
+// metricWant is a metric's expected sum over the series matching labels.
+type metricWant struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+// requireMetrics checks each want against m.
+func requireMetrics(t *testing.T, m metrics, wants ...metricWant) {
+	t.Helper()
+	for _, w := range wants {
+		if got, _ := m.Sum(w.name, w.labels); got != w.want {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.want)
+		}
+	}
 }
 
 // ua is the calling phone: a SIP socket and an RTP socket.
@@ -434,20 +453,10 @@ func TestAnnouncementPlays(t *testing.T) {
 	if msgs := pbx.Messages(); len(msgs) != 0 {
 		t.Errorf("the PBX received %d messages: a rejected call must not reach it", len(msgs))
 	}
-	m := p.Metrics(t)
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"stirgate_announcements_started_total", map[string]string{"realm": "inside"}, 2},
-		{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 2},
-		{"stirgate_rtp_packets_sent_total", map[string]string{"realm": "inside"}, 2 * 97},
-	} {
-		if got, _ := m.Sum(c.name, c.labels); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
-		}
-	}
+	requireMetrics(t, p.Metrics(t),
+		metricWant{"stirgate_announcements_started_total", map[string]string{"realm": "inside"}, 2},
+		metricWant{"stirgate_announcements_ended_total", map[string]string{"realm": "inside", "result": "completed"}, 2},
+		metricWant{"stirgate_rtp_packets_sent_total", map[string]string{"realm": "inside"}, 2 * 97})
 	if !waitLogCount(t, p, "announcement=intercept+prompt.wav x2 codec=PCMA", 1) {
 		t.Errorf("no call line names the announcement:\n%s", tail(p.Log(), 5))
 	}
@@ -548,7 +557,7 @@ func TestAnnouncementRefusedOffers(t *testing.T) {
 // NAT whose offer names an address it cannot be reached at hears the
 // announcement at the address its own RTP comes from.
 func TestAnnouncementSymmetricRTP(t *testing.T) {
-	cfg, _, _ := announceProxyWith(t, func(c *proxyConfig) {
+	cfg, _, _ := announceProxyWith(t, announcePolicy, func(c *proxyConfig) {
 		c.InsideExtra = "      media: {addr: 127.0.0.1, symmetric_rtp: true}\n"
 	})
 	u := newUA(t, cfg.InsideAddr())
