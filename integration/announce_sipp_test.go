@@ -76,12 +76,19 @@ func sippLogLines(t *testing.T, res sippResult, file, s string) int {
 // call otherwise), the RTP arrives on SIPp's media port, and stirgate
 // counts one completed announcement of 97 packets (928 ms of SIT and
 // 2 x 500 ms of prompt, 20 ms each) sent to that port.
+// It runs over UDP and over TCP (sipgo's transactions).
 func TestAnnouncementSIPp(t *testing.T) {
 	requireSipp(t)
+	for _, transport := range []string{"u1", "t1"} {
+		t.Run(transport, func(t *testing.T) { announceSIPp(t, transport) })
+	}
+}
+
+func announceSIPp(t *testing.T, transport string) {
 	cfg, p, pbx := announceProxy(t, "")
 	mp := sippMediaPort(t)
 	sp := startSipp(t, sippRun{
-		Name: "announce", Scenario: "uac_announce.xml", Remote: cfg.InsideAddr(),
+		Name: "announce-" + transport, Scenario: "uac_announce.xml", Remote: cfg.InsideAddr(), Transport: transport,
 		Calls: 1, Timeout: 30 * time.Second,
 		Extra: []string{"-mi", loopback, "-mp", strconv.Itoa(mp), "-trace_logs", "-log_file", "logs.log"},
 	})
