@@ -116,6 +116,8 @@ type ua struct {
 	rtp *net.UDPConn
 	to  *net.UDPAddr // stirgate's inside listener
 	n   int
+	// headers are added to the INVITEs (CRLF after each).
+	headers string
 }
 
 func newUA(t *testing.T, proxyAddr string) *ua {
@@ -159,8 +161,8 @@ func (u *ua) invite(callee, body string) (callID, inviteText string) {
 	inviteText = fmt.Sprintf("INVITE sip:%s@%s SIP/2.0\r\n"+
 		"Via: SIP/2.0/UDP %s;rport;branch=z9hG4bK-ann-%d-%d\r\n"+
 		"Max-Forwards: 70\r\nFrom: <sip:+15551230001@127.0.0.1>;tag=ua%d\r\nTo: <sip:%s@127.0.0.1>\r\n"+
-		"Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <sip:ua@%s>\r\n%sContent-Length: %d\r\n\r\n%s",
-		callee, u.to, local, u.n, time.Now().UnixNano(), u.n, callee, callID, local, ct, len(body), body)
+		"Call-ID: %s\r\nCSeq: 1 INVITE\r\nContact: <sip:ua@%s>\r\n%s%sContent-Length: %d\r\n\r\n%s",
+		callee, u.to, local, u.n, time.Now().UnixNano(), u.n, callee, callID, local, u.headers, ct, len(body), body)
 	u.send(inviteText)
 	return callID, inviteText
 }
@@ -512,23 +514,27 @@ func TestAnnouncementCancel(t *testing.T) {
 	}
 }
 
-// TestAnnouncementRefusedOffers: an INVITE whose offer stirgate cannot play
-// to gets the plain 603 at once: no 183, no RTP on the offered port; each
-// refusal is counted by reason.
+// TestAnnouncementRefusedOffers: an INVITE stirgate cannot play an
+// announcement to (its offer, or Require: 100rel, which would need a
+// reliable 183) gets the plain 603 at once: no 183, no RTP on the offered
+// port; each refusal is counted by reason.
 func TestAnnouncementRefusedOffers(t *testing.T) {
 	cfg, p, _ := announceProxy(t, "")
 	u := newUA(t, cfg.InsideAddr())
 	for _, tc := range []struct {
 		name, body, reason string
+		headers            string
 	}{
-		{"G.722 and Opus only", u.offer("127.0.0.1", "9 111", "a=rtpmap:111 opus/48000/2"), "no_codec"},
-		{"no SDP (late offer)", "", "no_offer"},
-		{"hold address 0.0.0.0", u.offer("0.0.0.0", "0"), "hold"},
-		{"a=sendonly", u.offer("127.0.0.1", "0", "a=sendonly"), "hold"},
-		{"video only", strings.Replace(u.offer("127.0.0.1", "31"), "m=audio", "m=video", 1), "no_audio"},
-		{"not SDP", "v=0\r\nthis is not sdp\r\n", "bad_offer"},
+		{"G.722 and Opus only", u.offer("127.0.0.1", "9 111", "a=rtpmap:111 opus/48000/2"), "no_codec", ""},
+		{"no SDP (late offer)", "", "no_offer", ""},
+		{"hold address 0.0.0.0", u.offer("0.0.0.0", "0"), "hold", ""},
+		{"a=sendonly", u.offer("127.0.0.1", "0", "a=sendonly"), "hold", ""},
+		{"video only", strings.Replace(u.offer("127.0.0.1", "31"), "m=audio", "m=video", 1), "no_audio", ""},
+		{"not SDP", "v=0\r\nthis is not sdp\r\n", "bad_offer", ""},
+		{"Require: 100rel", u.offer("127.0.0.1", "0"), "100rel", "Require: 100rel\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			u.headers = tc.headers
 			callID, inv := u.invite("+15559870002", tc.body)
 			res := u.response(callID, answerWait)
 			u.ack(inv, res)

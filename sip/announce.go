@@ -89,7 +89,21 @@ const (
 	refusedNoAudio  = "no_audio"  // no RTP/AVP audio stream
 	refusedNoCodec  = "no_codec"  // neither PCMU nor PCMA offered
 	refusedHold     = "hold"      // the caller does not receive (0.0.0.0, sendonly, inactive)
+	refused100rel   = "100rel"    // Require: 100rel: a reliable 183 (RFC 3262) stirgate does not send
 )
+
+// requires100rel reports whether req demands reliable provisional
+// responses, which the announcement's plain 183 is not.
+func requires100rel(req *sip.Request) bool {
+	for _, v := range headerValues(req, "Require") {
+		for _, opt := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(opt), "100rel") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 func offerRefusal(err error) string {
 	switch {
@@ -129,6 +143,9 @@ func (e *Edge) announce(r *realm, g *generation, req *sip.Request, tx serverTx, 
 	}
 	if ct := req.ContentType(); ct == nil || !strings.EqualFold(strings.TrimSpace(strings.SplitN(ct.Value(), ";", 2)[0]), "application/sdp") {
 		return refuse(refusedNoOffer, nil)
+	}
+	if requires100rel(req) {
+		return refuse(refused100rel, nil)
 	}
 	if e.announcing.Add(1) > int64(g.maxAnnouncements) {
 		e.announcing.Add(-1)

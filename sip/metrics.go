@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"realm", "result"})
 	m.announceRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stirgate_announcements_refused_total",
-		Help: "Rejections whose announcement was not played (the caller got the plain rejection), by realm and reason: cap, ports, no_media, no_offer, bad_offer, no_audio, no_codec, hold.",
+		Help: "Rejections whose announcement was not played (the caller got the plain rejection), by realm and reason: cap, ports, no_media, no_offer, bad_offer, no_audio, no_codec, hold, 100rel.",
 	}, []string{"realm", "reason"})
 	m.rtpPackets = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stirgate_rtp_packets_sent_total",
