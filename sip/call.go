@@ -50,6 +50,11 @@ type Call struct {
 	// The candidates they were chosen from, for stages that choose by trust.
 	FromTN, PAITN, ToTN string
 	Identities          []string // Identity header values received
+	// Transport is what the INVITE arrived over: UDP, TCP or TLS. TLS is
+	// the client certificate its TLS connection authenticated with (mutual
+	// TLS), nil without one.
+	Transport string
+	TLS       *TLSIdentity
 
 	// Outputs, applied by the edge before forwarding.
 	Verstat      Verstat

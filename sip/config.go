@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -81,6 +82,8 @@ type RealmConfig struct {
 	Trusted []string       `yaml:"trusted"`
 	UDP     UDPConfig      `yaml:"udp"`
 	Media   MediaConfig    `yaml:"media"`
+	// TLS is how this realm's next hop is reached over TLS.
+	TLS TLSClientConfig `yaml:"tls"`
 }
 
 // MediaConfig is where the realm's announcements (policy announce:) are
@@ -105,11 +108,32 @@ type MediaConfig struct {
 
 // ListenConfig is one listening socket.
 type ListenConfig struct {
-	Transport string `yaml:"transport"` // udp | tcp
+	Transport string `yaml:"transport"` // udp | tcp | tls
 	Addr      string `yaml:"addr"`      // ip:port to bind
 	// Advertise is the host:port written in Via and Record-Route; needed when
 	// Addr is a wildcard address. Defaults to Addr.
 	Advertise string `yaml:"advertise"`
+	// TLS (transport: tls): the server certificate chain and its key (PEM;
+	// the key readable by its owner only), ClientCA the CA bundle whose
+	// client certificates are required (mutual TLS: a peer without a valid
+	// one cannot send a request), MinVersion "1.2" (default) or "1.3".
+	// Files are re-read on reload; open connections keep their session.
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ClientCA   string `yaml:"client_ca"`
+	MinVersion string `yaml:"min_version"`
+}
+
+// TLSClientConfig is how a realm connects to a next hop over TLS
+// (next_hop ...;transport=tls): the CA bundle that verifies the peer (the
+// system roots when empty), the name its certificate must carry (default:
+// the next hop's host), and a client certificate and key for peers that
+// ask for one. The peer is always verified.
+type TLSClientConfig struct {
+	CA         string `yaml:"ca"`
+	ServerName string `yaml:"server_name"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
 }
 
 // UDPConfig is the realm's deliberate choice about large UDP messages.
@@ -274,9 +298,12 @@ func (r *RealmConfig) Validate() error {
 		}
 	}
 	if r.NextHop == "" {
-		errs = append(errs, errors.New("next_hop: required (sip:host:port;transport=udp|tcp)"))
+		errs = append(errs, errors.New("next_hop: required (sip:host:port;transport=udp|tcp|tls)"))
 	} else if _, err := ParseNextHop(r.NextHop); err != nil {
 		errs = append(errs, fmt.Errorf("next_hop: %w", err))
+	}
+	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
+		errs = append(errs, errors.New("tls.cert: a client certificate needs both cert and key"))
 	}
 	if len(r.Trusted) == 0 {
 		errs = append(errs, errors.New("trusted: at least one network is required (requests from other sources get 403)"))
@@ -334,13 +361,36 @@ func (m *MediaConfig) PortRange() (lo, hi uint16, err error) {
 	return uint16(l), uint16(h), nil
 }
 
+// tlsVersion is a min_version value as a crypto/tls version.
+func tlsVersion(v string) (uint16, error) {
+	switch v {
+	case "", "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("%q is not one of 1.2, 1.3", v)
+}
+
 // Validate checks one listener.
 func (l *ListenConfig) Validate() error {
 	var errs []error
 	switch l.Transport {
 	case "udp", "tcp":
+		for _, f := range []struct{ key, v string }{{"cert", l.Cert}, {"key", l.Key}, {"client_ca", l.ClientCA}, {"min_version", l.MinVersion}} {
+			if f.v != "" {
+				errs = append(errs, fmt.Errorf("%s: only a tls listener has one", f.key))
+			}
+		}
+	case "tls":
+		if l.Cert == "" || l.Key == "" {
+			errs = append(errs, errors.New("cert: a tls listener needs cert and key"))
+		}
+		if _, err := tlsVersion(l.MinVersion); err != nil {
+			errs = append(errs, fmt.Errorf("min_version: %w", err))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp", l.Transport))
+		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp, tls", l.Transport))
 	}
 	ap, err := netip.ParseAddrPort(l.Addr)
 	if err != nil {
@@ -360,16 +410,17 @@ func (l *ListenConfig) Validate() error {
 type NextHop struct {
 	Host      string
 	Port      int
-	Transport string // "UDP" or "TCP"
+	Transport string // "UDP", "TCP" or "TLS"
 }
 
 // Addr is host:port.
 func (n NextHop) Addr() string { return joinHostPort(n.Host, n.Port) }
 
-// String is host:port;transport=udp|tcp (as recorded in call records).
+// String is host:port;transport=udp|tcp|tls (as recorded in call records).
 func (n NextHop) String() string { return n.Addr() + ";transport=" + strings.ToLower(n.Transport) }
 
-// ParseNextHop reads "sip:host[:port][;transport=udp|tcp]".
+// ParseNextHop reads "sip:host[:port][;transport=udp|tcp|tls]" (5061 is
+// the default port of tls).
 func ParseNextHop(s string) (NextHop, error) {
 	var u sip.Uri
 	if err := sip.ParseUri(s, &u); err != nil {
@@ -387,12 +438,17 @@ func ParseNextHop(s string) (NextHop, error) {
 		case "udp":
 		case "tcp":
 			n.Transport = "TCP"
+		case "tls":
+			n.Transport = "TLS"
 		default:
-			return NextHop{}, fmt.Errorf("%q: transport must be udp or tcp", s)
+			return NextHop{}, fmt.Errorf("%q: transport must be udp, tcp or tls", s)
 		}
 	}
 	if n.Port == 0 {
 		n.Port = 5060
+		if n.Transport == "TLS" {
+			n.Port = 5061
+		}
 	}
 	return n, nil
 }

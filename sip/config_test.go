@@ -21,7 +21,19 @@ func TestConfigValidate(t *testing.T) {
 		{"wildcard needs advertise", func(c *Config) { c.Realms.Inside.Listen[0].Addr = "0.0.0.0:5060" }, "realms.inside.listen[0].advertise:"},
 		{"no next hop", func(c *Config) { c.Realms.Inside.NextHop = "" }, "realms.inside.next_hop:"},
 		{"next hop with user", func(c *Config) { c.Realms.Inside.NextHop = "sip:bob@127.0.0.1" }, "realms.inside.next_hop:"},
-		{"next hop tls", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls" }, "realms.inside.next_hop:"},
+		{"next hop tls", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls" }, ""},
+		{"next hop sctp", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=sctp" }, "realms.inside.next_hop:"},
+		{"tls listener without key", func(c *Config) {
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "server.pem"})
+		}, "realms.inside.listen[2].cert: a tls listener needs cert and key"},
+		{"tls listener", func(c *Config) {
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key", ClientCA: "ca.pem", MinVersion: "1.3"})
+		}, ""},
+		{"tls 1.1", func(c *Config) {
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key", MinVersion: "1.1"})
+		}, `realms.inside.listen[2].min_version: "1.1" is not one of 1.2, 1.3`},
+		{"client_ca on udp", func(c *Config) { c.Realms.Outside.Listen[0].ClientCA = "ca.pem" }, "realms.outside.listen[0].client_ca: only a tls listener has one"},
+		{"client cert without key", func(c *Config) { c.Realms.Outside.TLS.Cert = "c.pem" }, "realms.outside.tls.cert: a client certificate needs both cert and key"},
 		{"bad cidr", func(c *Config) { c.Realms.Outside.Trusted = []string{"10.0.0.0/33"} }, "realms.outside.trusted[0]:"},
 		{"empty acl", func(c *Config) { c.Realms.Outside.Trusted = nil }, "realms.outside.trusted:"},
 		{"udp too small", func(c *Config) { c.Realms.Inside.UDP.MaxSize = 500 }, "realms.inside.udp.max_size:"},

@@ -3,6 +3,7 @@ package sip
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +95,10 @@ type Edge struct {
 	announcing atomic.Int64
 	portsMu    sync.Mutex
 	ports      map[string]*media.Ports
+
+	// tlsPeers is the client certificate of each open TLS connection,
+	// by remote address (tls.go).
+	tlsPeers sync.Map
 }
 
 // staticConfig is what a reload cannot change (sockets, parser).
@@ -101,6 +107,13 @@ type staticConfig struct {
 	maxMessageSize int
 	linger         time.Duration
 	listen         [2][]ListenConfig
+	dialTLS        [2]TLSClientConfig // its CA and server name; the client certificate follows reloads
+}
+
+// sameSocket reports whether two listeners are the same socket: a reload
+// applies new TLS files to it, a new address or transport needs a restart.
+func sameSocket(a, b ListenConfig) bool {
+	return a.Transport == b.Transport && a.Addr == b.Addr && a.Advertise == b.Advertise
 }
 
 // generation is what a reload swaps atomically.
@@ -127,6 +140,11 @@ type realmPolicy struct {
 	oversizeTCP  bool
 	socketBuffer int         // SO_RCVBUF/SO_SNDBUF of the UDP sockets; Install applies a change
 	media        *mediaRealm // nil: announcements are not played in this realm
+	// tlsServer is the configuration of each tls listener, by its index in
+	// listen (nil for the others); clientCert the certificate the realm
+	// shows a TLS next hop that asks for one.
+	tlsServer  []*tls.Config
+	clientCert *tls.Certificate
 }
 
 func (p *realmPolicy) trusts(a netip.Addr) bool {
@@ -150,6 +168,7 @@ type realm struct {
 	// each datagram's kernel receive time (stampedConn).
 	udp []*stampedConn
 	tcp []*net.TCPListener
+	tls []net.Listener
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.
 	ep map[string]endpoint // "UDP" | "TCP"
@@ -212,6 +231,7 @@ func New(cfg Config, chains Chains, opt Options) (*Edge, error) {
 			maxMessageSize: cfg.MaxMessageSize,
 			linger:         cfg.TransactionLinger,
 			listen:         [2][]ListenConfig{cfg.Realms.Inside.Listen, cfg.Realms.Outside.Listen},
+			dialTLS:        [2]TLSClientConfig{cfg.Realms.Inside.TLS, cfg.Realms.Outside.TLS},
 		},
 	}
 	if cfg.UserAgent != "" {
@@ -279,6 +299,9 @@ func (e *Edge) buildGeneration(cfg Config, chains Chains) (*generation, error) {
 		if p.media, err = e.buildMedia(rc.Media); err != nil {
 			return nil, err
 		}
+		if err := p.loadTLS(rc, realmNames[i]); err != nil {
+			return nil, err
+		}
 		g.realms[i] = p
 	}
 	return g, nil
@@ -291,7 +314,21 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 	}
 	sipgoLog := e.sipgoLogger(r.name)
 
+	dialTLS, err := clientTLS(rc.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("sip: realms.%s.%w", r.name, err)
+	}
+	// The client certificate follows reloads: a renewed one is shown from
+	// the next connection on.
+	dialTLS.Certificates = nil
+	dialTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if c := e.gen.Load().realms[idx].clientCert; c != nil {
+			return c, nil
+		}
+		return &tls.Certificate{}, nil // none: the server decides
+	}
 	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgenTLSConfig(dialTLS),
 		sipgo.WithUserAgent(e.static.userAgent),
 		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgentTransactionLayerOptions(
@@ -333,16 +370,28 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 			}
 			r.tcp = append(r.tcp, ln)
 			bound = ln.Addr().(*net.TCPAddr).AddrPort()
+		case "tls":
+			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+			if err != nil {
+				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
+			}
+			initial := e.gen.Load().realms[idx].tlsServer[i]
+			r.tls = append(r.tls, &tlsListener{Listener: ln, e: e, r: r, config: func() *tls.Config {
+				// The generation in force; the first one's when a reload
+				// changed the listeners (they need a restart).
+				if ts := e.gen.Load().realms[idx].tlsServer; i < len(ts) && ts[i] != nil {
+					return ts[i]
+				}
+				return initial
+			}})
+			bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		}
 		host, port := bound.Addr().Unmap().String(), int(bound.Port())
 		if l.Advertise != "" {
 			h, p, _ := sip.ParseAddr(l.Advertise)
 			host, port = h, p
 		}
-		tp := "UDP"
-		if l.Transport == "tcp" {
-			tp = "TCP"
-		}
+		tp := strings.ToUpper(l.Transport)
 		if _, ok := r.ep[tp]; !ok {
 			r.ep[tp] = endpoint{host: host, port: port, laddr: sip.Addr{IP: net.IP(bound.Addr().Unmap().AsSlice()), Port: port}}
 		}
@@ -380,13 +429,16 @@ func (e *Edge) ListenAddrs(realmName string) map[string]string {
 // Serve starts every listener and returns when ctx is done (listeners stay
 // open until Close, so a drain can still receive BYEs).
 func (e *Edge) Serve(ctx context.Context) error {
-	errc := make(chan error, 8)
+	errc := make(chan error, 16)
 	for _, r := range e.realms {
 		for _, c := range r.udp {
 			go func() { errc <- e.readUDP(r, c) }()
 		}
 		for _, ln := range r.tcp {
 			go func() { errc <- r.srv.ServeTCP(ln) }()
+		}
+		for _, ln := range r.tls {
+			go func() { errc <- r.srv.ServeTLS(ln) }()
 		}
 	}
 	e.serving.Store(true)
@@ -441,11 +493,13 @@ func (e *Edge) Prepare(cfg Config, chains Chains) (*Update, error) {
 	if cfg.TransactionLinger != e.static.linger {
 		u.NeedRestart = append(u.NeedRestart, "sip.transaction_linger")
 	}
-	if !slices.Equal(cfg.Realms.Inside.Listen, e.static.listen[inside]) {
-		u.NeedRestart = append(u.NeedRestart, "sip.realms.inside.listen")
-	}
-	if !slices.Equal(cfg.Realms.Outside.Listen, e.static.listen[outside]) {
-		u.NeedRestart = append(u.NeedRestart, "sip.realms.outside.listen")
+	for i, rc := range []RealmConfig{cfg.Realms.Inside, cfg.Realms.Outside} {
+		if !slices.EqualFunc(rc.Listen, e.static.listen[i], sameSocket) {
+			u.NeedRestart = append(u.NeedRestart, "sip.realms."+realmNames[i]+".listen")
+		}
+		if old := e.static.dialTLS[i]; rc.TLS.CA != old.CA || rc.TLS.ServerName != old.ServerName {
+			u.NeedRestart = append(u.NeedRestart, "sip.realms."+realmNames[i]+".tls.ca/server_name")
+		}
 	}
 	return u, nil
 }
@@ -515,6 +569,9 @@ func (e *Edge) Close() {
 				_ = c.Close()
 			}
 			for _, ln := range r.tcp {
+				_ = ln.Close()
+			}
+			for _, ln := range r.tls {
 				_ = ln.Close()
 			}
 		}

@@ -26,6 +26,9 @@ type metrics struct {
 	announceRefused *prometheus.CounterVec // realm, reason
 	rtpPackets      *prometheus.CounterVec // realm
 	rtpLate         *prometheus.CounterVec // realm
+
+	tlsConns      *prometheus.GaugeVec   // realm
+	tlsHandshakes *prometheus.CounterVec // realm, result
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -97,10 +100,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "stirgate_rtp_late_packets_total",
 		Help: "RTP packets of announcements sent more than 5 ms after their time, by realm (counted when each stream ends).",
 	}, []string{"realm"})
+	m.tlsConns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "stirgate_tls_connections_open",
+		Help: "TLS connections open on the realm's tls listeners (accepted, not yet closed).",
+	}, []string{"realm"})
+	m.tlsHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stirgate_tls_handshakes_total",
+		Help: "TLS handshakes on the realm's tls listeners, by result: ok, or why it failed: expired, unknown_ca, bad_certificate, no_client_cert, not_tls, timeout, other.",
+	}, []string{"realm", "result"})
 	m.admitRatio.Set(1)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.responses, m.inProgress, m.inviteTime, m.stages, m.dropped, m.dialogs, m.draining,
-			m.queueWait, m.shed, m.admitRatio, m.announceStarted, m.announceEnded, m.announceRefused, m.rtpPackets, m.rtpLate)
+			m.queueWait, m.shed, m.admitRatio, m.announceStarted, m.announceEnded, m.announceRefused, m.rtpPackets, m.rtpLate,
+			m.tlsConns, m.tlsHandshakes)
 	}
 	return m
 }

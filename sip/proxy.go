@@ -230,6 +230,12 @@ func (e *Edge) handleInitialInvite(r *realm, g *generation, req *sip.Request, tx
 	_ = tx.Respond(e.newResponse(req, 100, "Trying"))
 
 	call := newCall(r.name, r.dir, req)
+	call.Transport = req.Transport()
+	if call.Transport == "TLS" {
+		if id, ok := e.tlsPeers.Load(req.Source()); ok {
+			call.TLS = id.(*TLSIdentity)
+		}
+	}
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	err := g.chains[r.idx].Run(ctx, call, func(stage, decision string, _ time.Duration) {
@@ -811,12 +817,19 @@ func (e *Edge) inDialogTarget(fwd *sip.Request, out *realmPolicy) route {
 		u = &rt.Address
 	}
 	rt := route{transport: "UDP"}
-	if t, ok := u.UriParams.Get("transport"); ok && strings.EqualFold(t, "tcp") {
+	t, _ := u.UriParams.Get("transport")
+	switch {
+	case strings.EqualFold(t, "tls") || strings.EqualFold(u.Scheme, "sips"):
+		rt.transport = "TLS"
+	case strings.EqualFold(t, "tcp"):
 		rt.transport = "TCP"
 	}
 	port := u.Port
 	if port == 0 {
 		port = 5060
+		if rt.transport == "TLS" {
+			port = 5061
+		}
 	}
 	rt.dest = joinHostPort(u.Host, port)
 	return rt

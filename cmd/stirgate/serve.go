@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"os"
+	"slices"
 	"os/signal"
 	"reflect"
 	"runtime/debug"
@@ -192,7 +193,7 @@ func serve(args []string) int {
 		opts.Records, opts.Ended = rec.add, rec.ended
 		log.Info("call records", "backend", cfg.Records.Backend, "retention_days", cfg.Records.RetentionDays)
 	}
-	edge, err := sip.New(cfg.SIP, gen.chains, opts)
+	edge, err := sip.New(sipConfig(cfg), gen.chains, opts)
 	if err != nil {
 		log.Error("cannot start SIP edge", "err", err)
 		return 1
@@ -357,7 +358,7 @@ func (r *reloader) prepare() (*configs.Config, *generation, *sip.Update, error) 
 	if err := checkRotation(r.repo.signing(), gen.signing); err != nil {
 		return cfg, nil, nil, err
 	}
-	upd, err := r.edge.Prepare(cfg.SIP, gen.chains)
+	upd, err := r.edge.Prepare(sipConfig(cfg), gen.chains)
 	if err != nil {
 		return cfg, nil, nil, err
 	}
@@ -441,4 +442,19 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 		}
 	}()
 	return a, nil
+}
+
+// sipConfig is cfg's sip: section with its TLS files resolved against the
+// configuration file's directory.
+func sipConfig(cfg *configs.Config) sip.Config {
+	out := cfg.SIP
+	for _, r := range []*sip.RealmConfig{&out.Realms.Inside, &out.Realms.Outside} {
+		r.Listen = slices.Clone(r.Listen)
+		for i := range r.Listen {
+			l := &r.Listen[i]
+			l.Cert, l.Key, l.ClientCA = cfg.Resolve(l.Cert), cfg.Resolve(l.Key), cfg.Resolve(l.ClientCA)
+		}
+		r.TLS.CA, r.TLS.Cert, r.TLS.Key = cfg.Resolve(r.TLS.CA), cfg.Resolve(r.TLS.Cert), cfg.Resolve(r.TLS.Key)
+	}
+	return out
 }
