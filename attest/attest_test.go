@@ -75,6 +75,17 @@ func decodeIdentity(t *testing.T, key *ecdsa.PrivateKey, identity string) (map[s
 	return tok.Header, tok.Claims.(jwt.MapClaims)
 }
 
+// pbx1 is a client certificate acme names in withTLS.
+var (
+	pbx1SPKI = "3F1A0B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8"
+	pbx1     = &Peer{Subject: "CN=pbx1.example.net", DNSNames: []string{"pbx1.example.net"}, SPKI: "0000"}
+)
+
+// withTLS gives acme TLS identities: a SAN, a subject and an SPKI.
+func withTLS(c *Config) {
+	c.Customers[0].TLSIdentities = []string{"dns:pbx1.example.net", "subject:CN=pbx2.example.net,O=Example", "spki:" + pbx1SPKI}
+}
+
 func TestDecide(t *testing.T) {
 	src := netip.MustParseAddr
 	tests := []struct {
@@ -108,6 +119,15 @@ func TestDecide(t *testing.T) {
 		{"Identity from inside replaced", func(c *Config) { c.IdentityFromInside = "replace" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, passport.LevelA, "12025550100", 0, "acme", false},
 		{"pass: a customer that signs itself", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("203.0.114.1"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 0, "selfsigner", true},
 		{"pass: anyone else refused", func(c *Config) { c.IdentityFromInside = "pass" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", Identities: 1}, "", "", 403, "acme", false},
+		// Mutual TLS: the certificate names the customer, wherever the call comes from.
+		{"A: certificate SAN, any source", withTLS, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199", TLS: pbx1}, passport.LevelA, "12025550100", 0, "acme", false},
+		{"A: certificate SPKI", withTLS, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199", TLS: &Peer{Subject: "CN=other", SPKI: strings.ToLower(pbx1SPKI)}}, passport.LevelA, "12025550100", 0, "acme", false},
+		{"A: certificate subject", withTLS, Call{Source: src("127.0.0.1"), FromTN: "12025550100", RURITN: "12025550199", TLS: &Peer{Subject: "CN=pbx2.example.net,O=Example", SPKI: "00"}}, passport.LevelA, "12025550100", 0, "acme", false},
+		{"C: its source without the certificate", withTLS, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, passport.LevelC, "12025550100", 0, "acme", false},
+		{"C: its source with a certificate not its own", withTLS, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", TLS: &Peer{Subject: "CN=intruder", SPKI: "00"}}, passport.LevelC, "12025550100", 0, "acme", false},
+		{"B: unauthenticated B caps A", func(c *Config) { withTLS(c); c.Unauthenticated = "B" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, passport.LevelB, "12025550100", 0, "acme", false},
+		{"unauthenticated reject", func(c *Config) { withTLS(c); c.Unauthenticated = "reject" }, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199"}, "", "", 403, "acme", false},
+		{"customer without tls_identities: source is enough", nil, Call{Source: src("192.0.2.10"), FromTN: "12025550100", RURITN: "12025550199", TLS: &Peer{Subject: "CN=x", SPKI: "00"}}, passport.LevelA, "12025550100", 0, "acme", false},
 	}
 	key := testKey(t)
 	for _, tt := range tests {
@@ -124,6 +144,13 @@ func TestDecide(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			wantBy := BySource
+			if tt.call.Source.String() == "127.0.0.1" { // no customer's source: found by certificate
+				wantBy = ByTLS
+			}
+			if tt.wantCust != "" && d.IdentifiedBy != wantBy {
+				t.Errorf("identified by %q, want %q", d.IdentifiedBy, wantBy)
 			}
 			if d.Customer != tt.wantCust || d.Keep != tt.wantKeep || d.Attest != tt.wantAttest {
 				t.Fatalf("decision = %+v", d)
@@ -229,6 +256,11 @@ func TestConfigValidate(t *testing.T) {
 		{"bad origid", func(c *Config) { c.Customers[0].OrigID = "x" }, "customers[0].origid:"},
 		{"dup name", func(c *Config) { c.Customers = append(c.Customers, c.Customers[0]) }, "customers[1].name:"},
 		{"unknown_number", func(c *Config) { c.Customers[0].UnknownNumber = "A" }, "customers[0].unknown_number:"},
+		{"tls identity kind", func(c *Config) { c.Customers[0].TLSIdentities = []string{"cn:pbx1"} }, "customers[0].tls_identities[0]:"},
+		{"tls identity spki", func(c *Config) { c.Customers[0].TLSIdentities = []string{"spki:abc"} }, "customers[0].tls_identities[0]: \"spki:abc\": spki: wants the 64 hex digits"},
+		{"tls identities without sources", func(c *Config) { c.Customers[0].Sources, c.Customers[0].TLSIdentities = nil, []string{"dns:pbx1"} }, ""},
+		{"no sources, no identities", func(c *Config) { c.Customers[0].Sources = nil }, "customers[0].sources:"},
+		{"unauthenticated A", func(c *Config) { c.Unauthenticated = "A" }, "unauthenticated:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -42,6 +42,12 @@ type Config struct {
 	// UnknownSource is the attestation for a source that is no customer's:
 	// C (gateway) or reject (403). Never A or B.
 	UnknownSource string `yaml:"unknown_source"`
+	// Unauthenticated is the highest attestation of a call from the source
+	// address of a customer that has tls_identities when the call did not
+	// come with one of its certificates (over UDP, TCP, or TLS without
+	// it): B, C (default) or reject. A source address is easy to spoof; a
+	// client certificate is not.
+	Unauthenticated string `yaml:"unauthenticated"`
 
 	Customers []Customer `yaml:"customers"`
 }
@@ -51,6 +57,14 @@ type Customer struct {
 	Name string `yaml:"name"`
 	// Sources are the networks its calls come from.
 	Sources []string `yaml:"sources"`
+	// TLSIdentities are the client certificates that authenticate it over
+	// mutual TLS: "subject:CN=pbx1.example.net,O=Example" (the subject as
+	// RFC 2253 writes it), "dns:pbx1.example.net" or "uri:sip:pbx1@example.net"
+	// (a subjectAltName), or "spki:" and the hex SHA-256 of its public key.
+	// A call that comes with one of them belongs to this customer,
+	// whatever its source address; one from its sources without it gets at
+	// most the attestation unauthenticated.
+	TLSIdentities []string `yaml:"tls_identities"`
 	// Numbers it owns: "12025550100" exact, "1202555*" prefix,
 	// "12025550100..12025550199" range. "+" and visual separators are ignored.
 	Numbers []string `yaml:"numbers"`
@@ -85,6 +99,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.UnknownSource == "" {
 		c.UnknownSource = "C"
+	}
+	if c.Unauthenticated == "" {
+		c.Unauthenticated = "C"
 	}
 	for i := range c.Customers {
 		if c.Customers[i].UnknownNumber == "" {
@@ -128,6 +145,7 @@ func (c *Config) Validate() error {
 	add(oneOf("no_number", c.NoNumber, "unsigned", "reject"))
 	add(oneOf("called_number", c.CalledNumber, "request_uri", "to"))
 	add(oneOf("unknown_source", c.UnknownSource, "C", "reject"))
+	add(oneOf("unauthenticated", c.Unauthenticated, "B", "C", "reject"))
 	names := map[string]bool{}
 	for i, cu := range c.Customers {
 		p := fmt.Sprintf("customers[%d].", i)
@@ -137,8 +155,13 @@ func (c *Config) Validate() error {
 			add(fmt.Errorf("%sname: %q is used twice", p, cu.Name))
 		}
 		names[cu.Name] = true
-		if len(cu.Sources) == 0 {
-			add(errors.New(p + "sources: at least one network is required"))
+		if len(cu.Sources) == 0 && len(cu.TLSIdentities) == 0 {
+			add(errors.New(p + "sources: at least one network (or tls_identities) is required"))
+		}
+		for j, id := range cu.TLSIdentities {
+			if err := checkTLSIdentity(id); err != nil {
+				add(fmt.Errorf("%stls_identities[%d]: %w", p, j, err))
+			}
 		}
 		for j, s := range cu.Sources {
 			if _, err := parsePrefix(s); err != nil {
@@ -158,6 +181,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkTLSIdentity accepts subject:, dns:, uri: and spki: (64 hex digits).
+func checkTLSIdentity(id string) error {
+	kind, v, ok := strings.Cut(id, ":")
+	switch {
+	case !ok || v == "":
+		return fmt.Errorf("%q: want subject:DN, dns:NAME, uri:URI or spki:SHA256HEX", id)
+	case kind == "subject", kind == "dns", kind == "uri":
+		return nil
+	case kind == "spki":
+		if len(v) != 64 || strings.Trim(strings.ToLower(v), "0123456789abcdef") != "" {
+			return fmt.Errorf("%q: spki: wants the 64 hex digits of a SHA-256", id)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: want subject:DN, dns:NAME, uri:URI or spki:SHA256HEX", id)
 }
 
 // checkX5U accepts an absolute http(s) URL without userinfo or fragment.

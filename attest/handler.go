@@ -25,8 +25,10 @@ func (h Handler) HandleCall(_ context.Context, c *sip.Call) error {
 		RURITN:     c.Dest,
 		ToTN:       c.ToTN,
 		Identities: len(c.Identities),
+		TLS:        peerOf(c.TLS),
 	})
 	c.Customer = d.Customer
+	noteIdentified(c, d.IdentifiedBy)
 	var r *Refusal
 	if errors.As(err, &r) {
 		return sip.Reject(r.Code, r.Reason, errors.New(r.Cause))
@@ -53,8 +55,28 @@ type Classify struct {
 // Name is the stage name.
 func (Classify) Name() string { return "classify" }
 
-// HandleCall sets the call's customer from its source address.
+// HandleCall sets the call's customer from its client certificate or its
+// source address.
 func (h Classify) HandleCall(_ context.Context, c *sip.Call) error {
-	c.Customer = h.Service.CustomerOf(c.Source.Addr())
+	c.Customer, _ = h.Service.CustomerOf(c.Source.Addr(), peerOf(c.TLS))
 	return nil
+}
+
+// peerOf is the edge's TLS identity as the service reads it.
+func peerOf(id *sip.TLSIdentity) *Peer {
+	if id == nil {
+		return nil
+	}
+	return &Peer{Subject: id.Subject, DNSNames: id.DNSNames, URIs: id.URIs, SPKI: id.SPKI}
+}
+
+// noteIdentified records in the call record how its customer was
+// identified: customer_by=source|tls (and the certificate's subject).
+func noteIdentified(c *sip.Call, by string) {
+	switch by {
+	case ByTLS:
+		c.Notes = append(c.Notes, "customer_by=tls subject="+c.TLS.Subject)
+	case BySource:
+		c.Notes = append(c.Notes, "customer_by=source")
+	}
 }
