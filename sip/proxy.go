@@ -399,9 +399,13 @@ func (e *Edge) prepare(in, out *realm, req *sip.Request, rt route) (*sip.Request
 		if inEp.host == "" {
 			inEp = in.ep["UDP"]
 		}
+		rr := recordRouteHeader
+		if strings.EqualFold(req.Recipient.Scheme, "sips") {
+			rr = secureRecordRoute
+		}
 		fwd.PrependHeader(
-			recordRouteHeader(ep, transport),
-			recordRouteHeader(inEp, strings.ToUpper(req.Transport())),
+			rr(ep, transport),
+			rr(inEp, strings.ToUpper(req.Transport())),
 		)
 	}
 	via := &sip.ViaHeader{
@@ -440,6 +444,14 @@ func recordRouteHeader(ep endpoint, transport string) *sip.RecordRouteHeader {
 	params.Add("transport", strings.ToLower(transport))
 	params.Add("lr", "")
 	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: ep.host, Port: ep.port, UriParams: params}}
+}
+
+// secureRecordRoute is recordRouteHeader for a sips: request (RFC 3261
+// 16.6 step 4, 26.2: the route set of a sips: dialog is sips: URIs).
+func secureRecordRoute(ep endpoint, transport string) *sip.RecordRouteHeader {
+	rr := recordRouteHeader(ep, transport)
+	rr.Address.Scheme = "sips"
+	return rr
 }
 
 // build prepares the forwarded request and applies the realm's UDP size

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -73,6 +74,7 @@ func (ca *testCA) issue(t *testing.T, dir, name, dns string, notAfter time.Time)
 // by a stage that keeps the call.
 type tlsEdge struct {
 	e      *Edge
+	down   *downstream
 	reg    *prometheus.Registry
 	addr   string
 	calls  chan *Call
@@ -84,6 +86,13 @@ type tlsEdge struct {
 
 func startTLSEdge(t *testing.T) *tlsEdge {
 	t.Helper()
+	return startTLSEdgeWith(t, nil, nil)
+}
+
+// startTLSEdgeWith is startTLSEdge with the configuration changed by
+// mutate, and chain (nil: the rejecting stage) as the inside chain.
+func startTLSEdgeWith(t *testing.T, mutate func(*tlsEdge), chain Chain) *tlsEdge {
+	t.Helper()
 	te := &tlsEdge{dir: t.TempDir(), ca: newTestCA(t, "pbx ca"), calls: make(chan *Call, 10), reg: prometheus.NewRegistry()}
 	te.caFile = filepath.Join(te.dir, "ca.pem")
 	if err := os.WriteFile(te.caFile, te.ca.pem, 0o644); err != nil {
@@ -93,11 +102,16 @@ func startTLSEdge(t *testing.T) *tlsEdge {
 	te.cfg = testConfig()
 	te.cfg.Realms.Inside.Listen = append(te.cfg.Realms.Inside.Listen,
 		ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: cert, Key: key, ClientCA: te.caFile})
-	keep := HandlerFunc{StageName: "keep", Fn: func(_ context.Context, c *Call) error {
-		te.calls <- c
-		return Reject(603, "Decline", nil)
-	}}
-	te.e, _ = newTestEdgeWith(t, te.cfg, Chains{Inside: Chain{keep}}, Options{Registry: te.reg})
+	if chain == nil {
+		chain = Chain{HandlerFunc{StageName: "keep", Fn: func(_ context.Context, c *Call) error {
+			te.calls <- c
+			return Reject(603, "Decline", nil)
+		}}}
+	}
+	if mutate != nil {
+		mutate(te)
+	}
+	te.e, te.down = newTestEdgeWith(t, te.cfg, Chains{Inside: chain}, Options{Registry: te.reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() { _ = te.e.Serve(ctx) }()
@@ -109,8 +123,14 @@ func startTLSEdge(t *testing.T) *tlsEdge {
 // status line.
 func tlsInvite(t *testing.T, conn *tls.Conn, n int) string {
 	t.Helper()
+	return tlsInviteTo(t, conn, n, "sip:+12025550100@127.0.0.1")
+}
+
+// tlsInviteTo is tlsInvite with the Request-URI ruri.
+func tlsInviteTo(t *testing.T, conn *tls.Conn, n int, ruri string) string {
+	t.Helper()
 	local := conn.LocalAddr().String()
-	msg := "INVITE sip:+12025550100@127.0.0.1 SIP/2.0\r\n" +
+	msg := "INVITE " + ruri + " SIP/2.0\r\n" +
 		"Via: SIP/2.0/TLS " + local + ";branch=z9hG4bK-tls-" + itoa(n) + "\r\n" +
 		"Max-Forwards: 70\r\nFrom: <sip:+12025550199@pbx.example>;tag=t" + itoa(n) + "\r\nTo: <sip:+12025550100@example.net>\r\n" +
 		"Call-ID: tls-" + itoa(n) + "@test\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@" + local + ";transport=tls>\r\nContent-Length: 0\r\n\r\n"
@@ -267,5 +287,43 @@ func TestTLSReloadKeepsConnections(t *testing.T) {
 	}
 	if _, err := te.e.Prepare(cfg, Chains{}); err == nil || !strings.Contains(err.Error(), "realms.inside.listen[2]: key "+key+": readable by group or others (mode 0644; chmod 600 it)") {
 		t.Errorf("reload with a 0644 key: %v", err)
+	}
+}
+
+// TestTLSForward: a sips: INVITE that arrived over TLS leaves for a TLS
+// next hop over TLS, with a TLS Via and both Record-Routes sips: with
+// transport=tls, so the dialog's requests stay on TLS.
+func TestTLSForward(t *testing.T) {
+	te := startTLSEdgeWith(t, func(te *tlsEdge) {
+		cert, key := te.ca.issue(t, te.dir, "outside", "stirgate.example.net", time.Now().Add(time.Hour))
+		te.cfg.Realms.Outside.Listen = append(te.cfg.Realms.Outside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: cert, Key: key})
+		te.cfg.Realms.Outside.NextHop = "sip:trunk.example.net;transport=tls"
+	}, Chain{})
+	client, clientKey := te.ca.issue(t, te.dir, "pbx1", "pbx1.example.net", time.Now().Add(time.Hour))
+	conn, err := te.dial(client, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := tlsInviteTo(t, conn, 1, "sips:+12025550100@127.0.0.1"); !strings.HasPrefix(got, "SIP/2.0 200") {
+		t.Fatalf("INVITE: %q, want the callee's 200", got)
+	}
+	te.down.mu.Lock()
+	fwd := te.down.requests[0]
+	te.down.mu.Unlock()
+	if fwd.Transport() != "TLS" || fwd.Destination() != "trunk.example.net:5061" {
+		t.Errorf("forwarded over %s to %s, want TLS to trunk.example.net:5061", fwd.Transport(), fwd.Destination())
+	}
+	if via := fwd.Via(); via.Transport != "TLS" || via.Port != te.e.realms[outside].ep["TLS"].port {
+		t.Errorf("top Via %s, want ours over TLS on the outside tls listener", via.Value())
+	}
+	if n := len(fwd.GetHeaders("Record-Route")); n != 2 {
+		t.Fatalf("%d Record-Route headers, want 2", n)
+	}
+	for i, h := range fwd.GetHeaders("Record-Route") {
+		rr := h.(*sip.RecordRouteHeader)
+		if tr, _ := rr.Address.UriParams.Get("transport"); rr.Address.Scheme != "sips" || tr != "tls" {
+			t.Errorf("Record-Route %d %s, want sips: with transport=tls", i, rr.Value())
+		}
 	}
 }
