@@ -248,6 +248,11 @@ type proxyConfig struct {
 	SIPExtra string
 	// InsideExtra is YAML added to sip.realms.inside (indented six spaces).
 	InsideExtra string
+	// InsideListen and OutsideListen are further listeners of each realm,
+	// YAML flow mappings (e.g. a tls listener).
+	InsideListen, OutsideListen []string
+	// OutsideExtra is YAML added to sip.realms.outside (indented six spaces).
+	OutsideExtra string
 	// Env is added to stirgate's environment (e.g. GOMAXPROCS=1).
 	Env []string
 	// Raw, when set, is the whole file instead (the ports above must be
@@ -301,18 +306,21 @@ func (c proxyConfig) YAML() string {
 	fmt.Fprintf(&b, "sip:\n  user_agent: stirgate-it\n  max_message_size: 16384\n  invite_timeout: %s\n", c.InviteTimeout)
 	b.WriteString(c.SIPExtra)
 	fmt.Fprintf(&b, "  realms:\n")
-	realm := func(name string, port int, hopPort int, hopTransport string, trusted []string, extra string) {
+	realm := func(name string, port int, hopPort int, hopTransport string, trusted []string, listen []string, extra string) {
 		fmt.Fprintf(&b, "    %s:\n", name)
 		fmt.Fprintf(&b, "      listen:\n")
 		fmt.Fprintf(&b, "        - {transport: udp, addr: %q}\n", hostPort(port))
 		fmt.Fprintf(&b, "        - {transport: tcp, addr: %q}\n", hostPort(port))
+		for _, l := range listen {
+			fmt.Fprintf(&b, "        - %s\n", l)
+		}
 		fmt.Fprintf(&b, "      next_hop: %q\n", fmt.Sprintf("sip:%s;transport=%s", hostPort(hopPort), hopTransport))
 		fmt.Fprintf(&b, "      trusted: %s\n", quote(trusted))
 		fmt.Fprintf(&b, "      udp:\n        max_size: 4096\n        oversize: tcp\n")
 		b.WriteString(extra)
 	}
-	realm("inside", c.InsidePort, c.PBXPort, c.PBXTransport, c.InsideTrusted, c.InsideExtra)
-	realm("outside", c.OutsidePort, c.TrunkPort, c.TrunkTransport, c.OutsideTrusted, "")
+	realm("inside", c.InsidePort, c.PBXPort, c.PBXTransport, c.InsideTrusted, c.InsideListen, c.InsideExtra)
+	realm("outside", c.OutsidePort, c.TrunkPort, c.TrunkTransport, c.OutsideTrusted, c.OutsideListen, c.OutsideExtra)
 	b.WriteString(c.Extra)
 	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -299,8 +300,11 @@ func (r *RealmConfig) Validate() error {
 	}
 	if r.NextHop == "" {
 		errs = append(errs, errors.New("next_hop: required (sip:host:port;transport=udp|tcp|tls)"))
-	} else if _, err := ParseNextHop(r.NextHop); err != nil {
+	} else if nh, err := ParseNextHop(r.NextHop); err != nil {
 		errs = append(errs, fmt.Errorf("next_hop: %w", err))
+	} else if nh.Transport == "TLS" && !slices.ContainsFunc(r.Listen, func(l ListenConfig) bool { return l.Transport == "tls" }) {
+		// Our Via and Record-Route on that side name a TLS listener.
+		errs = append(errs, errors.New("next_hop: transport=tls needs a tls listener in this realm"))
 	}
 	if (r.TLS.Cert == "") != (r.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert: a client certificate needs both cert and key"))

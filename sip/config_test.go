@@ -21,7 +21,11 @@ func TestConfigValidate(t *testing.T) {
 		{"wildcard needs advertise", func(c *Config) { c.Realms.Inside.Listen[0].Addr = "0.0.0.0:5060" }, "realms.inside.listen[0].advertise:"},
 		{"no next hop", func(c *Config) { c.Realms.Inside.NextHop = "" }, "realms.inside.next_hop:"},
 		{"next hop with user", func(c *Config) { c.Realms.Inside.NextHop = "sip:bob@127.0.0.1" }, "realms.inside.next_hop:"},
-		{"next hop tls", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls" }, ""},
+		{"next hop tls without a tls listener", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls" }, "realms.inside.next_hop: transport=tls needs a tls listener"},
+		{"next hop tls", func(c *Config) {
+			c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls"
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key"})
+		}, ""},
 		{"next hop sctp", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=sctp" }, "realms.inside.next_hop:"},
 		{"tls listener without key", func(c *Config) {
 			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "server.pem"})
