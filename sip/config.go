@@ -123,7 +123,15 @@ type ListenConfig struct {
 	Key        string `yaml:"key"`
 	ClientCA   string `yaml:"client_ca"`
 	MinVersion string `yaml:"min_version"`
+	// IdleTimeout closes a TLS connection that brought nothing (no message,
+	// no CRLF keep-alive) for this long (default 120s, Kamailio's
+	// tcp_connection_lifetime; a PBX keeping its connection sends
+	// keep-alives more often).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
+
+// DefaultTLSIdleTimeout is a tls listener's idle_timeout when absent.
+const DefaultTLSIdleTimeout = 120 * time.Second
 
 // TLSClientConfig is how a realm connects to a next hop over TLS
 // (next_hop ...;transport=tls): the CA bundle that verifies the peer (the
@@ -203,6 +211,11 @@ func (c *Config) ApplyDefaults() {
 		c.MaxAnnouncements = DefaultAnnouncements
 	}
 	for i, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
+		for j := range r.Listen {
+			if l := &r.Listen[j]; l.Transport == "tls" && l.IdleTimeout == 0 {
+				l.IdleTimeout = DefaultTLSIdleTimeout
+			}
+		}
 		if r.Media.Ports == "" {
 			r.Media.Ports = DefaultMediaPorts[i]
 		}
@@ -381,6 +394,9 @@ func (l *ListenConfig) Validate() error {
 	var errs []error
 	switch l.Transport {
 	case "udp", "tcp":
+		if l.IdleTimeout != 0 {
+			errs = append(errs, errors.New("idle_timeout: only a tls listener has one"))
+		}
 		for _, f := range []struct{ key, v string }{{"cert", l.Cert}, {"key", l.Key}, {"client_ca", l.ClientCA}, {"min_version", l.MinVersion}} {
 			if f.v != "" {
 				errs = append(errs, fmt.Errorf("%s: only a tls listener has one", f.key))
@@ -392,6 +408,9 @@ func (l *ListenConfig) Validate() error {
 		}
 		if _, err := tlsVersion(l.MinVersion); err != nil {
 			errs = append(errs, fmt.Errorf("min_version: %w", err))
+		}
+		if l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour {
+			errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp, tls", l.Transport))

@@ -24,18 +24,22 @@ func TestConfigValidate(t *testing.T) {
 		{"next hop tls without a tls listener", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls" }, "realms.inside.next_hop: transport=tls needs a tls listener"},
 		{"next hop tls", func(c *Config) {
 			c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=tls"
-			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key"})
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", IdleTimeout: time.Minute, Cert: "s.pem", Key: "s.key"})
 		}, ""},
 		{"next hop sctp", func(c *Config) { c.Realms.Inside.NextHop = "sip:127.0.0.1;transport=sctp" }, "realms.inside.next_hop:"},
 		{"tls listener without key", func(c *Config) {
-			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "server.pem"})
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", IdleTimeout: time.Minute, Cert: "server.pem"})
 		}, "realms.inside.listen[2].cert: a tls listener needs cert and key"},
 		{"tls listener", func(c *Config) {
-			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key", ClientCA: "ca.pem", MinVersion: "1.3"})
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", IdleTimeout: time.Minute, Cert: "s.pem", Key: "s.key", ClientCA: "ca.pem", MinVersion: "1.3"})
 		}, ""},
 		{"tls 1.1", func(c *Config) {
-			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key", MinVersion: "1.1"})
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", IdleTimeout: time.Minute, Cert: "s.pem", Key: "s.key", MinVersion: "1.1"})
 		}, `realms.inside.listen[2].min_version: "1.1" is not one of 1.2, 1.3`},
+		{"idle_timeout on udp", func(c *Config) { c.Realms.Outside.Listen[0].IdleTimeout = time.Minute }, "realms.outside.listen[0].idle_timeout: only a tls listener has one"},
+		{"idle_timeout 0", func(c *Config) {
+			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key"})
+		}, "realms.inside.listen[2].idle_timeout: 0s out of range 1s..24h"},
 		{"client_ca on udp", func(c *Config) { c.Realms.Outside.Listen[0].ClientCA = "ca.pem" }, "realms.outside.listen[0].client_ca: only a tls listener has one"},
 		{"client cert without key", func(c *Config) { c.Realms.Outside.TLS.Cert = "c.pem" }, "realms.outside.tls.cert: a client certificate needs both cert and key"},
 		{"bad cidr", func(c *Config) { c.Realms.Outside.Trusted = []string{"10.0.0.0/33"} }, "realms.outside.trusted[0]:"},

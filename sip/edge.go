@@ -111,9 +111,10 @@ type staticConfig struct {
 }
 
 // sameSocket reports whether two listeners are the same socket: a reload
-// applies new TLS files to it, a new address or transport needs a restart.
+// applies new TLS files to it, a new address, transport or idle timeout
+// needs a restart.
 func sameSocket(a, b ListenConfig) bool {
-	return a.Transport == b.Transport && a.Addr == b.Addr && a.Advertise == b.Advertise
+	return a.Transport == b.Transport && a.Addr == b.Addr && a.Advertise == b.Advertise && a.IdleTimeout == b.IdleTimeout
 }
 
 // generation is what a reload swaps atomically.
@@ -376,7 +377,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
 			initial := e.gen.Load().realms[idx].tlsServer[i]
-			r.tls = append(r.tls, &tlsListener{Listener: ln, e: e, r: r, config: func() *tls.Config {
+			r.tls = append(r.tls, &tlsListener{Listener: ln, e: e, r: r, idle: l.IdleTimeout, config: func() *tls.Config {
 				// The generation in force; the first one's when a reload
 				// changed the listeners (they need a restart).
 				if ts := e.gen.Load().realms[idx].tlsServer; i < len(ts) && ts[i] != nil {

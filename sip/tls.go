@@ -125,6 +125,7 @@ type tlsListener struct {
 	e      *Edge
 	r      *realm
 	config func() *tls.Config
+	idle   time.Duration // a connection silent this long is closed
 }
 
 func (l *tlsListener) Accept() (net.Conn, error) {
@@ -145,7 +146,7 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		l.e.tlsPeers.Delete(key)
 		l.e.m.tlsConns.WithLabelValues(l.r.name).Dec()
 	}}
-	return &handshakeConn{Conn: tls.Server(pc, cfg), l: l}, nil
+	return &handshakeConn{Conn: tls.Server(pc, cfg), l: l, idle: l.idle}, nil
 }
 
 // trackedConn runs closed once, when the connection is closed.
@@ -163,10 +164,12 @@ func (c *trackedConn) Close() error {
 // handshakeConn completes the TLS handshake (bounded by
 // tlsHandshakeTimeout) before its first read, so that its outcome is
 // counted and a failed one is logged with its reason; sipgo then reads
-// SIP from it as from any connection.
+// SIP from it as from any connection, each read bounded by the idle
+// timeout.
 type handshakeConn struct {
 	*tls.Conn
 	l    *tlsListener
+	idle time.Duration
 	once sync.Once
 	err  error
 }
@@ -185,6 +188,11 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 	})
 	if c.err != nil {
 		return 0, c.err
+	}
+	// sipgo reads a connection until it fails: the deadline closes one
+	// that stays silent (no message, no CRLF keep-alive) for idle.
+	if err := c.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
 	}
 	return c.Conn.Read(b)
 }

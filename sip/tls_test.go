@@ -327,3 +327,44 @@ func TestTLSForward(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSKeepAliveAndIdleTimeout: a CRLF keep-alive ping (RFC 5626 4.4.1)
+// over TLS gets its pong, and keeps the connection; a connection silent
+// for the listener's idle_timeout is closed, and no longer counted open.
+func TestTLSKeepAliveAndIdleTimeout(t *testing.T) {
+	te := startTLSEdgeWith(t, func(te *tlsEdge) { te.cfg.Realms.Inside.Listen[2].IdleTimeout = time.Second }, nil)
+	client, clientKey := te.ca.issue(t, te.dir, "pbx1", "pbx1.example.net", time.Now().Add(time.Hour))
+	conn, err := te.dial(client, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 16)
+	for i := range 3 { // pings 600 ms apart keep the 1 s idle timeout away
+		if _, err := conn.Write([]byte("\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil || string(buf[:n]) != "\r\n" {
+			t.Fatalf("ping %d: pong %q, %v; want CRLF", i, buf[:n], err)
+		}
+		time.Sleep(600 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")); got != 1 {
+		t.Errorf("connections open = %v, want 1", got)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := conn.Read(buf); err == nil {
+		t.Fatalf("read %q from a connection left idle: want it closed", buf[:n])
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the idle connection was still open after 5 s")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")); got != 0 {
+		t.Errorf("connections open after the idle close = %v, want 0", got)
+	}
+}

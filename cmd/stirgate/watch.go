@@ -7,6 +7,7 @@ import (
 
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/policy"
+	"github.com/stirgate/stirgate/sip"
 )
 
 // watchInterval is how often the configuration files are checked for
@@ -21,7 +22,8 @@ type fileStamp struct {
 }
 
 // watchedFiles are the files whose change triggers a reload: the main
-// config, the policy files and their list and prompt files, and the verifier's trust
+// config, the policy files and their list and prompt files, the TLS
+// certificates, keys and CAs of the sip: realms, and the verifier's trust
 // roots, root directories (and every file in them: a root added, removed or
 // replaced) and CRLs.
 func watchedFiles(cfgPath string, cfg *configs.Config) []string {
@@ -45,6 +47,20 @@ func watchedFiles(cfgPath string, cfg *configs.Config) []string {
 			}
 		}
 		out = append(out, pf.PromptFiles()...)
+	}
+	for _, r := range []sip.RealmConfig{cfg.SIP.Realms.Inside, cfg.SIP.Realms.Outside} {
+		for _, l := range r.Listen {
+			for _, f := range []string{l.Cert, l.Key, l.ClientCA} {
+				if f != "" {
+					out = append(out, cfg.Resolve(f))
+				}
+			}
+		}
+		for _, f := range []string{r.TLS.CA, r.TLS.Cert, r.TLS.Key} {
+			if f != "" {
+				out = append(out, cfg.Resolve(f))
+			}
+		}
 	}
 	if vc := cfg.Verify; vc.Enabled {
 		out = append(out, resolveAll(cfg, vc.TrustRoots)...)
