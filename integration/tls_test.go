@@ -2,8 +2,11 @@ package integration
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -190,5 +193,70 @@ func TestTLSUntrustedTrunk(t *testing.T) {
 	}
 	if !strings.Contains(px.Log(), "certificate signed by unknown authority") {
 		t.Errorf("no log line names the trunk's certificate:\n%s", tail(px.Log(), 5))
+	}
+}
+
+// TestTLSRotationOnSIGHUP: during a 300-call run on one TLS connection the
+// server certificate file is replaced and stirgate gets SIGHUP: no call
+// fails, the open connection goes on, and a new connection is shown the
+// new certificate.
+func TestTLSRotationOnSIGHUP(t *testing.T) {
+	p := newTLSPKI(t, "")
+	_, px, _, insideTLS := tlsProxy(t, p, p.CA.CertPath, false)
+	conn, err := dialSIPTLS(insideTLS, p.ClientConfig(p.Client(t, "pbx1", "pbx1.example.net")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	oldSerial := conn.conn.ConnectionState().PeerCertificates[0].SerialNumber
+	u := &tlsUAC{c: conn, target: insideTLS}
+	const calls = 300
+	var renewed *tlsCert
+	for i := range calls {
+		if i == calls/2 {
+			renewed = p.Issue(t, tlsCertSpec{Name: "server-renewed", CN: "localhost", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+			copyFile(t, renewed.CertPath, p.Server.CertPath, 0o644)
+			copyFile(t, renewed.KeyPath, p.Server.KeyPath, 0o600)
+			if err := px.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if !waitLogCount(t, px, "msg=\"config reloaded\"", 1) {
+				t.Fatalf("no reload after SIGHUP:\n%s", tail(px.Log(), 5))
+			}
+		}
+		res, d, err := u.invite(fmt.Sprintf("rotation-%d@pbx1", i), "")
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("call %d: %d %s, want 200", i, res.StatusCode, res.Reason)
+		}
+		if _, err := u.inDialog(&d, "ACK"); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := u.inDialog(&d, "BYE"); err != nil || res.StatusCode != 200 {
+			t.Fatalf("call %d BYE: %v %v", i, res, err)
+		}
+	}
+	fresh, err := dialSIPTLS(insideTLS, p.ClientConfig(p.Client(t, "pbx1b", "pbx1.example.net")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	got := fresh.conn.ConnectionState().PeerCertificates[0].SerialNumber
+	if got.Cmp(renewed.Cert.SerialNumber) != 0 || got.Cmp(oldSerial) == 0 {
+		t.Errorf("a connection after the reload got serial %v, want the renewed %v (old %v)", got, renewed.Cert.SerialNumber, oldSerial)
+	}
+}
+
+// copyFile replaces dst's content with src's, with mode perm.
+func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, perm); err != nil {
+		t.Fatal(err)
 	}
 }
