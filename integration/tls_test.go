@@ -260,3 +260,64 @@ func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestTLSInboundFromKamailio: the inbound direction. 1,000 calls, each
+// with its own PASSporT, from SIPp over UDP to Kamailio, which relays them
+// over (mutual) TLS to stirgate's outside tls listener: stirgate verifies
+// each and the PBX (SIPp) gets every call with verstat
+// TN-Validation-Passed; ACK and BYE follow the route set back over TLS.
+func TestTLSInboundFromKamailio(t *testing.T) {
+	requireSipp(t)
+	p := newTLSPKI(t, "")
+	cfg := newProxyConfig(t)
+	base := fmt.Sprintf("http://%s/certs/", hostPort(cfg.AdminPort))
+	sti := testPKI(t, base)
+	outsideTLS := hostPort(freePort(t))
+	cfg.OutsideListen = []string{fmt.Sprintf("{transport: tls, addr: %q, cert: %q, key: %q, client_ca: %q}",
+		outsideTLS, p.Server.CertPath, p.Server.KeyPath, p.CA.CertPath)}
+	cfg.Extra = attestYAML(sti, base+"sp.pem") + verifyYAML(filepath.Join(sti, "root.pem"), []int{cfg.AdminPort})
+	px := startProxy(t, cfg)
+	k := startKamailioTLS(t, kamailioTLSConfig{PKI: p, RelayTo: outsideTLS})
+
+	const calls = 1000
+	signer := signerFor(t, sti, base+"sp.pem")
+	inf := []string{"SEQUENTIAL"}
+	for range calls {
+		id, err := signer.Sign(passport("15551230001", time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inf = append(inf, strings.SplitN(id, ";", 2)[0])
+	}
+	infFile := filepath.Join(t.TempDir(), "identities.csv")
+	if err := os.WriteFile(infFile, []byte(strings.Join(inf, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uas := startSipp(t, sippRun{Name: "pbx", Scenario: "uas.xml", Port: cfg.PBXPort, Calls: calls, Timeout: 120 * time.Second, NoTrace: true})
+	res := runSipp(t, sippRun{Name: "trunk", Scenario: "uac_signed.xml", Remote: k.RelayAddr(), Calls: calls, Rate: 200, Limit: 100,
+		Timeout: 120 * time.Second, NoTrace: true, Extra: []string{"-inf", infFile, "-key", "x5u", base + "sp.pem"}})
+	res.require(t, calls)
+	uas.Wait(t).require(t, calls)
+
+	passed := 0
+	for _, l := range px.callLogLines() {
+		if strings.Contains(l, "realm=outside") && strings.Contains(l, "status=200") && strings.Contains(l, "verstat=TN-Validation-Passed") {
+			passed++
+		}
+	}
+	if passed != calls {
+		t.Errorf("%d inbound calls verified and answered, want %d:\n%s", passed, calls, tail(px.Log(), 3))
+	}
+	if got, _ := px.Metrics(t).Sum("stirgate_tls_handshakes_total", map[string]string{"realm": "outside", "result": "ok"}); got < 1 || got > 2 {
+		t.Errorf("outside TLS handshakes = %v, want Kamailio's connection reused (1, or 2)", got)
+	}
+	relayed := 0
+	for _, r := range k.Requests() {
+		if r.Act == "relay" {
+			relayed++
+		}
+	}
+	if relayed != calls {
+		t.Errorf("Kamailio relayed %d INVITEs over TLS, want %d", relayed, calls)
+	}
+}
