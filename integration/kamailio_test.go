@@ -124,17 +124,34 @@ func startKamailio(t testing.TB, cfg kamailioConfig) *kamailio {
 		t.Fatal(err)
 	}
 	k := &kamailio{t: t, cfg: cfg, dir: dir, logPath: filepath.Join(dir, "kamailio.log"), done: make(chan struct{})}
+	k.launch(t, bin, cfgPath, modules, "64", "8", "kamailio", 60)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, tr := range []string{"udp", "tcp"} {
+		if err := waitBound(ctx, tr, cfg.Port, k.done); err != nil {
+			t.Fatalf("kamailio: %v\n%s", err, tail(k.Log(), 40))
+		}
+	}
+	return k
+}
+
+// launch starts Kamailio on cfgPath in k.dir in the foreground (-DD: the
+// creator stays, workers are its children) in its own process group,
+// logging to stderr (-E) into k.logPath, with shmMB/pkgMB of memory, and
+// registers its stop; a failed test logs the last logLines lines, labelled.
+func (k *kamailio) launch(t testing.TB, bin, cfgPath, modules, shmMB, pkgMB, label string, logLines int) {
+	t.Helper()
 	f, err := os.Create(k.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-f", cfgPath, "-DD", "-E", "-m", "64", "-M", "8", "-L", modules,
-		"-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"), "-w", dir}
+	args := []string{"-f", cfgPath, "-DD", "-E", "-m", shmMB, "-M", pkgMB, "-L", modules,
+		"-Y", k.dir, "-P", filepath.Join(k.dir, "kamailio.pid"), "-w", k.dir}
 	k.cmd = exec.Command(bin, args...)
-	k.cmd.Dir = dir
+	k.cmd.Dir = k.dir
 	k.cmd.Stdout, k.cmd.Stderr = f, f
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := os.WriteFile(filepath.Join(dir, "command.txt"), []byte(bin+" "+strings.Join(args, " ")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(k.dir, "command.txt"), []byte(bin+" "+strings.Join(args, " ")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.cmd.Start(); err != nil {
@@ -152,17 +169,9 @@ func startKamailio(t testing.TB, cfg kamailioConfig) *kamailio {
 			t.Errorf("stop kamailio: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("kamailio (%s) log, last lines:\n%s", strings.Join(args, " "), tail(k.Log(), 60))
+			t.Logf("%s (%s) log, last lines:\n%s", label, strings.Join(args, " "), tail(k.Log(), logLines))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for _, tr := range []string{"udp", "tcp"} {
-		if err := waitBound(ctx, tr, cfg.Port, k.done); err != nil {
-			t.Fatalf("kamailio: %v\n%s", err, tail(k.Log(), 40))
-		}
-	}
-	return k
 }
 
 func (k *kamailio) Addr() string { return hostPort(k.cfg.Port) }

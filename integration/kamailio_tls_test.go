@@ -19,13 +19,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -241,37 +239,7 @@ func runKamailioTLS(t testing.TB, bin, modules string, cfg kamailioTLSConfig) (*
 	k := &kamailio{t: t, cfg: kamailioConfig{Port: cfg.Port, Expire: cfg.Expire, Timeout: cfg.Timeout, LibOpts: cfg.LibOpts},
 		dir: dir, logPath: filepath.Join(dir, "kamailio.log"), done: make(chan struct{})}
 	kt := &kamailioTLS{kamailio: k, TLS: cfg}
-	f, err := os.Create(k.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-f", cfgPath, "-DD", "-E", "-m", "128", "-M", "16", "-L", modules,
-		"-Y", dir, "-P", filepath.Join(dir, "kamailio.pid"), "-w", dir}
-	k.cmd = exec.Command(bin, args...)
-	k.cmd.Dir = dir
-	k.cmd.Stdout, k.cmd.Stderr = f, f
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := os.WriteFile(filepath.Join(dir, "command.txt"), []byte(bin+" "+strings.Join(args, " ")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start kamailio: %v", err)
-	}
-	go func() {
-		k.cmd.Wait()
-		k.exitCode = k.cmd.ProcessState.ExitCode()
-		f.Close()
-		close(k.done)
-	}()
-	t.Cleanup(func() {
-		if err := k.Stop(); err != nil {
-			t.Errorf("stop kamailio: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("kamailio tls (%s) log, last lines:\n%s", strings.Join(args, " "), tail(k.Log(), 80))
-		}
-	})
+	k.launch(t, bin, cfgPath, modules, "128", "16", "kamailio tls", 80)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	type bound struct {
