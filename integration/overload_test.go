@@ -37,6 +37,18 @@ func TestOverloadRefusesTheExcessOnly(t *testing.T) {
 	sos := startSipp(t, sippRun{Name: "uac-911", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: "127.0.0.2", Service: "911", Calls: sosCalls, Rate: 50, ShortMsg: true, Timeout: 90 * time.Second})
 	res := uac.Wait(t)
 	sosRes := sos.Wait(t)
+	// "Once the load is gone": the backlog served and admission back to
+	// all (bounded wait), then a few controller intervals more.
+	for range 200 {
+		m := p.Metrics(t)
+		ratio, _ := m.Sum("stirgate_sip_overload_admit_ratio", nil)
+		busy, _ := m.Sum("stirgate_calls_in_progress", nil)
+		if ratio == 1 && busy == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 	after := runSipp(t, sippRun{Name: "uac-after", Scenario: "uac.xml", Remote: cfg.OutsideAddr(), LocalIP: "127.0.0.3", Calls: 300, Rate: 100, ShortMsg: true, Timeout: 60 * time.Second})
 	_ = uas.cmd.Process.Signal(syscall.SIGTERM)
 	<-uas.done
