@@ -145,16 +145,7 @@ poll:
 
 // capPolicy is announcePolicy with a longer announcement: the SIT then the
 // 0.5 s prompt 10 times, 5.9 s, so that 200 calls at 200 a second overlap.
-const capPolicy = `lists:
-  - name: dnc
-    numbers: ["+15559870002"]
-rules:
-  - name: dnc
-    type: list
-    match: {realm: inside}
-    lists: [dnc]
-    action: {type: reject, code: 603, announce: {prompt: prompt.wav, sit: intercept, repeat: 10}}
-`
+var capPolicy = strings.Replace(announcePolicy, "repeat: 2}", "repeat: 10}", 1)
 
 // capPackets is one capPolicy stream: 928 ms of SIT (7,424 samples) and
 // 10 x 4,000 samples of prompt in 160-sample packets, the last one short.

@@ -89,9 +89,11 @@ func TestTLSCallsMutualTLSPBXToTLSTrunk(t *testing.T) {
 		t.Errorf("kamailio verified %d, failed %d, %d without Identity; want %d, 0, 0: %v", ok, fail, missing, calls, bad)
 	}
 	var invites, overTLS int
+	sources := map[string]bool{} // stirgate's connections to the trunk
 	for _, r := range k.Requests() {
 		if r.Proto == "tls" {
 			overTLS++
+			sources[r.Src] = true
 		}
 		if r.Method == "INVITE" && r.Act == "answer" {
 			invites++
@@ -100,6 +102,9 @@ func TestTLSCallsMutualTLSPBXToTLSTrunk(t *testing.T) {
 	// The re-INVITE is answered like an INVITE: calls+1.
 	if want := 3*calls + 2; overTLS != want || invites != calls+1 {
 		t.Errorf("kamailio saw %d requests over TLS (want %d: INVITE, ACK, BYE per call and one re-INVITE with its ACK) and %d INVITEs answered (want %d)", overTLS, want, invites, calls+1)
+	}
+	if len(sources) != 1 {
+		t.Errorf("stirgate reached the trunk from %d TLS connections %v, want 1 reused", len(sources), sources)
 	}
 	lines := px.callLogLines()
 	byTLS := 0
