@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/stirgate/stirgate/integration/internal/sipwire"
 )
 
 const kamailioTLSDebs = kamailioDebs + " kamailio-tls-modules"
@@ -397,7 +399,7 @@ func (c *sipTLSConn) Send(msg string) error {
 // keep-alives.
 func (c *sipTLSConn) Read(bound time.Duration) (sip.Message, error) {
 	c.conn.SetReadDeadline(time.Now().Add(bound))
-	raw, err := readSIPFrame(c.r)
+	raw, err := sipwire.ReadFrame(c.r)
 	if err != nil {
 		return nil, err
 	}
@@ -441,48 +443,6 @@ func (c *sipTLSConn) Quiet(d time.Duration) error {
 		return nil
 	}
 	return err
-}
-
-// readSIPFrame reads one message from a stream (RFC 3261 18.3: the header
-// ends at an empty line, the body is Content-Length bytes). Empty lines
-// before a message (CRLF keep-alives) are skipped.
-func readSIPFrame(r *bufio.Reader) ([]byte, error) {
-	var head []byte
-	length := -1
-	for i := 0; ; i++ {
-		if i > 500 {
-			return nil, errors.New("sip frame: more than 500 header lines")
-		}
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return nil, fmt.Errorf("sip frame: %w", err)
-		}
-		trimmed := strings.TrimRight(line, "\r\n")
-		if trimmed == "" {
-			if len(head) == 0 {
-				continue // keep-alive
-			}
-			break
-		}
-		head = append(head, trimmed+"\r\n"...)
-		name, value, ok := strings.Cut(trimmed, ":")
-		if !ok {
-			continue
-		}
-		if n := strings.ToLower(strings.TrimSpace(name)); n == "content-length" || n == "l" {
-			if length, err = strconv.Atoi(strings.TrimSpace(value)); err != nil || length < 0 || length > 1<<20 {
-				return nil, fmt.Errorf("sip frame: Content-Length %q", value)
-			}
-		}
-	}
-	if length < 0 {
-		return nil, errors.New("sip frame: no Content-Length on a stream")
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, fmt.Errorf("sip frame body: %w", err)
-	}
-	return append(append(head, "\r\n"...), body...), nil
 }
 
 // tlsUAC is a caller over one TLS connection: INVITE, ACK, re-INVITE and
@@ -646,7 +606,7 @@ func (u *tlsUAS) serve(c *tls.Conn) {
 	}
 	r, parser := bufio.NewReader(c), sip.NewParser()
 	for range 10000 {
-		raw, err := readSIPFrame(r)
+		raw, err := sipwire.ReadFrame(r)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				u.fail("read from %s: %v", c.RemoteAddr(), err)

@@ -45,7 +45,10 @@ type step struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	CPUus      float64 `json:"proxy_cpu_us_per_call"`
-	Mem        memory  `json:"proxy_memory"`
+	// GenCPUus: the Go caller and callee's CPU per call (transport
+	// comparison), which shares the cores with the proxy.
+	GenCPUus float64 `json:"generator_cpu_us_per_call,omitempty"`
+	Mem      memory  `json:"proxy_memory"`
 	// Identity: sign mode, what secsipidx said about the callee's sample.
 	Identity *identitySample `json:"identity_sample,omitempty"`
 	// Records: stirgate's call records of the step, written and dropped
@@ -78,9 +81,12 @@ func (b *bench) runAll(ctx context.Context) error {
 	if b.o.stateOnly {
 		return b.stateRun(ctx)
 	}
+	if b.o.transportOnly {
+		return b.transportRun(ctx)
+	}
 	if b.o.only == "" {
 		log.Printf("harness ceiling: SIPp -> SIPp")
-		if err := b.ramp(ctx, "plain", []*proxy{nil}); err != nil {
+		if err := b.ramp(ctx, []*proxy{nil}, b.sippStep("plain")); err != nil {
 			return err
 		}
 	}
@@ -104,7 +110,7 @@ func (b *bench) runAll(ctx context.Context) error {
 			systems = append(systems, p)
 		}
 		log.Printf("mode %s", mode)
-		err := b.ramp(ctx, mode, systems)
+		err := b.ramp(ctx, systems, b.sippStep(mode))
 		for _, p := range systems {
 			p.stop()
 		}
@@ -128,6 +134,11 @@ func (b *bench) runAll(ctx context.Context) error {
 			return err
 		}
 	}
+	if len(b.o.transports) > 0 && b.o.only != "kamailio" {
+		if err := b.transportRun(ctx); err != nil {
+			return err
+		}
+	}
 	if b.o.soak > 0 && b.o.only != "kamailio" {
 		if err := b.soakRun(ctx); err != nil {
 			return err
@@ -136,11 +147,21 @@ func (b *bench) runAll(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// stepFunc runs one step of a ramp through p at rate.
+type stepFunc func(ctx context.Context, p *proxy, rate, try int) (step, error)
+
+// sippStep is a ramp's step driven by SIPp in mode.
+func (b *bench) sippStep(mode string) stepFunc {
+	return func(ctx context.Context, p *proxy, rate, try int) (step, error) {
+		return b.step(ctx, p, mode, rate, b.o.step, try)
+	}
+}
+
 // ramp raises the rate for every system, alternating them at each rate
 // (and which goes first), until every system has failed a rate twice
 // (failed: not carried; a step over the latency bound only is retried,
 // and the ramp goes on).
-func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
+func (b *bench) ramp(ctx context.Context, systems []*proxy, run stepFunc) error {
 	active := append([]*proxy(nil), systems...)
 	for i, rate := range b.o.rates {
 		if len(active) == 0 {
@@ -157,7 +178,7 @@ func (b *bench) ramp(ctx context.Context, mode string, systems []*proxy) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				s, err := b.step(ctx, p, mode, rate, b.o.step, try)
+				s, err := run(ctx, p, rate, try)
 				if err != nil {
 					return err
 				}
@@ -200,7 +221,7 @@ func (b *bench) startSystem(ctx context.Context, system, mode string, nextHop in
 		nextHop = port
 	}
 	if system == "stirgate" {
-		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env, b.o.stateTimeout)
+		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env, b.o.stateTimeout, nil)
 	}
 	return b.env.startKamailio(ctx, mode, nextHop, b.o.workers, b.o.kamAlloc, b.o.kamArgs)
 }
@@ -209,7 +230,13 @@ func (b *bench) startSystem(ctx context.Context, system, mode string, nextHop in
 // port); p keeps its identity in the ramp.
 func (b *bench) restart(ctx context.Context, p *proxy) error {
 	p.stop()
-	q, err := b.startSystem(ctx, p.system, p.mode, p.nextHop)
+	var q *proxy
+	var err error
+	if p.relaunch != nil {
+		q, err = p.relaunch(ctx)
+	} else {
+		q, err = b.startSystem(ctx, p.system, p.mode, p.nextHop)
+	}
 	if err != nil {
 		return err
 	}
@@ -353,8 +380,6 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		s.RecordsDropped = m2["stirgate_records_dropped_total"] - m0["stirgate_records_dropped_total"]
 	}
 	s.Successful = min(ur.successful, sr.successful)
-	s.Failed = calls - s.Successful
-	s.FailedPct = 100 * float64(s.Failed) / float64(calls)
 	s.Retrans = ur.retransmit + sr.retransmit
 	var why []string
 	// Achieved: the calls answered per second between the first INVITE
@@ -372,17 +397,10 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 	if ur.err != nil {
 		why = append(why, ur.err.Error())
 	}
-	if s.Failed*1000 >= calls {
-		why = append(why, fmt.Sprintf("%.2f%% failed", s.FailedPct))
+	if (calls-s.Successful)*1000 >= calls { // judge's threshold: the caller's errors say why
 		if e := firstLines(sippfiles.ReadFile(filepath.Join(dir, "uac", "errors.log")), 3); e != "" {
 			why = append(why, "caller: "+strings.ReplaceAll(e, "\n", " | "))
 		}
-	}
-	if s.Achieved < 0.98*float64(rate) {
-		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, rate))
-	}
-	if s.RecordsDropped > 0 {
-		why = append(why, fmt.Sprintf("%.0f call records dropped", s.RecordsDropped))
 	}
 	if s.Redis != nil && len(s.Redis.Errors) > 0 {
 		why = append(why, fmt.Sprintf("store errors %v", s.Redis.Errors))
@@ -396,16 +414,35 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 			why = append(why, "identity: "+err.Error())
 		}
 	}
-	s.Carried = len(why) == 0
-	if bound := float64(b.o.p99Bound) / float64(time.Millisecond); s.P99ms > bound {
-		why = append(why, fmt.Sprintf("p99 %.1f ms > %.0f ms", s.P99ms, bound))
-	}
-	s.Clean = len(why) == 0
-	s.Why = strings.Join(why, "; ")
+	s.judge(why, b.o.p99Bound)
 	if !b.o.keep {
 		os.RemoveAll(dir)
 	}
 	return s, nil
+}
+
+// judge fills Failed and decides whether s is carried and clean: fewer
+// than 0.1% of its calls failed, at least 98% of the target rate, no call
+// record dropped, nothing in why (the step's other findings); clean also
+// within the p99 bound.
+func (s *step) judge(why []string, p99Bound time.Duration) {
+	s.Failed = s.Calls - s.Successful
+	s.FailedPct = 100 * float64(s.Failed) / float64(s.Calls)
+	if s.Failed*1000 >= s.Calls {
+		why = append([]string{fmt.Sprintf("%.2f%% failed", s.FailedPct)}, why...)
+	}
+	if s.Achieved < 0.98*float64(s.Target) {
+		why = append(why, fmt.Sprintf("achieved %.0f < 98%% of %d", s.Achieved, s.Target))
+	}
+	if s.RecordsDropped > 0 {
+		why = append(why, fmt.Sprintf("%.0f call records dropped", s.RecordsDropped))
+	}
+	s.Carried = len(why) == 0
+	if bound := float64(p99Bound) / float64(time.Millisecond); s.P99ms > bound {
+		why = append(why, fmt.Sprintf("p99 %.1f ms > %.0f ms", s.P99ms, bound))
+	}
+	s.Clean = len(why) == 0
+	s.Why = strings.Join(why, "; ")
 }
 
 // identities writes a SIPp injection file with n fresh JWS, one per call,

@@ -4,6 +4,7 @@
 //	go run ./integration/bench            # full run, ~25 minutes
 //	go run ./integration/bench -smoke     # one low rate per mode, ~1 minute (CI)
 //	go run ./integration/bench -state-only  # policy state: memory vs Redis, ~1 minute
+//	go run ./integration/bench -transport-only  # sign mode over UDP vs TLS, ~5 minutes
 //
 // It installs what it needs when run as root on Debian (sip-tester,
 // kamailio, kamailio-secsipid-modules, secsipidx), builds stirgate, creates a test STI
@@ -26,9 +27,15 @@
 //     alternating; per backend the medians of p50/p99
 //     INVITE->final, and for Redis its commands, round trips and CPU per
 //     call and its memory per tracked caller (state.go, redis.go);
-//  6. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
+//  6. compares the transports (-transport, default udp,tls; transport.go):
+//     stirgate in sign mode with the PBX's calls over UDP and over one
+//     persistent mutual-TLS connection (the trunk reached the same way),
+//     ramped side by side by the Go caller and callee of goload.go
+//     (Debian's SIPp has no TLS), then the fresh mutual-TLS handshakes
+//     per second it sustains from 8 clients;
+//  7. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
 //     signing on and reads its memory;
-//  7. prints a table with the ratios stirgate/Kamailio and writes it all as
+//  8. prints a table with the ratios stirgate/Kamailio and writes it all as
 //     JSON (-out).
 //
 // A step is clean when fewer than 0.1% of its calls failed, the calls/s
@@ -63,31 +70,33 @@ import (
 
 // options are the command line.
 type options struct {
-	step         time.Duration
-	rates        []int
-	modes        []string
-	soak         time.Duration
-	soakCPS      int
-	workers      int
-	out          string
-	keep         bool
-	smoke        bool
-	only         string        // "", "stirgate" or "kamailio": skip the other system (profiling)
-	profile      string        // directory for stirgate CPU profiles, one per step ("": none)
-	env          []string      // extra environment for stirgate (experiments: GOGC=...)
-	records      string        // stirgate's records.backend: sqlite (as shipped) or none
-	states       []string      // policy state backends to compare: memory, redis (none: skip)
-	stateCPS     int           // their call rate
-	stateOnly    bool          // only the state comparison: no ceiling, ramp or soak
-	stateRounds  int           // rounds of the state comparison (each backend once per round)
-	statePolicy  string        // policy file of the state comparison ("": statePolicy)
-	redisNice    int           // nice value of the state comparison's redis-server
-	stateTimeout time.Duration // state.redis.timeout of stirgate (0: its default)
-	p99Bound     time.Duration // a step is clean only with p99 INVITE->final at most this
-	hold         time.Duration // time between the caller's ACK and BYE
-	uacScenario  string        // the caller's scenario of plain and sign steps ("": integration/sipp/uac.xml)
-	kamAlloc     string        // Kamailio's memory manager for shm and pkg: tlsf, fm, qm
-	kamArgs      []string      // further Kamailio command-line arguments
+	step          time.Duration
+	rates         []int
+	modes         []string
+	soak          time.Duration
+	soakCPS       int
+	workers       int
+	out           string
+	keep          bool
+	smoke         bool
+	only          string        // "", "stirgate" or "kamailio": skip the other system (profiling)
+	profile       string        // directory for stirgate CPU profiles, one per step ("": none)
+	env           []string      // extra environment for stirgate (experiments: GOGC=...)
+	records       string        // stirgate's records.backend: sqlite (as shipped) or none
+	states        []string      // policy state backends to compare: memory, redis (none: skip)
+	stateCPS      int           // their call rate
+	stateOnly     bool          // only the state comparison: no ceiling, ramp or soak
+	transports    []string      // the transport comparison's transports (none: skip)
+	transportOnly bool          // only the transport comparison
+	stateRounds   int           // rounds of the state comparison (each backend once per round)
+	statePolicy   string        // policy file of the state comparison ("": statePolicy)
+	redisNice     int           // nice value of the state comparison's redis-server
+	stateTimeout  time.Duration // state.redis.timeout of stirgate (0: its default)
+	p99Bound      time.Duration // a step is clean only with p99 INVITE->final at most this
+	hold          time.Duration // time between the caller's ACK and BYE
+	uacScenario   string        // the caller's scenario of plain and sign steps ("": integration/sipp/uac.xml)
+	kamAlloc      string        // Kamailio's memory manager for shm and pkg: tlsf, fm, qm
+	kamArgs       []string      // further Kamailio command-line arguments
 	// overloadFor: each system is offered twice stirgate's max clean
 	// plain rate this long, then half of it for overloadRecovery (0: skip).
 	overloadFor, overloadRecovery time.Duration
@@ -113,7 +122,9 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.smoke, "smoke", false, "smoke test: one step of 2 s at 200 calls/s per mode and system, no soak")
 	flag.StringVar(&o.only, "only", "", "run one system only: stirgate or kamailio (for profiling; no ratios)")
 	flag.StringVar(&o.profile, "profile", "", "directory: fetch a CPU profile of stirgate during each of its steps (via the admin port and its token)")
-	var env, states string
+	var env, states, transports string
+	flag.StringVar(&transports, "transport", "udp,tls", "transport comparison, stirgate sign mode with the Go caller and callee: udp, tls, or none")
+	flag.BoolVar(&o.transportOnly, "transport-only", false, "run the transport comparison only (no harness ceiling, modes, state or soak)")
 	flag.StringVar(&states, "state", "memory,redis", "policy state backends to compare at -state-cps: memory, redis, or none")
 	flag.IntVar(&o.stateCPS, "state-cps", referenceCPS, "call rate of the state comparison")
 	flag.DurationVar(&o.stateTimeout, "state-timeout", 0, "state.redis.timeout of stirgate in the state comparison (0: stirgate's default; -smoke: 100ms, so that one slow round trip on a loaded CI machine does not fail the smoke run)")
@@ -183,6 +194,20 @@ func parseFlags() (options, error) {
 				o.states = append(o.states, s)
 			}
 		}
+	}
+	if transports != "none" {
+		for _, t := range strings.Split(transports, ",") {
+			t = strings.TrimSpace(t)
+			if !slices.Contains(allTransports, t) {
+				return o, fmt.Errorf("-transport: %q: want udp, tls or none", t)
+			}
+			if !slices.Contains(o.transports, t) {
+				o.transports = append(o.transports, t)
+			}
+		}
+	}
+	if o.transportOnly && (len(o.transports) == 0 || o.stateOnly) {
+		return o, fmt.Errorf("-transport-only: wants -transport udp,tls (or one) and no -state-only")
 	}
 	if o.stateOnly && len(o.states) == 0 {
 		return o, fmt.Errorf("-state-only with -state none: nothing to run")

@@ -23,6 +23,9 @@ type results struct {
 	State    *stateCompare    `json:"state,omitempty"`
 	Overload []overloadResult `json:"overload,omitempty"`
 	Dialogs  *dialogSoak      `json:"dialogs,omitempty"`
+	// Handshakes: fresh mutual-TLS handshakes stirgate sustained
+	// (transport comparison).
+	Handshakes *handshakeRate `json:"tls_handshakes,omitempty"`
 
 	// Summary, filled by summarize.
 	Ceiling int                       `json:"harness_ceiling_cps"`
@@ -40,28 +43,31 @@ type results struct {
 }
 
 type publicOptions struct {
-	Step         string   `json:"step"`
-	Rates        []int    `json:"rates"`
-	Modes        []string `json:"modes"`
-	Soak         string   `json:"soak"`
-	SoakCPS      int      `json:"soak_cps"`
-	Workers      int      `json:"workers"`
-	Smoke        bool     `json:"smoke"`
-	States       []string `json:"states"`
-	StateCPS     int      `json:"state_cps"`
-	StateOnly    bool     `json:"state_only"`
-	StateTimeout string   `json:"state_timeout,omitempty"`
-	P99Bound     string   `json:"p99_bound"`
-	Hold         string   `json:"hold"`
-	UACScenario  string   `json:"uac_scenario,omitempty"`
-	KamAlloc     string   `json:"kamailio_alloc"`
-	KamArgs      []string `json:"kamailio_args,omitempty"`
-	Command      string   `json:"command"`
+	Step          string   `json:"step"`
+	Rates         []int    `json:"rates"`
+	Modes         []string `json:"modes"`
+	Soak          string   `json:"soak"`
+	SoakCPS       int      `json:"soak_cps"`
+	Workers       int      `json:"workers"`
+	Smoke         bool     `json:"smoke"`
+	States        []string `json:"states"`
+	StateCPS      int      `json:"state_cps"`
+	StateOnly     bool     `json:"state_only"`
+	StateTimeout  string   `json:"state_timeout,omitempty"`
+	Transports    []string `json:"transports,omitempty"`
+	TransportOnly bool     `json:"transport_only,omitempty"`
+	P99Bound      string   `json:"p99_bound"`
+	Hold          string   `json:"hold"`
+	UACScenario   string   `json:"uac_scenario,omitempty"`
+	KamAlloc      string   `json:"kamailio_alloc"`
+	KamArgs       []string `json:"kamailio_args,omitempty"`
+	Command       string   `json:"command"`
 }
 
 func (o options) public() publicOptions {
 	return publicOptions{Step: o.step.String(), Rates: o.rates, Modes: o.modes, Soak: o.soak.String(), SoakCPS: o.soakCPS,
 		Workers: o.workers, Smoke: o.smoke, States: o.states, StateCPS: o.stateCPS, StateOnly: o.stateOnly, StateTimeout: durationOrDefault(o.stateTimeout),
+		Transports: o.transports, TransportOnly: o.transportOnly,
 		P99Bound: o.p99Bound.String(), Hold: o.hold.String(), UACScenario: o.uacScenario, KamAlloc: o.kamAlloc, KamArgs: o.kamArgs,
 		Command: strings.Join(os.Args, " ")}
 }
@@ -189,6 +195,11 @@ func (r *results) table() string {
 		}
 		return b.String()
 	}
+	if r.Options.TransportOnly {
+		b.WriteString(r.transportTable())
+		r.stepsTable(&b)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%-7s | %-16s | %-16s | %-6s | %-26s | %-26s\n", "mode", "stirgate max cps", "kamailio max cps", "ratio",
 		fmt.Sprintf("CPU µs/call @%d s / k", referenceCPS), fmt.Sprintf("p50/p99 ms @%d s | k", referenceCPS))
 	fmt.Fprintf(&b, "%s\n", strings.Repeat("-", 112))
@@ -224,6 +235,7 @@ func (r *results) table() string {
 	if r.State != nil {
 		b.WriteString(r.State.table())
 	}
+	b.WriteString(r.transportTable())
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(&b, "\ntargets:\n")
 		for _, t := range r.Targets {
@@ -234,10 +246,40 @@ func (r *results) table() string {
 			fmt.Fprintf(&b, "  %s %-62s want %-9s got %s\n", mark, t.Name, t.Want, t.Got)
 		}
 	}
-	fmt.Fprintf(&b, "\nsteps (memory: PSS summed over the proxy's processes, so Kamailio's shared memory counts once; RSS in the JSON):\n")
-	fmt.Fprintf(&b, "%-8s %-6s %6s %3s %9s %8s %7s %8s %8s %8s %9s %8s  %s\n", "system", "mode", "target", "try", "achieved", "failed%", "retrans", "p50 ms", "p99 ms", "µs/call", "PSS MB", "drops", "clean")
+	r.stepsTable(&b)
+	return b.String()
+}
+
+func (r *results) stepsTable(b *strings.Builder) {
+	fmt.Fprintf(b, "\nsteps (memory: PSS summed over the proxy's processes, so Kamailio's shared memory counts once; RSS in the JSON):\n")
+	fmt.Fprintf(b, "%-8s %-8s %6s %3s %9s %8s %7s %8s %8s %8s %9s %8s  %s\n", "system", "mode", "target", "try", "achieved", "failed%", "retrans", "p50 ms", "p99 ms", "µs/call", "PSS MB", "drops", "clean")
 	for _, s := range r.Steps {
-		fmt.Fprintf(&b, "%-8s %-6s %6d %3d %9.1f %8.3f %7d %8.2f %8.2f %8.0f %9.0f %8d  %s\n", s.System, s.Mode, s.Target, s.Try, s.Achieved, s.FailedPct, s.Retrans, s.P50ms, s.P99ms, s.CPUus, s.Mem.PSSMB, s.UDPDrops, cleanWord(s))
+		fmt.Fprintf(b, "%-8s %-8s %6d %3d %9.1f %8.3f %7d %8.2f %8.2f %8.0f %9.0f %8d  %s\n", s.System, s.Mode, s.Target, s.Try, s.Achieved, s.FailedPct, s.Retrans, s.P50ms, s.P99ms, s.CPUus, s.Mem.PSSMB, s.UDPDrops, cleanWord(s))
+	}
+}
+
+// transportTable is the transport comparison ("" without one).
+func (r *results) transportTable() string {
+	if len(r.Options.Transports) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ntransport (stirgate sign mode; the Go caller over UDP, or one mutual-TLS connection per step; the trunk the same way):\n")
+	for _, t := range r.Options.Transports {
+		mode := "sign/" + t
+		at := r.At[mode]["stirgate"]
+		cpu := usOrNA(at)
+		if at.Calls > 0 {
+			cpu += fmt.Sprintf(" (the Go caller and callee %.0f)", at.GenCPUus)
+		}
+		fmt.Fprintf(&b, "  %-3s max clean %s calls/s (%d without the bound); at %d calls/s: CPU µs/call %s, p50/p99 %s ms\n", t,
+			r.maxString("stirgate", mode, r.Max[mode]["stirgate"]), r.MaxCarried[mode]["stirgate"], referenceCPS, cpu, latOrNA(at))
+	}
+	if u, t := r.Max["sign/udp"]["stirgate"], r.Max["sign/tls"]["stirgate"]; u > 0 && t > 0 {
+		fmt.Fprintf(&b, "  TLS / UDP max: %.2f\n", float64(t)/float64(u))
+	}
+	if h := r.Handshakes; h != nil {
+		fmt.Fprintf(&b, "  fresh mutual-TLS handshakes (%d clients, %s): %.0f/s, %d failed, %.0f µs of stirgate CPU each, %s\n", h.Clients, h.For, h.PerSecond, h.Failed, h.CPUus, h.Version)
 	}
 	return b.String()
 }
@@ -298,6 +340,9 @@ func (r *results) smokeCheck() error {
 	}
 	if r.State != nil {
 		bad = append(bad, r.State.check(r.Options.States)...)
+	}
+	if h := r.Handshakes; slices.Contains(r.Options.Transports, "tls") && (h == nil || h.Handshakes == 0 || h.Failed > 0) {
+		bad = append(bad, fmt.Sprintf("TLS handshakes: %+v", h))
 	}
 	if d := r.Dialogs; d != nil && (d.OK != d.Calls || d.Dialogs == 0) {
 		bad = append(bad, "many-dialogs run: "+d.String())

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -32,21 +33,42 @@ type proxy struct {
 	admin   string       // stirgate admin base URL
 	token   string       // stirgate admin token
 	redis   *redisServer // policy-redis: the Redis its state is in
-	cmd     *exec.Cmd
-	done    chan struct{}
-	log     string
+	// relaunch starts a fresh process like this one (nil: startSystem
+	// with system, mode and nextHop).
+	relaunch func(context.Context) (*proxy, error)
+	// The transport comparison: the PBX's transport (udp, tls), the
+	// callee, and the PBX's TLS client configuration.
+	transport string
+	uas       *goUAS
+	tlsClient *tls.Config
+	cmd       *exec.Cmd
+	done      chan struct{}
+	log       string
 }
 
 const callee = "+15559870002" // SIPp -s, the number every call goes to
 
-// startStirgate starts stirgate for mode, forwarding to nextHop.
-func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string, stateTimeout time.Duration) (*proxy, error) {
+// stirgateTLS makes stirgate's PBX side and next hop TLS: a mutual-TLS
+// listener on the inside (the customer is named by the PBX's certificate)
+// and the trunk (nextHop) reached over TLS.
+type stirgateTLS struct {
+	pki                     *benchTLSPKI
+	insidePort, outsidePort int // the realms' TLS listeners
+}
+
+// startStirgate starts stirgate for mode, forwarding to nextHop; with tls,
+// over TLS (nextHop is then the trunk's TLS port).
+func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string, stateTimeout time.Duration, overTLS *stirgateTLS) (*proxy, error) {
 	ports, err := freeUDPPorts(3)
 	if err != nil {
 		return nil, err
 	}
 	inside, outside, admin := ports[0], ports[1], ports[2]
-	dir := filepath.Join(e.work, "stirgate-"+mode)
+	name := "stirgate-" + mode
+	if overTLS != nil {
+		name += "-tls"
+	}
+	dir := filepath.Join(e.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -71,8 +93,12 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 		port int
 	}{{"inside", inside}, {"outside", outside}} {
 		fmt.Fprintf(&b, "    %s:\n", r.name)
-		fmt.Fprintf(&b, "      listen: [{transport: udp, addr: %q}]\n", hostPort(r.port))
-		fmt.Fprintf(&b, "      next_hop: \"sip:%s;transport=udp\"\n", hostPort(nextHop))
+		fmt.Fprintf(&b, "      listen:\n        - {transport: udp, addr: %q}\n", hostPort(r.port))
+		if overTLS == nil {
+			fmt.Fprintf(&b, "      next_hop: \"sip:%s;transport=udp\"\n", hostPort(nextHop))
+		} else {
+			b.WriteString(overTLS.realmYAML(r.name, nextHop))
+		}
 		fmt.Fprintf(&b, "      trusted: [\"127.0.0.0/8\"]\n")
 		fmt.Fprintf(&b, "      udp: {max_size: 4096, oversize: reject}\n")
 	}
@@ -89,6 +115,9 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
       sources: ["127.0.0.0/8"]
       numbers: ["+15551230001"]
 `, filepath.Join(e.pki, "sp.key"), filepath.Join(e.pki, "sp.pem"), e.x5u)
+		if overTLS != nil {
+			fmt.Fprintf(&b, "      tls_identities: [%q]\n", "dns:"+benchPBXName)
+		}
 	case "policy-memory", "policy-redis":
 		target = outside
 		polFile := filepath.Join(dir, "policy.yaml")
@@ -119,6 +148,12 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 	cfgPath := filepath.Join(dir, "stirgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
 		return nil, err
+	}
+	if overTLS != nil {
+		if mode != "sign" {
+			return nil, fmt.Errorf("stirgate over TLS: mode %s, want sign", mode)
+		}
+		target = overTLS.insidePort
 	}
 	p := &proxy{system: "stirgate", mode: mode, addr: hostPort(target), nextHop: nextHop, admin: "http://" + hostPort(admin), token: token, log: filepath.Join(dir, "stderr.log")}
 	if mode == "policy-redis" {
