@@ -223,7 +223,7 @@ func (b *bench) startSystem(ctx context.Context, system, mode string, nextHop in
 	if system == "stirgate" {
 		return b.env.startStirgate(ctx, mode, nextHop, b.o.workers, b.o.env, b.o.stateTimeout, nil)
 	}
-	return b.env.startKamailio(ctx, mode, nextHop, b.o.workers, b.o.kamAlloc, b.o.kamArgs)
+	return b.env.startKamailio(ctx, mode, nextHop, b.o.workers, b.o.kamAlloc, b.o.kamArgs, nil)
 }
 
 // restart replaces p's process with a fresh one (same mode, same callee

@@ -4,11 +4,12 @@
 //	go run ./integration/bench            # full run, ~25 minutes
 //	go run ./integration/bench -smoke     # one low rate per mode, ~1 minute (CI)
 //	go run ./integration/bench -state-only  # policy state: memory vs Redis, ~1 minute
-//	go run ./integration/bench -transport-only  # sign mode over UDP vs TLS, ~5 minutes
+//	go run ./integration/bench -transport-only  # sign mode over UDP vs TLS, ~6 minutes
 //
 // It installs what it needs when run as root on Debian (sip-tester,
-// kamailio, kamailio-secsipid-modules, secsipidx), builds stirgate, creates a test STI
-// PKI and serves its certificate over HTTP on loopback, then:
+// kamailio, kamailio-secsipid-modules, kamailio-tls-modules, secsipidx,
+// redis-server), builds stirgate, creates a test STI PKI and serves its
+// certificate over HTTP on loopback, then:
 //
 //  1. ramps SIPp UAC -> SIPp UAS directly: the ceiling of the harness;
 //  2. for each mode (plain, sign, verify) starts one stirgate and one
@@ -31,8 +32,9 @@
 //     stirgate in sign mode with the PBX's calls over UDP and over one
 //     persistent mutual-TLS connection (the trunk reached the same way),
 //     ramped side by side by the Go caller and callee of goload.go
-//     (Debian's SIPp has no TLS), then the fresh mutual-TLS handshakes
-//     per second it sustains from 8 clients;
+//     (Debian's SIPp has no TLS), with Kamailio's tls module (one TCP
+//     worker) on the TLS ramp as a reference, then the fresh mutual-TLS
+//     handshakes per second stirgate sustains from 8 clients;
 //  7. runs stirgate for -soak (default 5 minutes) at 1,000 calls/s with
 //     signing on and reads its memory;
 //  8. prints a table with the ratios stirgate/Kamailio and writes it all as

@@ -264,7 +264,7 @@ func (r *results) transportTable() string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\ntransport (stirgate sign mode; the Go caller over UDP, or one mutual-TLS connection per step; the trunk the same way):\n")
+	fmt.Fprintf(&b, "\ntransport (sign mode; the Go caller over UDP, or one mutual-TLS connection per step; the trunk reached the same way):\n")
 	for _, t := range r.Options.Transports {
 		mode := "sign/" + t
 		at := r.At[mode]["stirgate"]
@@ -274,6 +274,10 @@ func (r *results) transportTable() string {
 		}
 		fmt.Fprintf(&b, "  %-3s max clean %s calls/s (%d without the bound); at %d calls/s: CPU µs/call %s, p50/p99 %s ms\n", t,
 			r.maxString("stirgate", mode, r.Max[mode]["stirgate"]), r.MaxCarried[mode]["stirgate"], referenceCPS, cpu, latOrNA(at))
+	}
+	if k, ok := r.At["sign/tls"]["kamailio"]; ok || r.Max["sign/tls"]["kamailio"] > 0 || slices.ContainsFunc(r.Steps, func(s step) bool { return s.System == "kamailio" && s.Mode == "sign/tls" }) {
+		fmt.Fprintf(&b, "  Kamailio tls (one TCP worker) max clean %s calls/s (%d without the bound); at %d calls/s: CPU µs/call %s, p50/p99 %s ms\n",
+			r.maxString("kamailio", "sign/tls", r.Max["sign/tls"]["kamailio"]), r.MaxCarried["sign/tls"]["kamailio"], referenceCPS, usOrNA(k), latOrNA(k))
 	}
 	if u, t := r.Max["sign/udp"]["stirgate"], r.Max["sign/tls"]["stirgate"]; u > 0 && t > 0 {
 		fmt.Fprintf(&b, "  TLS / UDP max: %.2f\n", float64(t)/float64(u))

@@ -29,8 +29,9 @@ var debs = []struct{ pkg, file string }{
 	{"sip-tester", "sipp"},
 	{"kamailio", "kamailio"},
 	{"kamailio-secsipid-modules", "secsipid.so"},
-	{"secsipidx", "secsipidx"},       // verifies the sign-mode callee's sample
-	{"redis-server", "redis-server"}, // the state comparison's Redis
+	{"kamailio-tls-modules", "tls.so"}, // Kamailio on the transport comparison's TLS ramp
+	{"secsipidx", "secsipidx"},         // verifies the sign-mode callee's sample
+	{"redis-server", "redis-server"},   // the state comparison's Redis
 }
 
 // ensureTools installs the missing packages (root with apt-get only) and
@@ -82,18 +83,19 @@ func kamailioBinary() (string, error) {
 	return "", errors.New("kamailio not found (Debian package kamailio)")
 }
 
-// kamailioModulesDir is the directory that holds tm.so and secsipid.so.
+// kamailioModulesDir is the directory that holds tm.so, secsipid.so and
+// tls.so.
 func kamailioModulesDir() (string, error) {
 	globs := []string{"/usr/lib/*/kamailio/modules", "/usr/lib/kamailio/modules", "/usr/lib64/kamailio/modules"}
 	for _, g := range globs {
 		dirs, _ := filepath.Glob(g)
 		for _, d := range dirs {
-			if fileExists(filepath.Join(d, "tm.so")) && fileExists(filepath.Join(d, "secsipid.so")) {
+			if fileExists(filepath.Join(d, "tm.so")) && fileExists(filepath.Join(d, "secsipid.so")) && fileExists(filepath.Join(d, "tls.so")) {
 				return d, nil
 			}
 		}
 	}
-	return "", errors.New("kamailio modules tm.so + secsipid.so not found (Debian packages kamailio, kamailio-secsipid-modules)")
+	return "", errors.New("kamailio modules tm.so, secsipid.so and tls.so not found (Debian packages kamailio, kamailio-secsipid-modules, kamailio-tls-modules)")
 }
 
 func fileExists(p string) bool {

@@ -48,17 +48,17 @@ type proxy struct {
 
 const callee = "+15559870002" // SIPp -s, the number every call goes to
 
-// stirgateTLS makes stirgate's PBX side and next hop TLS: a mutual-TLS
-// listener on the inside (the customer is named by the PBX's certificate)
-// and the trunk (nextHop) reached over TLS.
-type stirgateTLS struct {
+// proxyTLS makes a proxy's PBX side and next hop TLS: a mutual-TLS
+// listener for the PBX (stirgate: the customer is named by the PBX's
+// certificate) and the trunk (nextHop) reached over TLS.
+type proxyTLS struct {
 	pki                     *benchTLSPKI
 	insidePort, outsidePort int // the realms' TLS listeners
 }
 
 // startStirgate starts stirgate for mode, forwarding to nextHop; with tls,
 // over TLS (nextHop is then the trunk's TLS port).
-func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string, stateTimeout time.Duration, overTLS *stirgateTLS) (*proxy, error) {
+func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers int, extraEnv []string, stateTimeout time.Duration, overTLS *proxyTLS) (*proxy, error) {
 	ports, err := freeUDPPorts(3)
 	if err != nil {
 		return nil, err
@@ -173,17 +173,33 @@ func (e *env) startStirgate(ctx context.Context, mode string, nextHop, workers i
 
 // startKamailio starts Kamailio for mode, forwarding to nextHop, with
 // memory manager alloc and the extra command-line arguments.
-func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers int, alloc string, extra []string) (*proxy, error) {
+func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers int, alloc string, extra []string, overTLS *proxyTLS) (*proxy, error) {
 	port, err := freeUDPPort()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(e.work, "kamailio-"+mode)
+	name := "kamailio-" + mode
+	if overTLS != nil {
+		name += "-tls"
+	}
+	dir := filepath.Join(e.work, name)
 	cache := filepath.Join(dir, "cert-cache")
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
+	tlsConfig, tlsPort := filepath.Join(dir, "tls.cfg"), 0
+	if overTLS != nil {
+		if mode != "sign" {
+			return nil, fmt.Errorf("kamailio over TLS: mode %s, want sign", mode)
+		}
+		tlsPort = overTLS.insidePort
+		if err := os.WriteFile(tlsConfig, []byte(overTLS.kamailioDomains()), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	cfg := strings.NewReplacer(
+		"__TLS_PORT__", itoa(tlsPort),
+		"__TLS_CONFIG__", tlsConfig,
 		"__PORT__", itoa(port),
 		"__NEXT_HOP_PORT__", itoa(nextHop),
 		"__CHILDREN__", itoa(workers),
@@ -209,6 +225,9 @@ func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers i
 	case "verify":
 		args = append(args, "-A", "MODE_VERIFY")
 	}
+	if overTLS != nil {
+		args = append(args, "-A", "WITH_TLS")
+	}
 	check := exec.CommandContext(ctx, e.kamailio, append([]string{"-c"}, args...)...)
 	if out, err := check.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("kamailio -c %s: %w\n%s", cfgPath, err, sippfiles.Tail(string(out), 20))
@@ -222,6 +241,9 @@ func (e *env) startKamailio(ctx context.Context, mode string, nextHop, workers i
 	if err := p.waitSIP(ctx, 15*time.Second); err != nil {
 		p.stop()
 		return nil, err
+	}
+	if overTLS != nil {
+		p.addr = hostPort(tlsPort) // the PBX's calls: over TLS
 	}
 	return p, nil
 }

@@ -5,9 +5,9 @@ package main
 // reached over UDP and over TLS), ramped side by side like the modes; then
 // the rate of fresh mutual-TLS handshakes stirgate sustains. SIPp has no
 // TLS in Debian, so both transports are driven by the Go caller and callee
-// of goload.go. Kamailio is not compared: its TLS module (Debian's 5.6.3)
-// crashes with more than one TCP worker (Kamailio issue #3791), so a
-// comparison at equal workers cannot be made.
+// of goload.go. Kamailio with its tls module runs the TLS ramp too, on the
+// one TCP worker its Debian version can run (kamailio.cfg): a reference,
+// not a comparison at equal workers.
 
 import (
 	"context"
@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,7 +124,7 @@ func (p *benchTLSPKI) trunkConfig() *tls.Config {
 // realmYAML is a realm's TLS listener (mutual TLS on the inside), its
 // next hop over TLS and the CA it trusts there; outsidePort is chosen per
 // call.
-func (t *stirgateTLS) realmYAML(realm string, nextHop int) string {
+func (t *proxyTLS) realmYAML(realm string, nextHop int) string {
 	var b strings.Builder
 	port, clientCA := t.outsidePort, ""
 	if realm == "inside" {
@@ -133,6 +134,28 @@ func (t *stirgateTLS) realmYAML(realm string, nextHop int) string {
 	fmt.Fprintf(&b, "      next_hop: \"sip:%s;transport=tls\"\n", hostPort(nextHop))
 	fmt.Fprintf(&b, "      tls: {ca: %q, server_name: localhost}\n", t.pki.caPath)
 	return b.String()
+}
+
+// kamailioDomains is the tls module's domain file: stirgate's certificate
+// (the same key and CA), mutual TLS for the PBX, and the callee's
+// certificate verified against the bench CA.
+func (t *proxyTLS) kamailioDomains() string {
+	return fmt.Sprintf(`[server:default]
+method = TLSv1.2+
+certificate = %[1]s
+private_key = %[2]s
+ca_list = %[3]s
+verify_certificate = yes
+require_certificate = yes
+verify_depth = 3
+
+[client:default]
+method = TLSv1.2+
+ca_list = %[3]s
+verify_certificate = yes
+require_certificate = yes
+verify_depth = 3
+`, t.pki.stirgateCert, t.pki.stirgateKey, t.pki.caPath)
 }
 
 func freeTCPPort() (int, error) {
@@ -174,18 +197,29 @@ func (b *bench) transportRun(ctx context.Context) error {
 		}
 	}()
 	for _, transport := range b.o.transports {
-		p, err := b.startTransportSystem(ctx, transport, pki)
+		if b.o.only == "kamailio" {
+			break
+		}
+		p, err := b.startTransportSystem(ctx, "stirgate", transport, pki)
 		if err != nil {
 			return err
 		}
 		systems = append(systems, p)
 	}
-	log.Printf("transport: stirgate sign mode, the Go caller and callee over %s", strings.Join(b.o.transports, " and "))
+	// Kamailio over TLS, on its one TCP worker (kamailio.cfg).
+	if slices.Contains(b.o.transports, "tls") && b.o.only != "stirgate" {
+		p, err := b.startTransportSystem(ctx, "kamailio", "tls", pki)
+		if err != nil {
+			return err
+		}
+		systems = append(systems, p)
+	}
+	log.Printf("transport: sign mode, the Go caller and callee over %s", strings.Join(b.o.transports, " and "))
 	if err := b.ramp(ctx, systems, b.goStep); err != nil {
 		return err
 	}
 	for _, p := range systems {
-		if p.transport != "tls" {
+		if p.transport != "tls" || p.system != "stirgate" {
 			continue
 		}
 		if err := b.restart(ctx, p); err != nil {
@@ -201,17 +235,18 @@ func (b *bench) transportRun(ctx context.Context) error {
 	return nil
 }
 
-// startTransportSystem starts a Go callee over transport and a stirgate
-// in sign mode reaching it, its PBX side over the same transport.
-func (b *bench) startTransportSystem(ctx context.Context, transport string, pki *benchTLSPKI) (*proxy, error) {
+// startTransportSystem starts a Go callee over transport and system
+// (stirgate, kamailio) in sign mode reaching it, its PBX side over the
+// same transport.
+func (b *bench) startTransportSystem(ctx context.Context, system, transport string, pki *benchTLSPKI) (*proxy, error) {
 	uas, err := startGoUAS(transport, pki.trunkConfig(), true)
 	if err != nil {
 		return nil, fmt.Errorf("go callee over %s: %w", transport, err)
 	}
-	var t *stirgateTLS
+	var t *proxyTLS
 	nextHop := 0
 	if transport == "tls" {
-		t = &stirgateTLS{pki: pki}
+		t = &proxyTLS{pki: pki}
 		if t.insidePort, err = freeTCPPort(); err == nil {
 			t.outsidePort, err = freeTCPPort()
 		}
@@ -225,7 +260,13 @@ func (b *bench) startTransportSystem(ctx context.Context, transport string, pki 
 	}
 	var launch func(context.Context) (*proxy, error)
 	launch = func(ctx context.Context) (*proxy, error) {
-		p, err := b.env.startStirgate(ctx, "sign", nextHop, b.o.workers, b.o.env, 0, t)
+		var p *proxy
+		var err error
+		if system == "stirgate" {
+			p, err = b.env.startStirgate(ctx, "sign", nextHop, b.o.workers, b.o.env, 0, t)
+		} else {
+			p, err = b.env.startKamailio(ctx, "sign", nextHop, b.o.workers, b.o.kamAlloc, b.o.kamArgs, t)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +289,7 @@ func (b *bench) startTransportSystem(ctx context.Context, transport string, pki 
 // handshake).
 func (b *bench) goStep(ctx context.Context, p *proxy, rate, try int) (step, error) {
 	if !p.alive() {
-		return step{}, fmt.Errorf("stirgate (%s) died:\n%s", p.transport, p.logTail())
+		return step{}, fmt.Errorf("%s (%s) died:\n%s", p.system, p.transport, p.logTail())
 	}
 	b.seq++
 	calls := rate * int(b.o.step/time.Second)
@@ -273,10 +314,12 @@ func (b *bench) goStep(ctx context.Context, p *proxy, rate, try int) (step, erro
 		w.close()
 		return s, err
 	}
-	m0, err := scrapeMetrics(p)
-	if err != nil {
-		w.close()
-		return s, err
+	var m0 map[string]float64
+	if p.system == "stirgate" {
+		if m0, err = scrapeMetrics(p); err != nil {
+			w.close()
+			return s, err
+		}
 	}
 	drops := udpRcvbufErrors()
 	started := time.Now()
@@ -298,14 +341,16 @@ func (b *bench) goStep(ctx context.Context, p *proxy, rate, try int) (step, erro
 	s.CPUus = float64((cpu1-cpu0)/time.Microsecond) / float64(calls)
 	s.GenCPUus = float64((gen1-gen0)/time.Microsecond) / float64(calls)
 	s.Mem = readMemory(pids)
-	time.Sleep(200 * time.Millisecond) // the record writer flushes every 100 ms
-	m1, err := scrapeMetrics(p)
-	if err != nil {
-		return s, err
-	}
 	s.UDPDrops = udpRcvbufErrors() - drops
-	s.RecordsWritten = m1["stirgate_records_written_total"] - m0["stirgate_records_written_total"]
-	s.RecordsDropped = m1["stirgate_records_dropped_total"] - m0["stirgate_records_dropped_total"]
+	if p.system == "stirgate" {
+		time.Sleep(200 * time.Millisecond) // the record writer flushes every 100 ms
+		m1, err := scrapeMetrics(p)
+		if err != nil {
+			return s, err
+		}
+		s.RecordsWritten = m1["stirgate_records_written_total"] - m0["stirgate_records_written_total"]
+		s.RecordsDropped = m1["stirgate_records_dropped_total"] - m0["stirgate_records_dropped_total"]
+	}
 	s.Successful, s.Retrans = res.ok, res.retrans
 	s.P50ms = float64(res.lat.P50) / float64(time.Millisecond)
 	s.P99ms = float64(res.lat.P99) / float64(time.Millisecond)
