@@ -73,7 +73,7 @@ func TestStateRedisACL(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "wrong-pw"), "Not-the-password-42\n", 0o600)
 	writeFile(t, filepath.Join(dir, "open-pw"), secret+"\n", 0o644)
 	redis := func(extra string) string {
-		return "backend: redis\nredis:\n  addrs: [" + srv.Addr + "]\n" + extra
+		return "backend: redis\nredis:\n  addrs: [" + srv.Addr + "]\n  timeout: 1s\n" + extra // generous: ACLs are tested, not latency
 	}
 
 	t.Run("user and password file", func(t *testing.T) {
@@ -132,8 +132,10 @@ func TestStateRedisTLS(t *testing.T) {
 	optional := redistest.StartOptions(t, redistest.Options{TLS: pki, AuthClients: "optional"})
 	required := redistest.StartOptions(t, redistest.Options{TLS: pki, AuthClients: "yes"})
 	dir := t.TempDir()
+	// A generous timeout: what is tested is TLS, and the default 20 ms
+	// per operation was exceeded once under -race in a loaded CI run.
 	conf := func(addr, tlsYAML string) string {
-		return "backend: redis\nredis:\n  addrs: [" + addr + "]\n  tls:\n    enabled: true\n" + tlsYAML
+		return "backend: redis\nredis:\n  addrs: [" + addr + "]\n  timeout: 1s\n  tls:\n    enabled: true\n" + tlsYAML
 	}
 	ca := "    ca_file: " + pki.CA + "\n"
 	client := "    cert_file: " + pki.ClientCert + "\n    key_file: " + pki.ClientKey + "\n"
@@ -182,7 +184,7 @@ func TestStateRedisSentinel(t *testing.T) {
 	master := redistest.Start(t)
 	sentinel := redistest.StartSentinel(t, master, "mymaster")
 	dir := t.TempDir()
-	cfg := stateConfig(t, dir, "backend: redis\nredis:\n  mode: sentinel\n  master_name: mymaster\n  addrs: ["+sentinel.Addr+"]\n")
+	cfg := stateConfig(t, dir, "backend: redis\nredis:\n  mode: sentinel\n  master_name: mymaster\n  timeout: 1s\n  addrs: ["+sentinel.Addr+"]\n")
 	n, err := addOnce(cfg, "sentinel-caller")
 	if err != nil || n != 1 {
 		t.Fatalf("Counter.Add through the sentinel: %d, %v; want 1", n, err)
@@ -208,7 +210,7 @@ func TestStateRedisSentinelACLMaster(t *testing.T) {
 	sentinel := redistest.StartSentinel(t, master, "mymaster")
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "pw"), secret, 0o600)
-	cfg := stateConfig(t, dir, "backend: redis\nredis:\n  mode: sentinel\n  master_name: mymaster\n  addrs: ["+sentinel.Addr+"]\n  username: stirgate\n  password_file: pw\n")
+	cfg := stateConfig(t, dir, "backend: redis\nredis:\n  mode: sentinel\n  master_name: mymaster\n  timeout: 1s\n  addrs: ["+sentinel.Addr+"]\n  username: stirgate\n  password_file: pw\n")
 	if n, err := addOnce(cfg, "sentinel-acl-caller"); err != nil || n != 1 {
 		t.Fatalf("Counter.Add through the sentinel as the ACL user: %d, %v; want 1", n, err)
 	}

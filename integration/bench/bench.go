@@ -406,19 +406,26 @@ func (b *bench) step(ctx context.Context, p *proxy, mode string, rate int, d tim
 		why = append(why, fmt.Sprintf("store errors %v", s.Redis.Errors))
 	}
 	if signed {
-		// The oldest sampled header was signed when the step started;
-		// the check runs at most bound (+ the callee's stop) later.
-		sample, err := b.env.checkIdentities(ctx, filepath.Join(dir, "uas", identityLog), started, bound+time.Minute)
-		s.Identity = &sample
-		if err != nil {
-			why = append(why, "identity: "+err.Error())
-		}
+		why = append(why, b.checkSample(ctx, &s, filepath.Join(dir, "uas", identityLog), started, bound)...)
 	}
 	s.judge(why, b.o.p99Bound)
 	if !b.o.keep {
 		os.RemoveAll(dir)
 	}
 	return s, nil
+}
+
+// checkSample checks the Identity headers the callee logged to logPath
+// into s.Identity and says why they fail, if they do. The oldest was
+// signed when the step started; the check runs at most bound (+ the
+// callee's stop) later.
+func (b *bench) checkSample(ctx context.Context, s *step, logPath string, started time.Time, bound time.Duration) []string {
+	sample, err := b.env.checkIdentities(ctx, logPath, started, bound+time.Minute)
+	s.Identity = &sample
+	if err != nil {
+		return []string{"identity: " + err.Error()}
+	}
+	return nil
 }
 
 // judge fills Failed and decides whether s is carried and clean: fewer

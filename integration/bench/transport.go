@@ -369,11 +369,7 @@ func (b *bench) goStep(ctx context.Context, p *proxy, rate, try int) (step, erro
 	if err := os.WriteFile(idPath, []byte(strings.Join(ids, "\n")+"\n"), 0o644); err != nil {
 		return s, err
 	}
-	sample, err := b.env.checkIdentities(ctx, idPath, started, bound+time.Minute)
-	s.Identity = &sample
-	if err != nil {
-		why = append(why, "identity: "+err.Error())
-	}
+	why = append(why, b.checkSample(ctx, &s, idPath, started, bound)...)
 	s.judge(why, b.o.p99Bound)
 	if !b.o.keep {
 		os.RemoveAll(dir)
