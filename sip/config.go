@@ -123,15 +123,26 @@ type ListenConfig struct {
 	Key        string `yaml:"key"`
 	ClientCA   string `yaml:"client_ca"`
 	MinVersion string `yaml:"min_version"`
-	// IdleTimeout closes a TLS connection that brought nothing (no message,
-	// no CRLF keep-alive) for this long (default 120s, Kamailio's
-	// tcp_connection_lifetime; a PBX keeping its connection sends
-	// keep-alives more often).
+	// IdleTimeout closes an accepted TCP or TLS connection that brought
+	// nothing (no message, no CRLF keep-alive) for this long (default
+	// 120s, Kamailio's tcp_connection_lifetime; a PBX keeping its
+	// connection pings more often). Connections stirgate opens (to a next
+	// hop) last until the peer closes them: sipgo v1.7.3 takes a read
+	// timeout only on transports handed over whole, which lose the
+	// realm's logger.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
-// DefaultTLSIdleTimeout is a tls listener's idle_timeout when absent.
-const DefaultTLSIdleTimeout = 120 * time.Second
+// DefaultIdleTimeout is a tcp or tls listener's idle_timeout when absent.
+const DefaultIdleTimeout = 120 * time.Second
+
+// idle is the listener's idle timeout, the default when unset (0).
+func (l *ListenConfig) idle() time.Duration {
+	if l.IdleTimeout > 0 {
+		return l.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
 
 // TLSClientConfig is how a realm connects to a next hop over TLS
 // (next_hop ...;transport=tls): the CA bundle that verifies the peer (the
@@ -212,8 +223,8 @@ func (c *Config) ApplyDefaults() {
 	}
 	for i, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
 		for j := range r.Listen {
-			if l := &r.Listen[j]; l.Transport == "tls" && l.IdleTimeout == 0 {
-				l.IdleTimeout = DefaultTLSIdleTimeout
+			if l := &r.Listen[j]; l.Transport != "udp" && l.IdleTimeout == 0 {
+				l.IdleTimeout = DefaultIdleTimeout
 			}
 		}
 		if r.Media.Ports == "" {
@@ -394,8 +405,11 @@ func (l *ListenConfig) Validate() error {
 	var errs []error
 	switch l.Transport {
 	case "udp", "tcp":
-		if l.IdleTimeout != 0 {
-			errs = append(errs, errors.New("idle_timeout: only a tls listener has one"))
+		if l.Transport == "udp" && l.IdleTimeout != 0 {
+			errs = append(errs, errors.New("idle_timeout: udp has no connections: only tcp and tls listeners have one"))
+		}
+		if l.Transport == "tcp" && l.IdleTimeout != 0 && (l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour) {
+			errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
 		}
 		for _, f := range []struct{ key, v string }{{"cert", l.Cert}, {"key", l.Key}, {"client_ca", l.ClientCA}, {"min_version", l.MinVersion}} {
 			if f.v != "" {
@@ -409,7 +423,7 @@ func (l *ListenConfig) Validate() error {
 		if _, err := tlsVersion(l.MinVersion); err != nil {
 			errs = append(errs, fmt.Errorf("min_version: %w", err))
 		}
-		if l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour {
+		if l.IdleTimeout != 0 && (l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour) {
 			errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
 		}
 	default:

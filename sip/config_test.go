@@ -36,10 +36,11 @@ func TestConfigValidate(t *testing.T) {
 		{"tls 1.1", func(c *Config) {
 			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", IdleTimeout: time.Minute, Cert: "s.pem", Key: "s.key", MinVersion: "1.1"})
 		}, `realms.inside.listen[2].min_version: "1.1" is not one of 1.2, 1.3`},
-		{"idle_timeout on udp", func(c *Config) { c.Realms.Outside.Listen[0].IdleTimeout = time.Minute }, "realms.outside.listen[0].idle_timeout: only a tls listener has one"},
-		{"idle_timeout 0", func(c *Config) {
+		{"idle_timeout on udp", func(c *Config) { c.Realms.Outside.Listen[0].IdleTimeout = time.Minute }, "realms.outside.listen[0].idle_timeout: udp has no connections: only tcp and tls listeners have one"},
+		{"idle_timeout on tcp out of range", func(c *Config) { c.Realms.Outside.Listen[1].IdleTimeout = time.Millisecond }, "realms.outside.listen[1].idle_timeout: 1ms out of range 1s..24h"},
+		{"idle_timeout 0 is the default", func(c *Config) {
 			c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key"})
-		}, "realms.inside.listen[2].idle_timeout: 0s out of range 1s..24h"},
+		}, ""},
 		{"client_ca on udp", func(c *Config) { c.Realms.Outside.Listen[0].ClientCA = "ca.pem" }, "realms.outside.listen[0].client_ca: only a tls listener has one"},
 		{"client cert without key", func(c *Config) { c.Realms.Outside.TLS.Cert = "c.pem" }, "realms.outside.tls.cert: a client certificate needs both cert and key"},
 		{"bad cidr", func(c *Config) { c.Realms.Outside.Trusted = []string{"10.0.0.0/33"} }, "realms.outside.trusted[0]:"},

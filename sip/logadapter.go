@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -37,6 +38,15 @@ func (h *sipgoLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "Read error" && errorIs(r, os.ErrDeadlineExceeded) {
+		// A TCP or TLS connection silent for its idle timeout: closed by
+		// design, not an error.
+		idle := slog.NewRecord(r.Time, slog.LevelInfo, "connection idle: closed", r.PC)
+		if !h.next.Enabled(ctx, idle.Level) {
+			return nil
+		}
+		return h.next.WithAttrs(h.attrs).Handle(ctx, idle)
+	}
 	reason, counted := sipgoEvents[r.Message]
 	if counted {
 		if reason == "parse_error" && tooLarge(r) {
@@ -77,10 +87,13 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 // tooLarge reports whether r's error attribute is sipgo's message size limit.
-func tooLarge(r slog.Record) bool {
+func tooLarge(r slog.Record) bool { return errorIs(r, sip.ErrMessageTooLarge) }
+
+// errorIs reports whether r's error attribute is target.
+func errorIs(r slog.Record, target error) bool {
 	found := false
 	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, sip.ErrMessageTooLarge) {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, target) {
 			found = true
 			return false
 		}

@@ -149,6 +149,34 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	return &handshakeConn{Conn: tls.Server(pc, cfg), l: l, idle: l.idle}, nil
 }
 
+// idleListener accepts TCP connections whose reads are each bounded by the
+// idle timeout: sipgo reads a connection until a read fails, so one that
+// stays silent (no message, no CRLF keep-alive) that long is closed.
+type idleListener struct {
+	net.Listener
+	idle time.Duration
+}
+
+func (l *idleListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &idleConn{Conn: c, idle: l.idle}, nil
+}
+
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	if err := c.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
 // trackedConn runs closed once, when the connection is closed.
 type trackedConn struct {
 	net.Conn

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -339,8 +340,50 @@ func TestTLSKeepAliveAndIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	keepAliveThenIdle(t, conn, func() float64 { return testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")) })
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")) != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")); got != 0 {
+		t.Errorf("connections open after the idle close = %v, want 0", got)
+	}
+}
+
+// TestTCPKeepAliveAndIdleTimeout: the same over a plain TCP listener.
+func TestTCPKeepAliveAndIdleTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.Realms.Inside.Listen[1].IdleTimeout = time.Second
+	var logs syncBuffer
+	e, _ := newTestEdgeWith(t, cfg, Chains{}, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = e.Serve(ctx) }()
+	conn, err := net.DialTimeout("tcp", e.ListenAddrs("inside")["TCP"], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	keepAliveThenIdle(t, conn, nil)
+	// The idle close is logged as what it is, not as a read error.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "connection idle: closed") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out := logs.String(); !strings.Contains(out, `level=INFO msg="connection idle: closed"`) || strings.Contains(out, "Read error") {
+		t.Errorf("log after the idle close, want one INFO line and no read error:\n%s", out)
+	}
+}
+
+// keepAliveThenIdle sends CRLF keep-alive pings (RFC 5626 4.4.1) 600 ms
+// apart, three times, each answered with a pong although the listener's
+// idle timeout is 1 s; then it leaves the connection silent, and the edge
+// must close it. open, when set, counts the connections open, which must
+// be 1 while the pings flow.
+func keepAliveThenIdle(t *testing.T, conn net.Conn, open func() float64) {
+	t.Helper()
 	buf := make([]byte, 16)
-	for i := range 3 { // pings 600 ms apart keep the 1 s idle timeout away
+	for i := range 3 {
 		if _, err := conn.Write([]byte("\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}
@@ -351,21 +394,16 @@ func TestTLSKeepAliveAndIdleTimeout(t *testing.T) {
 		}
 		time.Sleep(600 * time.Millisecond)
 	}
-	if got := testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")); got != 1 {
-		t.Errorf("connections open = %v, want 1", got)
+	if open != nil {
+		if got := open(); got != 1 {
+			t.Errorf("connections open = %v, want 1", got)
+		}
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := conn.Read(buf); err == nil {
 		t.Fatalf("read %q from a connection left idle: want it closed", buf[:n])
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatal("the idle connection was still open after 5 s")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")) != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := testutil.ToFloat64(te.e.m.tlsConns.WithLabelValues("inside")); got != 0 {
-		t.Errorf("connections open after the idle close = %v, want 0", got)
 	}
 }
 
