@@ -446,6 +446,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	e.log.Info("sip edge serving", "inside", e.ListenAddrs("inside"), "outside", e.ListenAddrs("outside"))
 	go e.dialogs.sweep(ctx, dialogMaxAge)
 	go e.udpTx.sweep(e.stopped)
+	go e.adm.tick(e.stopped)
 	select {
 	case <-ctx.Done():
 		return nil

@@ -115,9 +115,35 @@ func (a *admission) roll(now time.Time) {
 		// Far below the target, or nothing at all in a whole interval.
 		a.admit = min(a.admit+0.1, 1)
 	}
+	// Whole intervals since the window ended without any message rolled
+	// nothing: nothing queued in them either. Without this, an edge that
+	// went quiet after an overload kept its low admission until traffic
+	// came back, and refused the first calls of a quiet network.
+	if idle := now.Sub(a.windowEnd) / a.interval; idle > 0 && !a.windowEnd.IsZero() {
+		a.admit = min(a.admit+0.1*float64(idle), 1)
+	}
 	a.windowEnd = now.Add(a.interval)
 	if a.admit != old && a.onChange != nil {
 		a.onChange(a.admit)
+	}
+}
+
+// tick rolls the window every second until done, so that admission, and
+// its gauge, recover while no message comes at all.
+func (a *admission) tick(done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			a.mu.Lock()
+			if !a.off {
+				a.roll(now)
+			}
+			a.mu.Unlock()
+		}
 	}
 }
 

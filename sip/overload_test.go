@@ -101,6 +101,38 @@ func TestAdmissionControl(t *testing.T) {
 	}
 }
 
+// TestAdmissionRecoversWhileIdle: after an overload, an edge that got no
+// message at all for a while admits every new INVITE again: the quiet
+// intervals count as intervals without a queue, although nothing rolled
+// them.
+func TestAdmissionRecoversWhileIdle(t *testing.T) {
+	a := newAdmission(overloadPolicy{on: true, target: 5 * time.Millisecond, interval: 20 * time.Millisecond, retryAfter: time.Second}, nil)
+	now := time.Unix(1000, 0)
+	for range 40 { // 10 intervals of standing queue
+		a.observe(inviteWait, 50*time.Millisecond, now)
+		now = now.Add(5 * time.Millisecond)
+	}
+	if a.admit > 0.5 {
+		t.Fatalf("after 10 intervals of standing queue admit is %v, want at most 0.5", a.admit)
+	}
+	low := a.admit
+	// Quiet for 4 intervals: not yet enough to climb all the way back.
+	if a.shedNext(now.Add(80 * time.Millisecond)); a.admit >= 1 || a.admit <= low {
+		t.Errorf("4 quiet intervals after admit %v: admit %v, want above it and below 1", low, a.admit)
+	}
+	// Quiet for a second: every new INVITE is admitted.
+	now = now.Add(time.Second)
+	shed := 0
+	for range 100 {
+		if a.shedNext(now) {
+			shed++
+		}
+	}
+	if a.admit != 1 || shed != 0 {
+		t.Errorf("after a quiet second: admit %v, %d of 100 new INVITEs shed; want 1 and none", a.admit, shed)
+	}
+}
+
 func TestRetryAfterJitter(t *testing.T) {
 	a := newAdmission(overloadPolicy{on: true, target: time.Millisecond, interval: time.Second, retryAfter: 10 * time.Second}, nil)
 	seen := map[int]bool{}
