@@ -131,20 +131,13 @@ func (a *admission) roll(now time.Time) {
 // tick rolls the window every second until done, so that admission, and
 // its gauge, recover while no message comes at all.
 func (a *admission) tick(done <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case now := <-t.C:
-			a.mu.Lock()
-			if !a.off {
-				a.roll(now)
-			}
-			a.mu.Unlock()
+	every(time.Second, done, func(now time.Time) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if !a.off {
+			a.roll(now)
 		}
-	}
+	})
 }
 
 // shedNext reports whether the next new INVITE at a reader should be

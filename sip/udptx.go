@@ -184,16 +184,23 @@ func (l *udpTxLayer) setTimers(t1, t2, t4 time.Duration) {
 
 // sweep ends lingering transactions until done is closed.
 func (l *udpTxLayer) sweep(done <-chan struct{}) {
-	t := time.NewTicker(50 * time.Millisecond)
+	every(50*time.Millisecond, done, func(now time.Time) {
+		l.linger.expire(now)
+		l.accepted.expire(now)
+		l.short.expire(now)
+	})
+}
+
+// every calls fn with the time every d until done is closed.
+func every(d time.Duration, done <-chan struct{}, fn func(now time.Time)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-done:
 			return
 		case now := <-t.C:
-			l.linger.expire(now)
-			l.accepted.expire(now)
-			l.short.expire(now)
+			fn(now)
 		}
 	}
 }

@@ -121,9 +121,8 @@ func (p *benchTLSPKI) trunkConfig() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{p.trunk}, MinVersion: tls.VersionTLS12}
 }
 
-// realmYAML is a realm's TLS listener (mutual TLS on the inside), its
-// next hop over TLS and the CA it trusts there; outsidePort is chosen per
-// call.
+// realmYAML is stirgate's TLS listener of realm (mutual TLS on the
+// inside), its next hop over TLS and the CA it trusts there.
 func (t *proxyTLS) realmYAML(realm string, nextHop int) string {
 	var b strings.Builder
 	port, clientCA := t.outsidePort, ""
