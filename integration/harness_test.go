@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -163,8 +164,34 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
+// Ports come from below the kernel's ephemeral range when it allows
+// (ip_local_port_range, usually 32768-60999): every process's outgoing
+// connections draw their local ports from that range, so a port picked
+// there and bound a moment later can be taken in between (it happened in
+// CI: "bind: address already in use"). 20000 up is left to stirgate's
+// media ports.
+const pickLow, pickHigh = 10000, 20000
+
+var belowEphemeral = sync.OnceValue(func() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return false
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	return err1 == nil && err2 == nil && (hi < pickLow || lo >= pickHigh)
+})
+
 func tryPort() (int, error) {
-	tl, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+	addr := net.JoinHostPort(loopback, "0")
+	if belowEphemeral() {
+		addr = hostPort(pickLow + mrand.IntN(pickHigh-pickLow))
+	}
+	tl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return 0, fmt.Errorf("listen tcp: %w", err)
 	}
