@@ -136,14 +136,6 @@ type ListenConfig struct {
 // DefaultIdleTimeout is a tcp or tls listener's idle_timeout when absent.
 const DefaultIdleTimeout = 120 * time.Second
 
-// idle is the listener's idle timeout, the default when unset (0).
-func (l *ListenConfig) idle() time.Duration {
-	if l.IdleTimeout > 0 {
-		return l.IdleTimeout
-	}
-	return DefaultIdleTimeout
-}
-
 // TLSClientConfig is how a realm connects to a next hop over TLS
 // (next_hop ...;transport=tls): the CA bundle that verifies the peer (the
 // system roots when empty), the name its certificate must carry (default:
@@ -189,6 +181,43 @@ const (
 var DefaultMediaPorts = [2]string{"20000-20999", "21000-21999"}
 
 // ApplyDefaults fills absent values.
+// tlsFiles are pointers to every file name of the TLS settings: each tls
+// listener's cert, key and client_ca, each realm's tls ca, cert and key.
+func (c *Config) tlsFiles() []*string {
+	var out []*string
+	for _, r := range []*RealmConfig{&c.Realms.Inside, &c.Realms.Outside} {
+		for i := range r.Listen {
+			l := &r.Listen[i]
+			out = append(out, &l.Cert, &l.Key, &l.ClientCA)
+		}
+		out = append(out, &r.TLS.CA, &r.TLS.Cert, &r.TLS.Key)
+	}
+	return out
+}
+
+// WithFilesResolved is c with every TLS file name passed through resolve
+// (relative names against the configuration file's directory); c's
+// listener slices are not changed.
+func (c Config) WithFilesResolved(resolve func(string) string) Config {
+	c.Realms.Inside.Listen = slices.Clone(c.Realms.Inside.Listen)
+	c.Realms.Outside.Listen = slices.Clone(c.Realms.Outside.Listen)
+	for _, f := range c.tlsFiles() {
+		*f = resolve(*f)
+	}
+	return c
+}
+
+// TLSFiles are the TLS file names c sets (a reload watches them).
+func (c Config) TLSFiles() []string {
+	var out []string
+	for _, f := range c.tlsFiles() {
+		if *f != "" {
+			out = append(out, *f)
+		}
+	}
+	return out
+}
+
 func (c *Config) ApplyDefaults() {
 	if c.UserAgent == "" {
 		c.UserAgent = "stirgate"
@@ -403,14 +432,15 @@ func tlsVersion(v string) (uint16, error) {
 // Validate checks one listener.
 func (l *ListenConfig) Validate() error {
 	var errs []error
+	switch { // 0: the default (ApplyDefaults)
+	case l.IdleTimeout == 0:
+	case l.Transport == "udp":
+		errs = append(errs, errors.New("idle_timeout: udp has no connections: only tcp and tls listeners have one"))
+	case l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour:
+		errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
+	}
 	switch l.Transport {
 	case "udp", "tcp":
-		if l.Transport == "udp" && l.IdleTimeout != 0 {
-			errs = append(errs, errors.New("idle_timeout: udp has no connections: only tcp and tls listeners have one"))
-		}
-		if l.Transport == "tcp" && l.IdleTimeout != 0 && (l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour) {
-			errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
-		}
 		for _, f := range []struct{ key, v string }{{"cert", l.Cert}, {"key", l.Key}, {"client_ca", l.ClientCA}, {"min_version", l.MinVersion}} {
 			if f.v != "" {
 				errs = append(errs, fmt.Errorf("%s: only a tls listener has one", f.key))
@@ -422,9 +452,6 @@ func (l *ListenConfig) Validate() error {
 		}
 		if _, err := tlsVersion(l.MinVersion); err != nil {
 			errs = append(errs, fmt.Errorf("min_version: %w", err))
-		}
-		if l.IdleTimeout != 0 && (l.IdleTimeout < time.Second || l.IdleTimeout > 24*time.Hour) {
-			errs = append(errs, fmt.Errorf("idle_timeout: %s out of range 1s..24h", l.IdleTimeout))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("transport: %q is not one of udp, tcp, tls", l.Transport))

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,4 +164,26 @@ func TestParseNextHop(t *testing.T) {
 
 func prometheusGauge() prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{Name: "test_dialogs"})
+}
+
+// TestWithFilesResolved: every TLS file name goes through resolve, empty
+// ones stay empty, the original listeners are untouched, and TLSFiles
+// lists what is set.
+func TestWithFilesResolved(t *testing.T) {
+	c := testConfig()
+	c.Realms.Inside.Listen = append(c.Realms.Inside.Listen, ListenConfig{Transport: "tls", Addr: "127.0.0.1:0", Cert: "s.pem", Key: "s.key", ClientCA: "ca.pem"})
+	c.Realms.Outside.TLS = TLSClientConfig{CA: "trunk-ca.pem", Cert: "c.pem", Key: "c.key"}
+	got := c.WithFilesResolved(func(p string) string {
+		if p == "" {
+			return ""
+		}
+		return "/etc/stirgate/" + p
+	})
+	want := []string{"/etc/stirgate/s.pem", "/etc/stirgate/s.key", "/etc/stirgate/ca.pem", "/etc/stirgate/trunk-ca.pem", "/etc/stirgate/c.pem", "/etc/stirgate/c.key"}
+	if files := got.TLSFiles(); !slices.Equal(files, want) {
+		t.Errorf("TLSFiles = %q, want %q", files, want)
+	}
+	if l := c.Realms.Inside.Listen[2]; l.Cert != "s.pem" || c.Realms.Outside.TLS.CA != "trunk-ca.pem" {
+		t.Errorf("the original changed: listener cert %q, outside tls.ca %q", l.Cert, c.Realms.Outside.TLS.CA)
+	}
 }

@@ -172,7 +172,7 @@ type realm struct {
 	tls []net.Listener
 	// first listener per transport: where our outgoing requests leave from
 	// and what Via/Record-Route advertise.
-	ep map[string]endpoint // "UDP" | "TCP"
+	ep map[string]endpoint // "UDP" | "TCP" | "TLS"
 }
 
 type endpoint struct {
@@ -369,7 +369,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 			if err != nil {
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
-			r.tcp = append(r.tcp, &idleListener{Listener: ln, idle: l.idle()})
+			r.tcp = append(r.tcp, &idleListener{Listener: ln, idle: l.IdleTimeout})
 			bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		case "tls":
 			ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
@@ -377,7 +377,7 @@ func (e *Edge) newRealm(idx int, rc RealmConfig, parser *sip.Parser) (*realm, er
 				return r, fmt.Errorf("sip: realms.%s.listen[%d]: %w", r.name, i, err)
 			}
 			initial := e.gen.Load().realms[idx].tlsServer[i]
-			r.tls = append(r.tls, &tlsListener{Listener: ln, e: e, r: r, idle: l.idle(), config: func() *tls.Config {
+			r.tls = append(r.tls, &tlsListener{Listener: ln, e: e, r: r, idle: l.IdleTimeout, config: func() *tls.Config {
 				// The generation in force; the first one's when a reload
 				// changed the listeners (they need a restart).
 				if ts := e.gen.Load().realms[idx].tlsServer; i < len(ts) && ts[i] != nil {

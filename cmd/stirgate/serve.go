@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"reflect"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -447,14 +446,5 @@ func startAdmin(log *slog.Logger, cfg configs.AdminConfig, token string, edge *s
 // sipConfig is cfg's sip: section with its TLS files resolved against the
 // configuration file's directory.
 func sipConfig(cfg *configs.Config) sip.Config {
-	out := cfg.SIP
-	for _, r := range []*sip.RealmConfig{&out.Realms.Inside, &out.Realms.Outside} {
-		r.Listen = slices.Clone(r.Listen)
-		for i := range r.Listen {
-			l := &r.Listen[i]
-			l.Cert, l.Key, l.ClientCA = cfg.Resolve(l.Cert), cfg.Resolve(l.Key), cfg.Resolve(l.ClientCA)
-		}
-		r.TLS.CA, r.TLS.Cert, r.TLS.Key = cfg.Resolve(r.TLS.CA), cfg.Resolve(r.TLS.Cert), cfg.Resolve(r.TLS.Key)
-	}
-	return out
+	return cfg.SIP.WithFilesResolved(cfg.Resolve)
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/stirgate/stirgate/configs"
 	"github.com/stirgate/stirgate/policy"
-	"github.com/stirgate/stirgate/sip"
 )
 
 // watchInterval is how often the configuration files are checked for
@@ -48,20 +47,7 @@ func watchedFiles(cfgPath string, cfg *configs.Config) []string {
 		}
 		out = append(out, pf.PromptFiles()...)
 	}
-	for _, r := range []sip.RealmConfig{cfg.SIP.Realms.Inside, cfg.SIP.Realms.Outside} {
-		for _, l := range r.Listen {
-			for _, f := range []string{l.Cert, l.Key, l.ClientCA} {
-				if f != "" {
-					out = append(out, cfg.Resolve(f))
-				}
-			}
-		}
-		for _, f := range []string{r.TLS.CA, r.TLS.Cert, r.TLS.Key} {
-			if f != "" {
-				out = append(out, cfg.Resolve(f))
-			}
-		}
-	}
+	out = append(out, sipConfig(cfg).TLSFiles()...)
 	if vc := cfg.Verify; vc.Enabled {
 		out = append(out, resolveAll(cfg, vc.TrustRoots)...)
 		out = append(out, resolveAll(cfg, vc.CRLs)...)
